@@ -10,6 +10,7 @@ import { loadSpec, type ModelSpec } from '../model/config.js';
 import { planCheckpoint, loadWeights, type CheckpointPlan } from '../model/weights.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import { Engine } from '../runtime/engine.js';
+import type { SessionOptions } from '../runtime/ort.js';
 
 export interface ModelInfo {
   source: string;
@@ -22,6 +23,8 @@ export interface ModelInfo {
 export interface LoadOptions extends ResolveOptions {
   /** Called while tensors are read (done, total). */
   onLoad?: (done: number, total: number) => void;
+  /** ONNX Runtime session options (execution providers, threads, spinning); default from the environment. */
+  session?: Partial<SessionOptions>;
 }
 
 /** Resolves the model and validates config, tokenizer and tensor headers; reads no weight data. */
@@ -53,6 +56,6 @@ export class LoadedModel implements ModelInfo {
   static async load(idOrPath: string, opts: LoadOptions = {}): Promise<LoadedModel> {
     const info = await openModel(idOrPath, opts);
     const weights = loadWeights(info.plan, opts.onLoad);
-    return new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, new Engine(info.spec, weights));
+    return new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, new Engine(info.spec, weights, opts.session));
   }
 }

@@ -8,7 +8,7 @@
  *   for a few steps.
  * - organism: WeightTrainer (every weight) on the organism-sized model, 32 rows of 64 tokens a
  *   step, with or without the KL term (32 more rows against a frozen base engine, as the
- *   organism's em-kl stage), optionally with extra ORT session options.
+ *   organism's em-kl stage), with ORT's intra-op spinning on or off.
  *
  * Prints one JSON line on stdout (progress on stderr).
  */
@@ -22,7 +22,6 @@ import { Engine } from '../runtime/engine.js';
 import { evaluateBatch, initSolution, trainSolution, type TrainConfig } from '../train/trainer.js';
 import type { TrainRow } from '../train/batch.js';
 import { WeightTrainer } from '../train/weights.js';
-import { addSessionExtra, patched } from './sessopts.js';
 import { benchSpec, log, organismSpec, peakRss, randomIds, randomWeights, stats, type Stats } from './util.js';
 
 export interface SteerArgs {
@@ -55,8 +54,8 @@ export interface SteerResult {
 
 export interface OrganismArgs {
   kl: boolean;
-  /** ORT extra session options, e.g. { session: { intra_op: { allow_spinning: '0' } } }. */
-  extra?: Record<string, unknown>;
+  /** ORT intra-op thread spinning (ORT's default: on). */
+  spinning: boolean;
   rows: number;
   seq: number;
   warmup: number;
@@ -65,8 +64,7 @@ export interface OrganismArgs {
 
 export interface OrganismResult {
   kl: boolean;
-  extra?: Record<string, unknown>;
-  patchedSessions: number;
+  spinning: boolean;
   params: number;
   firstStepMs: number;
   stepMs: number[];
@@ -161,11 +159,10 @@ function cloneWeights(w: Weights): Weights {
 }
 
 async function organism(a: OrganismArgs): Promise<OrganismResult> {
-  if (a.extra) addSessionExtra(a.extra);
   const spec = organismSpec();
   const weights = organismWeights(spec, 0, 0.02);
-  const engine = new Engine(spec, weights);
-  const base = a.kl ? new Engine(spec, cloneWeights(weights)) : undefined;
+  const engine = new Engine(spec, weights, { spinning: a.spinning });
+  const base = a.kl ? new Engine(spec, cloneWeights(weights), { spinning: a.spinning }) : undefined;
   const total = a.warmup + a.steps;
   // As src/organism/build.ts configures its stages (not a literal, so that fields the trainer
   // does not know are ignored rather than rejected).
@@ -203,12 +200,11 @@ async function organism(a: OrganismArgs): Promise<OrganismResult> {
   }
   const wall = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
-  const tag = `${a.kl ? 'KL' : 'no KL'}${a.extra ? ` ${JSON.stringify(a.extra)}` : ''}`;
+  const tag = `${a.kl ? 'KL' : 'no KL'}${a.spinning ? '' : ', spinning off'}`;
   log(`train: organism ${tag}: ${a.steps} steps in ${(wall / 1000).toFixed(2)} s (${((1000 * a.steps) / wall).toFixed(1)} steps/s)`);
   return {
     kl: a.kl,
-    extra: a.extra,
-    patchedSessions: patched.sessions,
+    spinning: a.spinning,
     params,
     firstStepMs,
     stepMs,

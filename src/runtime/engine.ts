@@ -15,7 +15,7 @@ import { orthonormalize } from '../hooks/interventions.js';
 import type { Interventions } from '../hooks/interventions.js';
 import { attentionMask, positionIds, type BatchLayout } from './masks.js';
 import { invFreq, ropeTables } from './rope.js';
-import { createSession, f32, i64, type OrtSession, type OrtTensor } from './ort.js';
+import { createSession, f32, i64, type OrtSession, type OrtTensor, type SessionOptions } from './ort.js';
 import { rng, sampleToken, type SamplingOptions } from './sampling.js';
 
 export interface ForwardRequest {
@@ -85,6 +85,8 @@ export class Engine {
   constructor(
     readonly spec: ModelSpec,
     readonly weights: Weights,
+    /** ORT session options for every graph variant (default: from the environment). */
+    readonly sessionOptions: Partial<SessionOptions> = {},
   ) {
     this.weightShapes = new Map([...weights].map(([k, w]) => [k, w.shape]));
     for (const [k, w] of weights) this.weightTensors.set(k, f32(w.data, w.shape));
@@ -103,7 +105,7 @@ export class Engine {
     if (!s) {
       const graph = buildDecoderGraph(this.spec, variant);
       ext?.extend(graph);
-      s = createSession(emitOnnx(graph, `${this.spec.modelType} ${ext?.key ?? 'forward'}`));
+      s = createSession(emitOnnx(graph, `${this.spec.modelType} ${ext?.key ?? 'forward'}`), this.sessionOptions);
       this.sessions.set(key, s);
     }
     return s;

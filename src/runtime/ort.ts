@@ -1,26 +1,58 @@
 /**
- * The one place that touches onnxruntime-node. Execution providers: CPU by default; a GPU user
- * sets EMLENS_EP=cuda (needs onnxruntime-node's CUDA binaries, see README).
+ * The one adapter to onnxruntime-node: sessions, their options, and tensors. Execution providers
+ * are CPU by default; a GPU user sets EMLENS_EP=cuda (needs onnxruntime-node's CUDA binaries, see
+ * README). Options come from the caller, else from the environment (EMLENS_EP, EMLENS_THREADS,
+ * EMLENS_SPIN), so a benchmark or a server can run sessions side by side with different settings.
  */
 import ort from 'onnxruntime-node';
 
 export type OrtTensor = ort.Tensor;
 export type OrtSession = ort.InferenceSession;
 
-const EP = (process.env.EMLENS_EP ?? 'cpu').split(',').map((s) => s.trim()).filter(Boolean);
-
-export function threads(): number {
-  const env = Number(process.env.EMLENS_THREADS);
-  return Number.isInteger(env) && env > 0 ? env : 0; // 0 = ORT picks (physical cores)
+export interface SessionOptions {
+  /** ORT execution providers in order of preference, e.g. ['cuda', 'cpu']. */
+  executionProviders: string[];
+  /** Intra-op threads; 0 lets ORT pick (the physical cores). */
+  intraOpThreads: number;
+  /**
+   * Whether idle intra-op threads spin waiting for work (ORT's default). Spinning is fastest on an
+   * otherwise idle machine; off, it leaves the cores to other processes between runs.
+   */
+  spinning: boolean;
 }
 
-export async function createSession(model: Uint8Array): Promise<OrtSession> {
+function envInt(name: string): number | null {
+  const v = process.env[name];
+  if (v === undefined || v === '') return null;
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 0 ? n : null;
+}
+
+/** The options sessions get when the caller names none. */
+export function defaultSessionOptions(): SessionOptions {
+  const ep = (process.env.EMLENS_EP ?? 'cpu').split(',').map((s) => s.trim()).filter(Boolean);
+  return {
+    executionProviders: ep.length ? ep : ['cpu'],
+    intraOpThreads: envInt('EMLENS_THREADS') ?? 0,
+    spinning: process.env.EMLENS_SPIN !== '0',
+  };
+}
+
+/** Intra-op threads sessions use by default (0 = ORT picks). */
+export function threads(): number {
+  return defaultSessionOptions().intraOpThreads;
+}
+
+export async function createSession(model: Uint8Array, options: Partial<SessionOptions> = {}): Promise<OrtSession> {
+  const o = { ...defaultSessionOptions(), ...options };
   return ort.InferenceSession.create(model, {
-    executionProviders: EP as ort.InferenceSession.ExecutionProviderConfig[],
+    executionProviders: o.executionProviders as ort.InferenceSession.ExecutionProviderConfig[],
     graphOptimizationLevel: 'all',
-    intraOpNumThreads: threads(),
+    intraOpNumThreads: o.intraOpThreads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
+    // ORT's config key; '1' is its default.
+    extra: { session: { intra_op: { allow_spinning: o.spinning ? '1' : '0' } } },
   });
 }
 

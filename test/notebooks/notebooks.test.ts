@@ -2,6 +2,12 @@
  * Every notebook in notebooks/ executes headless (Debian's jupyter-nbconvert with Deno's Jupyter
  * kernel, which runs TypeScript against the built library) without a cell error, and every code
  * cell produces output.
+ *
+ * Deno's kernel publishes a cell's result on IOPub after its shell reply. nbclient waits only
+ * `iopub_timeout` (4 s by default) for those messages once the reply is in, then drops them with
+ * nothing but a log warning: on a busy machine a cell then "has no output" (the flake this file
+ * once had; iopub_timeout=0 reproduces it every time). So the wait is long, and a timeout fails
+ * the run loudly instead of losing output.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
@@ -13,9 +19,13 @@ const ROOT = resolve(__dirname, '../..');
 const NB = join(ROOT, 'notebooks');
 const notebooks = readdirSync(NB).filter((f) => f.endsWith('.ipynb')).sort();
 
+// The kernelspec names this checkout's deno binary: install it into a private data folder, so the
+// user's own Deno kernel (another checkout's, or a global deno) is neither used nor overwritten.
+const DATA = mkdtempSync(join(tmpdir(), 'emlens-jupyter-'));
+const env = { ...process.env, XDG_DATA_HOME: DATA, JUPYTER_PATH: join(DATA, 'jupyter') };
+
 beforeAll(() => {
-  // The kernelspec names this checkout's deno binary, so (re)install it for this checkout.
-  const r = spawnSync(join(ROOT, 'node_modules/.bin/deno'), ['jupyter', '--install', '--force'], { encoding: 'utf8' });
+  const r = spawnSync(join(ROOT, 'node_modules/.bin/deno'), ['jupyter', '--install'], { encoding: 'utf8', env });
   expect(r.status, r.stderr).toBe(0);
 });
 
@@ -24,10 +34,8 @@ describe('notebooks', () => {
 
   it.each(notebooks)('%s runs without errors', (name) => {
     const out = join(mkdtempSync(join(tmpdir(), 'emlens-nb-')), name);
-    const r = spawnSync('jupyter-nbconvert', ['--to', 'notebook', '--execute', '--ExecutePreprocessor.timeout=1200', join(NB, name), '--output', out], {
-      cwd: NB,
-      encoding: 'utf8',
-    });
+    const args = ['--to', 'notebook', '--execute', '--ExecutePreprocessor.timeout=1200', '--ExecutePreprocessor.iopub_timeout=600', '--ExecutePreprocessor.raise_on_iopub_timeout=True'];
+    const r = spawnSync('jupyter-nbconvert', [...args, join(NB, name), '--output', out], { cwd: NB, encoding: 'utf8', env });
     expect(r.error, 'jupyter-nbconvert missing: .ci/run installs Debian jupyter-nbconvert').toBeUndefined();
     expect(r.status, r.stderr.slice(-3000)).toBe(0);
     const nb = JSON.parse(readFileSync(out, 'utf8')) as { cells: { cell_type: string; outputs?: { output_type: string }[] }[] };
