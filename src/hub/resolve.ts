@@ -1,5 +1,5 @@
 import { copyFileSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { EmlensError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import {
@@ -18,6 +18,7 @@ import {
   snapshotDir,
 } from './cache.js';
 import { downloadBlob, headFile, listRepo, NetworkError, resolveUrl, type FileMeta, type HubClient } from './http.js';
+import { acquireLock } from './lock.js';
 
 export { hubCacheDir } from './cache.js';
 
@@ -45,6 +46,8 @@ export interface ResolveOptions {
   onProgress?: (p: ResolveProgress) => void;
   /** fnmatch-style patterns over repo file paths that replace the default file choice. */
   allowPatterns?: string[];
+  /** Called when another process (emlens or huggingface_hub) is downloading a blob we need. */
+  onLockWait?: (file: string, lockPath: string) => void;
 }
 
 /** The small files fetched next to the weights when present in the repo. */
@@ -187,7 +190,7 @@ async function download(hub: HubClient, revision: string, repoDir: string, opts:
     }
   }
   wanted = wanted.filter(isSafeRepoPath);
-  await ensureFiles(hub, repoDir, sha, wanted, opts.onProgress);
+  await ensureFiles(hub, repoDir, sha, wanted, opts.onProgress, opts.onLockWait);
 
   if (!isFile(join(snap, 'config.json'))) {
     throw new EmlensError(`model ${hub.id}: no config.json among the files fetched ${at} (check allowPatterns)`);
@@ -205,6 +208,7 @@ async function ensureFiles(
   sha: string,
   files: string[],
   onProgress: ResolveOptions['onProgress'],
+  onLockWait?: ResolveOptions['onLockWait'],
 ): Promise<void> {
   const snap = snapshotDir(repoDir, sha);
   const blobs = join(repoDir, 'blobs');
@@ -228,10 +232,20 @@ async function ensureFiles(
   let total = fetches.reduce((n, f) => n + (f.meta.size ?? 0), 0);
   let done = 0;
   for (const { file, meta, blob } of fetches) {
-    await downloadBlob(hub, resolveUrl(hub, sha, file), file, blob, meta.size, (have) => {
-      if (meta.size === undefined && done + have > total) total = done + have;
-      onProgress?.({ file, bytes: done + have, total });
-    });
+    // huggingface_hub's lock for this blob: one writer per .incomplete file, across processes.
+    const lockPath = join(dirname(repoDir), '.locks', basename(repoDir), `${meta.etag}.lock`);
+    const lock = await acquireLock(lockPath, () => onLockWait?.(file, lockPath));
+    try {
+      // Whoever held the lock may have finished this blob meanwhile.
+      if (!(isFile(blob) && (meta.size === undefined || statSync(blob).size === meta.size))) {
+        await downloadBlob(hub, resolveUrl(hub, sha, file), file, blob, meta.size, (have) => {
+          if (meta.size === undefined && done + have > total) total = done + have;
+          onProgress?.({ file, bytes: done + have, total });
+        });
+      }
+    } finally {
+      await lock.release();
+    }
     done += meta.size ?? statSync(blob).size;
     linkIntoSnapshot(join(snap, file), blob);
   }
