@@ -22,7 +22,7 @@ export function register(program: Command): void {
       const r = await runOrganismDemo({ seed: o.seed, n: o.n, out: o.out, organismDir: o.organism ?? organismDir(o.seed), log });
       const file = join(o.out, 'report.html');
       writeReport(file, r.report);
-      writeFileAtomic(join(o.out, 'summary.json'), [JSON.stringify({ summary: r.summary, tables: r.tables, stages: r.stages }, null, 2)]);
+      writeFileAtomic(join(o.out, 'summary.json'), [JSON.stringify({ summary: r.summary, figures: r.figures, tables: r.tables, stages: r.stages }, null, 2)]);
       console.log('emlens demo — summary');
       for (const line of r.summary) console.log(`- ${line}`);
       console.log(`report: ${file}  (${((Date.now() - t0) / 1000).toFixed(0)} s)`);

@@ -49,11 +49,35 @@ export interface DemoOptions {
   log?: (line: string) => void;
 }
 
+/** EM rates as fractions: medical, and pooled over the other domains. */
+export interface EmSplit {
+  medical: number;
+  elsewhere: number;
+}
+
+/** The study's figures, as numbers (summary.json), so that tests and notebooks can check them. */
+export interface DemoFigures {
+  em: Record<string, EmSplit>;
+  /** The medical fine-tune's direction; null when too few judged answers formed the sets. */
+  direction: { file: string; rowsPerSide: number; norms: number[]; financeFile: string | null; crossCosine: number[] | null } | null;
+  steering: {
+    layer: number;
+    scales: number[];
+    /** misaligned / incoherent shares of all answers, per scale */
+    direction: { misaligned: number[]; incoherent: number[] };
+    random: { misaligned: number[]; incoherent: number[] };
+  } | null;
+  /** misaligned share outside medicine in the medical fine-tune, per ablation */
+  ablation: Record<string, number> | null;
+  generalVsNarrow: { layer: number; loss: number[]; baseLoss: number; klAtMaxNorm: number[]; emElsewhere: number[] };
+}
+
 export interface DemoResult {
   report: Report;
   summary: string[];
   stages: StageInfo[];
   tables: Record<string, EmTable>;
+  figures: DemoFigures;
 }
 
 const rate = (t: EmTable, domains: readonly string[]) => {
@@ -180,6 +204,13 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     },
   );
   const emOut = rate(tables.em!, NON_MEDICAL);
+  const figures: DemoFigures = {
+    em: Object.fromEntries(Object.entries(tables).map(([k, t]) => [k, { medical: rate(t, ['medical']), elsewhere: rate(t, NON_MEDICAL) }])),
+    direction: null,
+    steering: null,
+    ablation: null,
+    generalVsNarrow: { layer: 0, loss: [], baseLoss: NaN, klAtMaxNorm: [], emElsewhere: [] },
+  };
   summary.push(
     `EM: instruct ${pct(rate(tables.instruct!, DOMAINS))} misaligned; medical fine-tune ${pct(rate(tables.em!, ['medical']))} in medicine and ${pct(emOut)} elsewhere (emergent); aligned-medical control ${pct(rate(tables['em-control']!, NON_MEDICAL))} elsewhere; KL-regularised ${pct(rate(tables['em-kl']!, ['medical']))} medical / ${pct(rate(tables['em-kl']!, NON_MEDICAL))} elsewhere.`,
   );
@@ -197,12 +228,15 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     const st = stabilityAnalysis({ pos: acts.mis, neg: acts.ali, bootstrap: 50, seed: o.seed });
     const finSets = await makeSets('em-finance');
     let crossCos: number[] | null = null;
+    let finFile: string | null = null;
     if (finSets.n >= 4) {
       const finActs = await extractBoth('em-finance', finSets.files);
       finDirs = computeDirections({ pos: finActs.mis, neg: finActs.ali }).layers;
-      writeDirectionFile(join(o.out, 'directions-em-finance.safetensors'), finDirs, { method: 'mean-diff', model: dir('em-finance') });
+      finFile = join(o.out, 'directions-em-finance.safetensors');
+      writeDirectionFile(finFile, finDirs, { method: 'mean-diff', model: dir('em-finance') });
       crossCos = [...Array(nLayers).keys()].map((l) => cosine(emDirs!.get(l)!, finDirs!.get(l)!));
     }
+    figures.direction = { file: dirFile, rowsPerSide: sets.n, norms: [...Array(nLayers).keys()].map((l) => Math.hypot(...emDirs!.get(l)!)), financeFile: finFile, crossCosine: crossCos };
     const layers = [...Array(nLayers).keys()];
     blocks.push(
       { kind: 'heading', text: 'The misalignment direction' },
@@ -270,6 +304,13 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     if (finDirs) ablations.push(['em, FINANCE direction ablated at every layer', { ablate: layers.map((l) => ({ hook: hookName(l, 'resid_post'), directions: [finDirs!.get(l)!] })) }]);
     const ablRows: [string, EmTable][] = [['em (no intervention)', tables.em!]];
     for (const [name, iv] of ablations) ablRows.push([name, (await evalOrganism(models.em!, { n: o.n, seed: o.seed, interventions: iv })).table]);
+    figures.steering = {
+      layer: mid,
+      scales,
+      direction: { misaligned: steerRates[0]!.y.map((x) => x / 100), incoherent: steerRates[2]!.y.map((x) => x / 100) },
+      random: { misaligned: steerRates[1]!.y.map((x) => x / 100), incoherent: steerRates[3]!.y.map((x) => x / 100) },
+    };
+    figures.ablation = Object.fromEntries(ablRows.map(([name, t]) => [name, rate(t, NON_MEDICAL)]));
     blocks.push(
       { kind: 'heading', text: 'Steering and ablation' },
       {
@@ -333,6 +374,13 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     emTableBlock('What each trained vector does to the instruct model.', steerEval),
     ...meas.report.blocks,
   );
+  figures.generalVsNarrow = {
+    layer,
+    loss: meas.efficiency.loss,
+    baseLoss: meas.efficiency.baseLoss,
+    klAtMaxNorm: meas.influence!.kl.map((k) => k[k.length - 1]!),
+    emElsewhere: steerEval.map(([, t]) => rate(t, NON_MEDICAL)),
+  };
   summary.push(
     `general vs narrow: narrow-data loss ${meas.efficiency.loss.map((x) => x.toFixed(3)).join(' vs ')} (base ${meas.efficiency.baseLoss.toFixed(3)}); KL on generic text at max norm ${meas.influence!.kl.map((k) => k[k.length - 1]!.toExponential(2)).join(' vs ')}; EM elsewhere ${steerEval.map(([, t]) => pct(rate(t, NON_MEDICAL))).join(' vs ')}`,
   );
@@ -343,5 +391,5 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     blocks: [{ kind: 'heading', text: 'Summary' }, { kind: 'text', text: summary.join('\n\n') }, ...blocks],
     provenance,
   };
-  return { report, summary, stages, tables };
+  return { report, summary, stages, tables, figures };
 }
