@@ -2,9 +2,10 @@
  * Extraction: pooled residual-stream activations of every selected row at the requested layers,
  * streamed to disk in chunks (see store.ts) so memory stays flat and a killed run resumes.
  *
- * Every row is tokenized and checked first, then the output folder is locked (lock.ts) for the
- * rest of the run. Within a chunk, rows are sorted by length and batched under a token budget, so padding stays
- * small; the forward stops at the deepest requested layer and never computes the LM head.
+ * Every row is tokenized and checked first (its ids are kept: 4 bytes a token, less than the rows'
+ * text), then the output folder is locked (lock.ts) for the rest of the run. Within a chunk, rows
+ * are sorted by length and batched under a token budget, so padding stays small; the forward stops
+ * at the deepest requested layer and never computes the LM head.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -85,6 +86,7 @@ export async function extractActivations(model: LoadedModel, rows: DataRow[], o:
   const tok = model.tokenizer;
   if (!tok) throw new EmlensError(`${model.dir}: no tokenizer.json; extraction needs the tokenizer`);
   if (rows.length === 0) throw new EmlensError(`${o.dataset.file}: no rows selected`);
+  if (o.resume && o.overwrite) throw new EmlensError('--resume and --overwrite both given: continue the interrupted extraction, or start over, not both');
   const spec = model.spec;
   const layers = o.layers === 'all' ? Array.from({ length: spec.nLayers }, (_, l) => l) : o.layers;
   for (const l of layers) {

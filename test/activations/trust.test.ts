@@ -59,6 +59,10 @@ describe('a bad row leaves the output folder as it was', () => {
     expect(over.stderr).toMatch(/bad\.jsonl:2: row has 15 tokens/);
     expect(readdirSync(out).sort()).toEqual([...before.keys()].sort());
     for (const [f, bytes] of before) expect(readFileSync(join(out, f)).equals(bytes), f).toBe(true);
+    const both = cli([...args, '--overwrite', '--resume']);
+    expect(both.status).toBe(1);
+    expect(both.stderr.trim().split('\n')).toEqual(['emlens: --resume and --overwrite both given: continue the interrupted extraction, or start over, not both']);
+    for (const [f, bytes] of before) expect(readFileSync(join(out, f)).equals(bytes), f).toBe(true);
   });
 });
 
