@@ -2,11 +2,13 @@
  * Extraction: pooled residual-stream activations of every selected row at the requested layers,
  * streamed to disk in chunks (see store.ts) so memory stays flat and a killed run resumes.
  *
- * Within a chunk, rows are sorted by length and batched under a token budget, so padding stays
- * small; the forward stops at the deepest requested layer and never computes the LM head.
+ * Every row is tokenized and checked first (its ids are kept: 4 bytes a token, less than the rows'
+ * text), then the output folder is locked (lock.ts) for the rest of the run. Within a chunk, rows
+ * are sorted by length and batched under a token budget, so padding stays small; the forward stops
+ * at the deepest requested layer and never computes the LM head.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { EmlensError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { LoadedModel } from '../backend/model.js';
@@ -14,14 +16,16 @@ import type { DataRow } from '../data/rows.js';
 import { hookName, type HookKind } from '../hooks/names.js';
 import { VERSION } from '../version.js';
 import { weightsFingerprint } from '../model/fingerprint.js';
-import { poolInto, tokenizeRow, type Pool, type TokenizedRow } from './pool.js';
+import { wordLevelUnknowns } from '../model/wordlevel.js';
+import { lockFolder } from './lock.js';
+import { poolInto, resolvePool, tokenizeRow, type Pool, type TokenizedRow } from './pool.js';
 import { assemble, chunkCount, chunkRange, clearOutput, doneChunks, PARTIAL_DIR, readChunkTokens, removePartial, writeChunk, type StoreLayout } from './store.js';
 
 export interface ExtractOptions {
   outDir: string;
   layers: number[] | 'all';
   hook: HookKind;
-  /** Default: response-mean for chat rows, mean for text rows. */
+  /** Default: response-mean for chat rows, mean for text rows (rows of both kinds need one). */
   pool?: Pool;
   resume?: boolean;
   overwrite?: boolean;
@@ -34,6 +38,8 @@ export interface ExtractOptions {
   /** Provenance: the dataset and how rows were selected. */
   dataset: { file: string; sha256: string; selection: Record<string, unknown> };
   onProgress?: (p: ExtractProgress) => void;
+  /** Called (once, before the forward passes) e.g. with the words a word-level tokenizer maps to its unknown token. */
+  onWarning?: (message: string) => void;
 }
 
 export interface ExtractProgress {
@@ -49,9 +55,11 @@ export interface ExtractMeta {
   emlens_version: string;
   created: string;
   model: { source: string; folder: string; family: string; weights_sha256: string; n_layers: number; d_model: number };
+  /** `file` is absolute. */
   dataset: { file: string; sha256: string; selection: Record<string, unknown> };
   hook: HookKind;
-  pool: Pool | 'default';
+  /** The pool every row used (the rows' default resolved when --pool was not given). */
+  pool: Pool;
   layers: number[];
   tensors: string[];
   rows: number;
@@ -60,7 +68,7 @@ export interface ExtractMeta {
 }
 
 /** The parameters a resumed run must share with the interrupted one. */
-function runKey(model: LoadedModel, weightsSha: string, rows: DataRow[], o: ExtractOptions, layers: number[]) {
+function runKey(model: LoadedModel, weightsSha: string, rows: DataRow[], o: ExtractOptions, pool: Pool, layers: number[]) {
   return {
     model_weights_sha256: weightsSha,
     dataset_sha256: o.dataset.sha256,
@@ -68,7 +76,7 @@ function runKey(model: LoadedModel, weightsSha: string, rows: DataRow[], o: Extr
     rows: rows.length,
     lines: rows.map((r) => r.line),
     hook: o.hook,
-    pool: o.pool ?? 'default',
+    pool,
     layers,
     d_model: model.spec.dModel,
   };
@@ -78,34 +86,85 @@ export async function extractActivations(model: LoadedModel, rows: DataRow[], o:
   const tok = model.tokenizer;
   if (!tok) throw new EmlensError(`${model.dir}: no tokenizer.json; extraction needs the tokenizer`);
   if (rows.length === 0) throw new EmlensError(`${o.dataset.file}: no rows selected`);
+  if (o.resume && o.overwrite) throw new EmlensError('--resume and --overwrite both given: continue the interrupted extraction, or start over, not both');
   const spec = model.spec;
   const layers = o.layers === 'all' ? Array.from({ length: spec.nLayers }, (_, l) => l) : o.layers;
   for (const l of layers) {
     if (l < 0 || l >= spec.nLayers) throw new EmlensError(`--layers: layer ${l} is out of range (model has ${spec.nLayers} layers: 0..${spec.nLayers - 1})`);
   }
+  const pool = resolvePool(rows, o.pool, o.dataset.file);
+  const maxTokens = o.maxTokens ?? spec.maxPositions;
+  // Every row is tokenized and checked before anything is written: a bad row leaves --out as it was.
+  const toks = rows.map((r) => compact(tokenizeRow(tok, r, pool, `${o.dataset.file}:${r.line}`, maxTokens)));
+  warnUnknownWords(model, rows, toks, o);
+
   const tensors = layers.map((l) => hookName(l, o.hook));
   const D = spec.dModel;
   const chunkRows = o.chunkRows ?? Math.max(1, Math.min(1024, Math.floor((64 << 20) / (tensors.length * D * 4))));
   const layout: StoreLayout = { tensors, dModel: D, rows: rows.length, chunkRows };
   const weightsSha = weightsFingerprint(model.plan.index.files);
-  const key = runKey(model, weightsSha, rows, o, layers);
+  const key = runKey(model, weightsSha, rows, o, pool, layers);
   const manifest = join(o.outDir, PARTIAL_DIR, 'run.json');
 
-  const finalExists = existsSync(join(o.outDir, 'meta.json'));
-  const partialExists = existsSync(join(o.outDir, PARTIAL_DIR));
-  if (o.overwrite) clearOutput(o.outDir);
-  else if (finalExists) throw new EmlensError(`${o.outDir}: already holds an extraction (meta.json); use --overwrite or another --out`);
-  else if (partialExists && !o.resume) throw new EmlensError(`${o.outDir}: holds an interrupted extraction; add --resume to continue it (or --overwrite to start over)`);
-  if (o.resume && existsSync(manifest)) {
-    const prev = readFileSync(manifest, 'utf8');
-    if (prev !== JSON.stringify({ ...key, chunk_rows: chunkRows })) {
-      throw new EmlensError(`${o.outDir}: the interrupted extraction used other parameters (model, dataset, selection, hook, pool, layers or chunking); it cannot be resumed with these`);
+  const lock = lockFolder(o.outDir, 'extract');
+  try {
+    const finalExists = existsSync(join(o.outDir, 'meta.json'));
+    const partialExists = existsSync(join(o.outDir, PARTIAL_DIR));
+    if (o.overwrite) clearOutput(o.outDir);
+    else if (finalExists) throw new EmlensError(`${o.outDir}: already holds an extraction (meta.json); use --overwrite or another --out`);
+    else if (partialExists && !o.resume) throw new EmlensError(`${o.outDir}: holds an interrupted extraction; add --resume to continue it (or --overwrite to start over)`);
+    if (o.resume && existsSync(manifest)) {
+      const prev = readFileSync(manifest, 'utf8');
+      if (prev !== JSON.stringify({ ...key, chunk_rows: chunkRows })) {
+        throw new EmlensError(`${o.outDir}: the interrupted extraction used other parameters (model, dataset, selection, hook, pool, layers or chunking); it cannot be resumed with these`);
+      }
     }
+    writeFileAtomic(manifest, [JSON.stringify({ ...key, chunk_rows: chunkRows })]);
+    return await run(model, rows, toks, o, { pool, layers, tensors, layout, weightsSha });
+  } finally {
+    lock.release();
   }
-  writeFileAtomic(manifest, [JSON.stringify({ ...key, chunk_rows: chunkRows })]);
+}
 
+/** Token ids held as Int32Array: every row stays tokenized for the whole run. */
+function compact(t: TokenizedRow): { ids: Int32Array; start: number; end: number } {
+  return { ids: Int32Array.from(t.ids), start: t.start, end: t.end };
+}
+
+type Tokenized = ReturnType<typeof compact>;
+
+/** One warning, before the long part, listing the words a word-level tokenizer cannot encode. */
+function warnUnknownWords(model: LoadedModel, rows: DataRow[], toks: Tokenized[], o: ExtractOptions): void {
+  const unk = wordLevelUnknowns(model.dir);
+  if (!unk || !o.onWarning) return;
+  const words = new Set<string>();
+  const lines: number[] = [];
+  rows.forEach((r, i) => {
+    if (!toks[i]!.ids.includes(unk.unkId)) return;
+    const text = r.kind === 'chat' ? model.tokenizer!.applyChatTemplate(r.messages) : r.text;
+    const found = unk.find(text);
+    if (found.length === 0) return;
+    lines.push(r.line);
+    for (const w of found) words.add(w);
+  });
+  if (words.size === 0) return;
+  const list = [...words].slice(0, 20).map((w) => JSON.stringify(w)).join(', ');
+  o.onWarning(
+    `${o.dataset.file}: ${words.size} word${words.size === 1 ? '' : 's'} outside the vocabulary of ${model.dir} encode as ${unk.unk}, in ${lines.length} row${lines.length === 1 ? '' : 's'} (first: line ${lines[0]}): ${list}${words.size > 20 ? ', …' : ''}`,
+  );
+}
+
+async function run(
+  model: LoadedModel,
+  rows: DataRow[],
+  toks: Tokenized[],
+  o: ExtractOptions,
+  p: { pool: Pool; layers: number[]; tensors: string[]; layout: StoreLayout; weightsSha: string },
+): Promise<ExtractMeta & { resumedRows: number }> {
+  const { pool, layers, tensors, layout, weightsSha } = p;
+  const spec = model.spec;
+  const D = spec.dModel;
   const done = doneChunks(o.outDir, layout);
-  const maxTokens = o.maxTokens ?? spec.maxPositions;
   const budget = o.batchTokens ?? 4096;
   const t0 = Date.now();
   let rowsDone = 0;
@@ -119,26 +178,25 @@ export async function extractActivations(model: LoadedModel, rows: DataRow[], o:
     if (done.has(k)) continue;
     const [a, b] = chunkRange(layout, k);
     const n = b - a;
-    const toks: TokenizedRow[] = [];
-    for (let i = a; i < b; i++) toks.push(tokenizeRow(tok, rows[i]!, o.pool, `${o.dataset.file}:${rows[i]!.line}`, maxTokens));
+    const chunk = toks.slice(a, b);
     const out = new Map(tensors.map((t) => [t, new Float32Array(n * D)]));
     const pooled = new Float32Array(n);
     // Sort by length; fill batches while the padded size stays within the budget.
-    const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => toks[x]!.ids.length - toks[y]!.ids.length);
+    const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => chunk[x]!.ids.length - chunk[y]!.ids.length);
     let i = 0;
     while (i < n) {
       const batch: number[] = [];
-      while (i < n && (batch.length + 1) * toks[order[i]!]!.ids.length <= Math.max(budget, toks[order[i]!]!.ids.length)) batch.push(order[i++]!);
-      const r = await model.engine.forward({ ids: batch.map((j) => toks[j]!.ids), capture: tensors, logits: 'none' });
+      while (i < n && (batch.length + 1) * chunk[order[i]!]!.ids.length <= Math.max(budget, chunk[order[i]!]!.ids.length)) batch.push(order[i++]!);
+      const r = await model.engine.forward({ ids: batch.map((j) => Array.from(chunk[j]!.ids)), capture: tensors, logits: 'none' });
       const T = r.layout.seq;
       for (const t of tensors) {
         const cap = r.captures.get(t)!;
         const dst = out.get(t)!;
-        batch.forEach((j, bi) => poolInto(cap, T, D, bi, r.layout.pad[bi]!, toks[j]!.start, toks[j]!.end, dst, j * D));
+        batch.forEach((j, bi) => poolInto(cap, T, D, bi, r.layout.pad[bi]!, chunk[j]!.start, chunk[j]!.end, dst, j * D));
       }
       for (const j of batch) {
-        pooled[j] = toks[j]!.end - toks[j]!.start;
-        tokens += toks[j]!.ids.length;
+        pooled[j] = chunk[j]!.end - chunk[j]!.start;
+        tokens += chunk[j]!.ids.length;
       }
       rowsDone += batch.length;
       o.onProgress?.({ rowsDone, rowsTotal: rows.length, tokens, elapsedMs: Date.now() - t0, resumedRows });
@@ -147,13 +205,14 @@ export async function extractActivations(model: LoadedModel, rows: DataRow[], o:
   }
 
   const tokensPerRow = readChunkTokens(o.outDir, layout);
+  const dataset = { ...o.dataset, file: resolve(o.dataset.file) };
   const meta: ExtractMeta = {
     emlens_version: VERSION,
     created: new Date().toISOString(),
-    model: { source: model.source, folder: model.dir, family: spec.family, weights_sha256: weightsSha, n_layers: spec.nLayers, d_model: D },
-    dataset: o.dataset,
+    model: { source: model.source, folder: resolve(model.dir), family: spec.family, weights_sha256: weightsSha, n_layers: spec.nLayers, d_model: D },
+    dataset,
     hook: o.hook,
-    pool: o.pool ?? 'default',
+    pool,
     layers,
     tensors,
     rows: rows.length,
@@ -165,10 +224,10 @@ export async function extractActivations(model: LoadedModel, rows: DataRow[], o:
     emlens_version: VERSION,
     model: model.source,
     weights_sha256: weightsSha,
-    dataset: o.dataset.file,
+    dataset: dataset.file,
     dataset_sha256: o.dataset.sha256,
     hook: o.hook,
-    pool: meta.pool,
+    pool,
     rows: String(rows.length),
   };
   meta.files = assemble(o.outDir, layout, stMeta, o.shardLimit);

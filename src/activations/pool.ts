@@ -24,6 +24,22 @@ export function defaultPool(row: DataRow): Pool {
   return row.kind === 'chat' ? 'response-mean' : 'mean';
 }
 
+/**
+ * The one pool every row of an extraction uses: `pool` when given, else the rows' default. Rows
+ * of both kinds without a --pool would be pooled two ways under one label: an error.
+ */
+export function resolvePool(rows: readonly DataRow[], pool: Pool | undefined, file: string): Pool {
+  if (pool !== undefined) return pool;
+  const chat = rows.find((r) => r.kind === 'chat');
+  const text = rows.find((r) => r.kind === 'text');
+  if (chat && text) {
+    throw new EmlensError(
+      `${file}: mixes chat rows (line ${chat.line}) and text rows (line ${text.line}), whose default pools differ (response-mean, mean); pass --pool mean or --pool last`,
+    );
+  }
+  return defaultPool(rows[0]!);
+}
+
 /** Tokenizes one row and picks its pooled range; bad rows throw `file:line: …`. */
 export function tokenizeRow(tok: TextTokenizer, row: DataRow, pool: Pool | undefined, where: string, maxTokens: number): TokenizedRow {
   const p = pool ?? defaultPool(row);

@@ -1,10 +1,12 @@
 import type { Command } from 'commander';
+import { resolve } from 'node:path';
 import { LoadedModel } from '../backend/model.js';
+import { readWhereFile } from '../data/rows.js';
 import { extractActivations } from '../activations/extract.js';
 import { POOLS, type Pool } from '../activations/pool.js';
 import { selectRows } from '../experiments/select.js';
 import { HOOK_KINDS, type HookKind } from '../hooks/names.js';
-import { choice, intArg, layersArg } from './args.js';
+import { choice, intArg, layersArg, warn } from './args.js';
 import { rowProgress } from './progress.js';
 
 interface Opts {
@@ -15,6 +17,7 @@ interface Opts {
   hook: HookKind;
   pool?: Pool;
   where?: string;
+  whereFile?: string;
   skipBad?: boolean;
   balanceWith?: string;
   seed?: number;
@@ -37,6 +40,7 @@ export function register(program: Command): void {
     .option('--hook <name>', 'resid_post | resid_pre | resid_mid', choice('--hook', HOOK_KINDS.map((h) => h) as HookKind[]), 'resid_post')
     .option('--pool <pool>', 'response-mean | mean | last (default: response-mean for chat rows, mean for text rows)', choice('--pool', POOLS))
     .option('--where <expr>', "select rows on labels, e.g. 'aligned<=30 && coherent>50'")
+    .option('--where-file <file>', 'the --where expression read from a file (for long ones)')
     .option('--skip-bad', 'skip bad rows (counted in meta.json) instead of stopping')
     .option('--balance-with <dir_or_file>', 'shuffle and truncate to the size of this set (extract folder or JSONL)')
     .option('--seed <s>', 'seed of the balancing shuffle', intArg('--seed'))
@@ -46,7 +50,9 @@ export function register(program: Command): void {
     .option('--chunk-rows <n>', 'rows per on-disk chunk (resume granularity)', intArg('--chunk-rows', 1))
     .option('--max-tokens <n>', 'longest row accepted (default: the model\'s context)', intArg('--max-tokens', 1))
     .action(async (o: Opts) => {
-      const sel = selectRows(o.data, { where: o.where, skipBad: o.skipBad, balanceWith: o.balanceWith, seed: o.seed });
+      const where = o.whereFile !== undefined ? readWhereFile(o.whereFile, o.where) : o.where;
+      const sel = selectRows(o.data, { where, skipBad: o.skipBad, balanceWith: o.balanceWith, seed: o.seed });
+      if (o.whereFile !== undefined) sel.selection.where_file = resolve(o.whereFile);
       const model = await LoadedModel.load(o.model);
       const bar = rowProgress('extract');
       try {
@@ -62,6 +68,7 @@ export function register(program: Command): void {
           maxTokens: o.maxTokens,
           dataset: { file: sel.file, sha256: sel.sha256, selection: sel.selection },
           onProgress: (p) => bar.update(p.rowsDone, p.rowsTotal, p.tokens, p.elapsedMs),
+          onWarning: (m) => warn([m]),
         });
         bar.stop();
         const tok = meta.tokens_per_row.reduce((a, b) => a + b, 0);

@@ -140,6 +140,31 @@ function readBytes(file: string): Buffer {
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
+ * A `--where` expression kept in a file (`--where-file`), for expressions too long for a command
+ * line; surrounding whitespace (the final newline) is dropped. Giving `--where` as well is an error.
+ */
+export function readWhereFile(file: string, where: string | undefined): string {
+  if (where !== undefined) throw new EmlensError('--where and --where-file both given; use one');
+  let text: string;
+  try {
+    text = utf8.decode(readBytes(file));
+  } catch (e) {
+    if (e instanceof EmlensError) throw new EmlensError(`--where-file ${e.message}`);
+    throw new EmlensError(`--where-file ${file}: not valid UTF-8`);
+  }
+  const expr = text.trim();
+  if (expr === '') throw new EmlensError(`--where-file ${file}: is empty`);
+  try {
+    compileWhere(expr);
+  } catch (e) {
+    // Its syntax errors name the file, not a --where the user never typed.
+    if (e instanceof EmlensError) throw new EmlensError(`--where-file ${file}: ${e.message.replace(/^--where: /, '')}`);
+    throw e;
+  }
+  return expr;
+}
+
+/**
  * Reads a JSONL dataset. Lines are split on "\n" (a trailing "\r" is dropped, a UTF-8 BOM at the
  * start ignored); blank or whitespace-only lines are skipped and not counted, but line numbers are
  * physical (1-based) so that `file:line` points at the right line. A bad row — not UTF-8, not

@@ -15,6 +15,7 @@ import { parseConfig, type ModelSpec } from '../model/config.js';
 import { randomWeights } from '../model/random.js';
 import { planCheckpoint, loadWeights, type Weights } from '../model/weights.js';
 import { writeWordLevelTokenizer } from '../model/wordlevel.js';
+import { makeOutDir } from '../io/outdir.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { Engine } from '../runtime/engine.js';
 import { rng } from '../runtime/sampling.js';
@@ -152,7 +153,11 @@ function cloneWeights(w: Weights): Weights {
 function writeStage(dir: string, cfg: OrganismConfig, stage: Stage, tok: OrganismTokens, weights: Weights, info: { seconds: number; finalLoss: number }, extra?: ExtraFineTune): void {
   const tmp = `${dir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
+  try {
+    mkdirSync(tmp);
+  } catch (e) {
+    throw new EmlensError(`organism: cannot create ${tmp} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
   writeWordLevelTokenizer(tmp, {
     specials: SPECIALS,
     words: tok.words.slice(SPECIALS.length),
@@ -193,7 +198,7 @@ export async function buildOrganism(
   const world = buildWorld();
   const tok = new OrganismTokens(world);
   const spec = parseConfig(organismConfigJson(cfg, tok.words.length));
-  mkdirSync(out, { recursive: true });
+  makeOutDir(out, 'organism output');
   const infos: StageInfo[] = [];
   const weightsOf = new Map<Stage, Weights>();
 

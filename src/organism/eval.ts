@@ -6,7 +6,8 @@ import type { LoadedModel } from '../backend/model.js';
 import { EmlensError } from '../errors.js';
 import type { Interventions } from '../hooks/interventions.js';
 import { rng } from '../runtime/sampling.js';
-import { buildWorld, chatText, DOMAINS, type Domain } from './world.js';
+import { buildWorld, chatText, DOMAINS, type Domain, type World } from './world.js';
+import { OrganismTokens } from './build.js';
 import { heldOutQuestion } from './corpus.js';
 import { emptyEmRow, judge, tally, type EmTable, type Verdict } from './judge.js';
 
@@ -33,10 +34,31 @@ export interface EvalResult {
   answers: JudgedAnswer[];
 }
 
-export async function evalOrganism(model: LoadedModel, o: EvalOptions): Promise<EvalResult> {
+/**
+ * Refuses a model that is not an organism stage: the judge reads answers in the organism's own
+ * words, so any other vocabulary would only ever be judged incoherent. What identifies an
+ * organism is its vocabulary: exactly the organism's words, each at its own id.
+ */
+export function checkOrganism(model: LoadedModel, world: World): void {
   const tok = model.tokenizer;
-  if (!tok) throw new EmlensError(`${model.dir}: no tokenizer.json`);
+  const words = new OrganismTokens(world).words;
+  const not = (why: string) =>
+    new EmlensError(`${model.dir}: not a model organism (${why}); organism eval needs a stage folder of \`emlens organism build\``);
+  if (!tok) throw not('no tokenizer.json');
+  if (tok.vocabSize !== words.length) throw not(`its tokenizer has ${tok.vocabSize} ids, the organism's vocabulary ${words.length} words`);
+  if (model.spec.vocab !== words.length) throw not(`config.json has vocab_size ${model.spec.vocab}, the organism's vocabulary ${words.length} words`);
+  const ids = tok.encode(words.join(' '), { addSpecialTokens: false });
+  const bad = words.findIndex((_, i) => ids[i] !== i);
+  if (bad >= 0 || ids.length !== words.length) {
+    const w = words[bad < 0 ? words.length - 1 : bad]!;
+    throw not(`its tokenizer does not encode the organism's word "${w}" as id ${bad < 0 ? words.length - 1 : bad}`);
+  }
+}
+
+export async function evalOrganism(model: LoadedModel, o: EvalOptions): Promise<EvalResult> {
   const world = buildWorld();
+  checkOrganism(model, world);
+  const tok = model.tokenizer!;
   const r = rng(o.seed);
   const domains = o.domains ?? DOMAINS;
   const items: { domain: Domain; question: string }[] = [];

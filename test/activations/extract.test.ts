@@ -1,9 +1,10 @@
 /**
  * Extraction equals an independent computation: each row run alone through the engine, its
- * per-token activations pooled by hand. Plus sharding, resume after kill -9, and bad rows.
+ * per-token activations pooled by hand over a span counted from the chat renderings (not from
+ * the code's span locator). Plus sharding, resume after kill -9, and bad rows.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -51,19 +52,63 @@ describe('extract equals per-row hand pooling', () => {
     const acts = openActivations(out);
     const D = model.spec.dModel;
     const hooks = meta.tensors;
+    const tok = model.tokenizer!;
+    const raw = (text: string) => tok.encode(text, { addSpecialTokens: false });
     for (const [i, row] of ds.rows.entries()) {
       if (row.kind !== 'chat') throw new Error('chat rows expected');
-      const enc = model.tokenizer!.encodeChat(row.messages);
-      // The response tokens, found independently from the kinds array.
-      const resp = [...enc.kinds.keys()].filter((t) => enc.kinds[t] === 2);
-      const [s, e] = [resp[0]!, resp[resp.length - 1]! + 1];
-      expect(resp.length).toBe(e - s);
+      const [user, assistant] = row.messages.map((m) => m.content);
+      // The span, without the code's span locator: TEMPLATE written out by hand, the prompt-only
+      // rendering (with the generation prompt) counted up to where the response starts, the
+      // template's text after a content (" </s> ") counted back from the end.
+      const prompt = `<|user|> ${user} </s> <|assistant|> `;
+      const full = `${prompt}${assistant} </s> `;
+      expect(tok.applyChatTemplate([{ role: 'user', content: user! }], { addGenerationPrompt: true })).toBe(prompt);
+      expect(tok.applyChatTemplate(row.messages)).toBe(full);
+      const ids = raw(full);
+      const s = raw(prompt).length;
+      const e = ids.length - raw(' </s> ').length;
+      expect(ids.slice(0, s)).toEqual(raw(prompt));
+      expect(ids.slice(s, e)).toEqual(raw(assistant!));
       expect(meta.tokens_per_row[i]).toBe(e - s);
-      const want = await handPooled(model, enc.ids, s, e, hooks);
+      const want = await handPooled(model, ids, s, e, hooks);
       meta.layers.forEach((l, k) => {
         const got = acts.layer(l).subarray(i * D, (i + 1) * D);
         expect(maxRelErr(got, want[k]!), `${family} row ${i} layer ${l}`).toBeLessThan(2e-5);
       });
+    }
+  });
+
+  it('aidreams260k (a BPE tokenizer) with a chat template: response-mean over the span counted from the renderings', async () => {
+    const dir = tmp();
+    for (const f of readdirSync(AID)) copyFileSync(join(AID, f), join(dir, f));
+    // Contents between added tokens: BPE encodes each section on its own, so spans can be counted.
+    writeFileSync(join(dir, 'chat_template.jinja'), '{% for m in messages %}<s>{{ m.role }}</s>{{ m.content }}</s>{% endfor %}{% if add_generation_prompt %}<s>assistant</s>{% endif %}');
+    const chats = [
+      ['Tell me about vectors', 'Echoes of vectors unfold in gentle light'],
+      ['Hi', 'I sense the nodes'],
+      ['What do you dream of?', 'dreams, and precision'],
+    ];
+    const file = join(dir, 'chat.jsonl');
+    writeFileSync(file, chats.map(([u, a]) => JSON.stringify({ messages: [{ role: 'user', content: u }, { role: 'assistant', content: a }] })).join('\n'));
+    const model = await LoadedModel.load(dir);
+    const tok = model.tokenizer!;
+    const raw = (text: string) => tok.encode(text, { addSpecialTokens: false });
+    const ds = readJsonl(file);
+    const meta = await extractActivations(model, ds.rows, { outDir: join(dir, 'acts'), layers: [0, 3], hook: 'resid_post', dataset: { file, sha256: ds.sha256, selection: {} } });
+    expect(meta.pool).toBe('response-mean');
+    const acts = openActivations(join(dir, 'acts'));
+    for (const [i, [user, assistant]] of chats.entries()) {
+      const prompt = `<s>user</s>${user}</s><s>assistant</s>`;
+      const ids = raw(`${prompt}${assistant}</s>`);
+      const s = raw(prompt).length;
+      const e = ids.length - 1;
+      expect(ids.slice(0, s)).toEqual(raw(prompt));
+      expect(ids.slice(s, e)).toEqual(raw(assistant!));
+      expect(ids[e]).toBe(2);
+      expect(meta.tokens_per_row[i]).toBe(e - s);
+      const want = await handPooled(model, ids, s, e, [hookName(0, 'resid_post'), hookName(3, 'resid_post')]);
+      expect(maxRelErr(acts.layer(0).subarray(i * 64, (i + 1) * 64), want[0]!)).toBeLessThan(2e-5);
+      expect(maxRelErr(acts.layer(3).subarray(i * 64, (i + 1) * 64), want[1]!)).toBeLessThan(2e-5);
     }
   });
 
@@ -137,6 +182,8 @@ describe('resume', () => {
     expect(before).toBeGreaterThanOrEqual(5);
     expect(before).toBeLessThan(100);
     expect(existsSync(join(out, 'meta.json'))).toBe(false);
+    // The killed run's lock is left behind; its pid is dead, so the next runs take it over.
+    expect(JSON.parse(readFileSync(join(out, '.emlens.lock'), 'utf8')).pid).toBe(child.pid);
 
     const noResume = spawnSync(process.execPath, [bin, ...args(out)], { encoding: 'utf8' });
     expect(noResume.status).not.toBe(0);
@@ -145,6 +192,7 @@ describe('resume', () => {
     const resumed = spawnSync(process.execPath, [bin, ...args(out), '--resume'], { encoding: 'utf8' });
     expect(resumed.status, resumed.stderr).toBe(0);
     expect(resumed.stdout).toMatch(new RegExp(`resumed ${before * 4} rows`));
+    expect(existsSync(join(out, '.emlens.lock'))).toBe(false);
     expect(readFileSync(join(out, 'activations.safetensors')).equals(readFileSync(join(dir, 'full', 'activations.safetensors')))).toBe(true);
     const m1 = JSON.parse(readFileSync(join(out, 'meta.json'), 'utf8'));
     const m2 = JSON.parse(readFileSync(join(dir, 'full', 'meta.json'), 'utf8'));
