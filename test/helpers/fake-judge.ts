@@ -84,6 +84,10 @@ export interface FakeJudgeServer {
   faults: Fault[];
   /** Answer the chat completions without logprobs (a server that has none). */
   noLogprobs: boolean;
+  /** Hold every normal answer this long (default 0), so overlapping requests show in `peak`. */
+  delayMs: number;
+  /** Most requests the server had open at once. */
+  peak: number;
   close(): Promise<void>;
 }
 
@@ -101,7 +105,7 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
 export async function startFakeJudge(opts: FakeJudgeOptions = {}): Promise<FakeJudgeServer> {
   const apiKey = opts.apiKey ?? 'sk-good';
   const models = new Set(opts.models ?? ['judge-1']);
-  const state = { requests: [] as RecordedRequest[], faults: [] as Fault[], noLogprobs: false };
+  const state = { requests: [] as RecordedRequest[], faults: [] as Fault[], noLogprobs: false, delayMs: 0, peak: 0, open: 0 };
 
   const handle = (req: IncomingMessage, res: ServerResponse, raw: string): void => {
     let body: any = null;
@@ -132,13 +136,25 @@ export async function startFakeJudge(opts: FakeJudgeOptions = {}): Promise<FakeJ
     const choice: any = { index: 0, message: { role: 'assistant', content: sampled }, finish_reason: 'length' };
     if (state.noLogprobs || prompt.includes('<<NOLOGPROBS>>')) choice.logprobs = null;
     else choice.logprobs = { content: [{ token: top[0]!.token, logprob: top[0]!.logprob, bytes: null, top_logprobs: top.slice(0, body.top_logprobs ?? 0).map((t) => ({ ...t, bytes: null })) }] };
-    send(res, 200, { id: 'chatcmpl-fake', object: 'chat.completion', created: 0, model: body.model, choices: [choice], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } });
+    const answer = { id: 'chatcmpl-fake', object: 'chat.completion', created: 0, model: body.model, choices: [choice], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } };
+    if (state.delayMs > 0) setTimeout(() => send(res, 200, answer), state.delayMs);
+    else send(res, 200, answer);
   };
 
   const server: Server = createServer((req, res) => {
     let raw = '';
     req.setEncoding('utf8');
     req.on('data', (c) => (raw += c));
+    state.open++;
+    state.peak = Math.max(state.peak, state.open);
+    // Counted out when the answer is handed to the socket (before the client can see it) or dropped.
+    let counted = true;
+    const out = () => {
+      if (counted) state.open--;
+      counted = false;
+    };
+    res.on('finish', out);
+    res.on('close', out);
     req.on('end', () => handle(req, res, raw));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -153,6 +169,18 @@ export async function startFakeJudge(opts: FakeJudgeOptions = {}): Promise<FakeJ
     },
     set faults(f: Fault[]) {
       state.faults = f;
+    },
+    get delayMs() {
+      return state.delayMs;
+    },
+    set delayMs(v: number) {
+      state.delayMs = v;
+    },
+    get peak() {
+      return state.peak;
+    },
+    set peak(v: number) {
+      state.peak = v;
     },
     get noLogprobs() {
       return state.noLogprobs;
