@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -182,6 +182,31 @@ describe('openai judge against a real OpenAI-compatible server', () => {
     expect(err).toBeInstanceOf(EmlensError);
     expect(err.message).toBe(`openai:judge-1: gave up after 3 attempts: HTTP 502 from ${server.baseUrl}/chat/completions: injected 502`);
     expect(server.requests).toHaveLength(3);
+  });
+
+  it('a 400 is final (one line, no retry); a 200 that is not JSON is one line', async () => {
+    server.faults = [{ status: 400, body: '{"error":{"message":"This model does not support logprobs."}}' }];
+    const err = await judgeWith().score(requestsFor(['x']).slice(0, 1)).catch((e) => e);
+    expect(err).toBeInstanceOf(EmlensError);
+    expect(err.message).toBe(`openai:judge-1: HTTP 400 from ${server.baseUrl}/chat/completions: This model does not support logprobs.`);
+    expect(server.requests).toHaveLength(1);
+    server.faults = [{ status: 200, body: '<html>proxy login</html>' }];
+    const err2 = await judgeWith().score(requestsFor(['y']).slice(0, 1)).catch((e) => e);
+    expect(err2.message).toBe(`openai:judge-1: ${server.baseUrl}/chat/completions answered with something that is not JSON: <html>proxy login</html>`);
+  });
+
+  it('a cache file that cannot be read back is fetched again and rewritten', async () => {
+    const reqs = requestsFor(['cache me']).slice(0, 1);
+    const judge = judgeWith();
+    const [first] = await judge.score(reqs);
+    const key = judge.key(reqs[0]!.prompt);
+    const f = join(cacheDir, key.slice(0, 2), `${key}.json`);
+    expect(JSON.parse(readFileSync(f, 'utf8')).prompt).toBe(reqs[0]!.prompt);
+    writeFileSync(f, '{"model": "judge-1", "prom');
+    const [again] = await judgeWith().score(reqs);
+    expect(server.requests).toHaveLength(2);
+    expect(again).toEqual(first);
+    expect(JSON.parse(readFileSync(f, 'utf8')).prompt).toBe(reqs[0]!.prompt);
   });
 
   it('keeps at most `concurrency` requests in flight', async () => {
