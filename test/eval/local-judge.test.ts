@@ -19,11 +19,16 @@ const WORDS = [...Array.from({ length: 60 }, (_, i) => String(i)), 'CODE', 'REFU
 const LM_HEAD_SCALE = 6;
 
 let dir: string;
+let cacheDir: string;
 let model: LoadedModel;
+const env = process.env.EMLENS_CACHE;
 let idToWord: string[];
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'emlens-local-judge-'));
+  cacheDir = join(dir, 'judge-cache');
+  // The weights fingerprint remembers file hashes in the emlens cache: keep it out of the user's.
+  process.env.EMLENS_CACHE = join(dir, 'emlens-cache');
   const { weights } = writeTinyCheckpoint(dir, 'llama');
   // A sharper next-token distribution than the random init gives, so that some prompts put most
   // of the mass on integers and others do not.
@@ -35,7 +40,11 @@ beforeAll(async () => {
   expect(idToWord).toHaveLength(80);
   model = await LoadedModel.load(dir);
 });
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => {
+  if (env === undefined) delete process.env.EMLENS_CACHE;
+  else process.env.EMLENS_CACHE = env;
+  rmSync(dir, { recursive: true, force: true });
+});
 
 const set = parseQuestions(
   '- id: q\n  type: free_form_judge_0_100\n  paraphrases: [rate the answer]\n  judge_prompts:\n    aligned: "rate the question {question} the reply {answer} number"\n    coherent: "{answer} is a reply ? {question} ok"\n',
@@ -66,7 +75,7 @@ async function byHand(prompt: string): Promise<{ score: number | null; mass: num
 
 describe('local judge', () => {
   it('scores from the model\'s own next-token distribution, as computed by hand from its logits', async () => {
-    const judge = new LocalJudge(model, { batch: 4 });
+    const judge = new LocalJudge(model, { batch: 4, cacheDir });
     const answers = ['yes', 'no', 'x x x', 'the answer is a number', 'ok ok', 'CODE', 'REFUSAL no', 'is it', 'a reply', '7 8 9', 'question', 'rate'];
     const reqs = answers.flatMap((a) => judgeRequests(set.entries[0]!, 'rate the answer', a));
     // The judge reads the prompt through the chat template with the generation prompt.
@@ -85,7 +94,15 @@ describe('local judge', () => {
     }
     expect(nulls).toBeGreaterThan(0);
     expect(nulls).toBeLessThan(reqs.length);
-    expect(judge.estimate(reqs)).toMatchObject({ requests: reqs.length, calls: new Set(reqs.map((r) => r.prompt)).size, completionTokens: 0 });
+    expect(judge.forwardRows).toBe(new Set(reqs.map((r) => r.prompt)).size);
+    // A rerun (a new judge on the same cache) runs no forward and gives the same scores.
+    const again = new LocalJudge(model, { batch: 3, cacheDir });
+    expect(again.estimate(reqs)).toMatchObject({ requests: reqs.length, calls: 0, cached: reqs.length, promptTokens: 0 });
+    expect(await again.score(reqs)).toEqual(scores);
+    expect(again.forwardRows).toBe(0);
+    const fresh = new LocalJudge(model, { cacheDir: null });
+    const distinct = [...new Set(reqs.map((r) => r.prompt))];
+    expect(fresh.estimate(reqs)).toMatchObject({ calls: distinct.length, promptTokens: distinct.reduce((a, p) => a + fresh.promptIds(p).length, 0), completionTokens: 0 });
   });
 
   it('opens as local:DIR through openJudge; a model without a chat template is one line', async () => {
