@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { DirectionMethod } from '../directions/common.js';
 import { DIRECTION_METHODS, WEIGHT_MODES, type WeightMode } from '../experiments/directions.js';
-import { stabilityAnalysis, stabilityReport } from '../experiments/stability.js';
+import { settleCell, stabilityAnalysis, stabilityReport } from '../experiments/stability.js';
 import { writeReport } from '../viz/report.js';
 import { choice, intArg, numArg, warn } from './args.js';
 
@@ -41,7 +41,7 @@ export function register(program: Command): void {
         `bootstrap cosine to full: ${fmt(worst.bootstrap.mean)} (layer ${worst.layer}, 95% ${fmt(worst.bootstrap.lo)}..${fmt(worst.bootstrap.hi)}) to ${fmt(bestL.bootstrap.mean)} (layer ${bestL.layer})`,
       );
       const unit = r.method === 'pca' ? 'pairs' : 'rows per side';
-      console.log(`${unit} to settle at ${r.threshold}: ${r.layers.map((x) => `${x.layer}:${x.settle ?? `>${r.sizes[r.sizes.length - 1]}`}`).join(' ')}`);
+      console.log(`${unit} for two disjoint subsamples to agree at ${r.threshold}: ${r.layers.map((x) => `${x.layer}:${settleCell(x.settle, r.sizes)}`).join(', ')}`);
       console.log(`wrote ${o.out}`);
     });
 }

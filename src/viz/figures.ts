@@ -12,6 +12,29 @@ export function color(i: number): string {
   return PALETTE[((i % PALETTE.length) + PALETTE.length) % PALETTE.length]!;
 }
 
+/**
+ * Line dash and marker per series index, cycling at other periods than the colours, so lines that
+ * coincide (two files with the same vectors) still show both, and 10+ series stay distinct.
+ */
+export const DASHES = ['solid', 'dash', 'dot', 'dashdot', 'longdash', 'longdashdot'];
+export const SYMBOLS = ['circle', 'square', 'diamond', 'triangle-up', 'x', 'triangle-down', 'cross', 'star'];
+
+export function lineStyle(i: number): { color: string; dash: string; symbol: string } {
+  return { color: color(i), dash: DASHES[i % DASHES.length]!, symbol: SYMBOLS[i % SYMBOLS.length]! };
+}
+
+/** Asymmetric Plotly error bars from interval bounds around the values (null where unknown). */
+function intervalBars(values: ArrayLike<number>, lo: ArrayLike<number>, hi: ArrayLike<number>, c: string): object {
+  const up: (number | null)[] = [];
+  const down: (number | null)[] = [];
+  for (let k = 0; k < values.length; k++) {
+    const v = values[k]!;
+    up.push(Number.isFinite(v) && Number.isFinite(hi[k]!) ? Math.max(0, hi[k]! - v) : null);
+    down.push(Number.isFinite(v) && Number.isFinite(lo[k]!) ? Math.max(0, v - lo[k]!) : null);
+  }
+  return { type: 'data', symmetric: false, array: up, arrayminus: down, visible: true, color: withAlpha(c, 0.8), thickness: 1.3, width: 4 };
+}
+
 /** '#4e79a7', 0.2 -> 'rgba(78,121,167,0.2)' */
 export function withAlpha(hex: string, alpha: number): string {
   const n = parseInt(hex.slice(1), 16);
@@ -80,8 +103,9 @@ function layerAxis(layers: number[]): { dtick?: number; range?: [number, number]
 }
 
 /**
- * Values by layer, one line per series; a series with `lo` and `hi` gets a shaded band between
- * them (a lower edge, then an upper edge filled 'tonexty' down to it, then the line on top).
+ * Values by layer, one line per series, each with its own colour, dash and marker; a series with
+ * `lo` and `hi` gets error bars from lo to hi at every layer and a light band between them (a
+ * lower edge, then an upper edge filled 'tonexty' down to it, then the line on top).
  */
 export function lineByLayer(
   series: { name: string; layers: number[]; values: number[]; lo?: number[]; hi?: number[] }[],
@@ -90,7 +114,7 @@ export function lineByLayer(
   const data: object[] = [];
   series.forEach((s, i) => {
     checkLen(`lineByLayer "${s.name}" values`, s.values.length, s.layers.length);
-    const c = color(i);
+    const { color: c, dash, symbol } = lineStyle(i);
     const group = `s${i}`;
     if ((s.lo === undefined) !== (s.hi === undefined)) throw new EmlensError(`lineByLayer "${s.name}": give both lo and hi for a band, or neither`);
     if (s.lo && s.hi) {
@@ -98,9 +122,9 @@ export function lineByLayer(
       checkLen(`lineByLayer "${s.name}" hi`, s.hi.length, s.layers.length);
       const edge = { type: 'scatter', mode: 'lines', x: s.layers, line: { width: 0, color: c }, showlegend: false, legendgroup: group, hoverinfo: 'skip' };
       data.push({ ...edge, name: `${s.name} (lower)`, y: arr(s.lo) });
-      data.push({ ...edge, name: `${s.name} (upper)`, y: arr(s.hi), fill: 'tonexty', fillcolor: withAlpha(c, 0.18) });
+      data.push({ ...edge, name: `${s.name} (upper)`, y: arr(s.hi), fill: 'tonexty', fillcolor: withAlpha(c, 0.1) });
     }
-    const band = s.lo && s.hi ? { customdata: s.layers.map((_, k) => [num(s.lo![k]!), num(s.hi![k]!)]) } : {};
+    const band = s.lo && s.hi ? { customdata: s.layers.map((_, k) => [num(s.lo![k]!), num(s.hi![k]!)]), error_y: intervalBars(s.values, s.lo, s.hi, c) } : {};
     data.push({
       type: 'scatter',
       mode: s.layers.length > 60 ? 'lines' : 'lines+markers',
@@ -108,8 +132,8 @@ export function lineByLayer(
       legendgroup: group,
       x: s.layers,
       y: arr(s.values),
-      line: { color: c, width: 2.2 },
-      marker: { color: c, size: 5 },
+      line: { color: c, width: 2.2, dash },
+      marker: { color: c, size: 6, symbol },
       ...band,
       hovertemplate: `layer %{x}: %{y:.4g}${s.lo && s.hi ? ' [%{customdata[0]:.4g}, %{customdata[1]:.4g}]' : ''}<extra>%{fullData.name}</extra>`,
     });
@@ -274,24 +298,36 @@ export function histograms(
   };
 }
 
-/** y against x, one line per series, optional symmetric error bars and log x (steering sweeps). */
+/**
+ * y against x, one line per series (own colour, dash and marker), optional error bars — symmetric
+ * ± yErr, or an interval lo..hi — and log x (steering sweeps, subsample curves).
+ */
 export function scatterLines(
-  series: { name: string; x: number[]; y: number[]; yErr?: number[] }[],
+  series: { name: string; x: number[]; y: number[]; yErr?: number[]; lo?: number[]; hi?: number[] }[],
   opts: { title: string; xTitle: string; yTitle: string; logX?: boolean; yRange?: [number, number]; refLines?: RefLine[] },
 ): Figure {
   const data = series.map((s, i) => {
     checkLen(`scatterLines "${s.name}" y`, s.y.length, s.x.length);
     if (s.yErr) checkLen(`scatterLines "${s.name}" yErr`, s.yErr.length, s.x.length);
-    const c = color(i);
+    if ((s.lo === undefined) !== (s.hi === undefined)) throw new EmlensError(`scatterLines "${s.name}": give both lo and hi for an interval, or neither`);
+    if (s.lo && s.yErr) throw new EmlensError(`scatterLines "${s.name}": give yErr or lo/hi, not both`);
+    if (s.lo) checkLen(`scatterLines "${s.name}" lo`, s.lo.length, s.x.length);
+    if (s.hi) checkLen(`scatterLines "${s.name}" hi`, s.hi.length, s.x.length);
+    const { color: c, dash, symbol } = lineStyle(i);
+    const errorY = s.lo && s.hi
+      ? { error_y: intervalBars(s.y, s.lo, s.hi, c) }
+      : s.yErr
+        ? { error_y: { type: 'data', array: arr(s.yErr), visible: true, color: withAlpha(c, 0.7), thickness: 1.2, width: 3 } }
+        : {};
     return {
       type: 'scatter',
       mode: s.x.length > 60 ? 'lines' : 'lines+markers',
       name: s.name,
       x: arr(s.x),
       y: arr(s.y),
-      line: { color: c, width: 2.2 },
-      marker: { color: c, size: 6 },
-      ...(s.yErr ? { error_y: { type: 'data', array: arr(s.yErr), visible: true, color: withAlpha(c, 0.7), thickness: 1.2, width: 3 } } : {}),
+      line: { color: c, width: 2.2, dash },
+      marker: { color: c, size: 6, symbol },
+      ...errorY,
     };
   });
   const ref = refLineShapes(opts.refLines);

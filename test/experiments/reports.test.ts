@@ -5,10 +5,10 @@
  * fetched), and the numbers in its tables checked against computations done here.
  */
 import { writePlanted } from '../helpers/planted.js';
-import { cos64 } from '../directions/data.js';
+import { cos64, randomRows, referenceAgreement, referenceBootstrap, referenceSplitHalf } from '../directions/data.js';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +16,6 @@ import { LoadedModel } from '../../src/backend/model.js';
 import { extractActivations } from '../../src/activations/extract.js';
 import { openActivations } from '../../src/activations/read.js';
 import { readJsonl } from '../../src/data/rows.js';
-import { bootstrapStability, splitHalf } from '../../src/directions/stability.js';
 import { readDirectionFile, writeDirectionFile } from '../../src/io/directions.js';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { addTokenizer, writeChatDataset } from '../helpers/datasets.js';
@@ -50,8 +49,21 @@ interface Table {
   rows: string[][];
 }
 
+/** A drawn trace as Plotly holds it in the page (gd.data). */
+interface Trace {
+  name: string;
+  type: string;
+  x: (number | string)[];
+  y: (number | string | null)[];
+  error_y?: { array?: (number | null)[]; arrayminus?: (number | null)[]; symmetric?: boolean; visible?: boolean };
+  line?: { dash?: string; color?: string };
+  marker?: { symbol?: string };
+  z?: (number | null)[][];
+  showlegend?: boolean;
+}
+
 /** Opens the report in Chromium; asserts it is clean and fully drawn; returns its tables and provenance text. */
-async function openReport(file: string): Promise<{ check: BrowserCheck; tables: Table[]; provenance: string; text: string }> {
+async function openReport(file: string, screenshot?: string): Promise<{ check: BrowserCheck; tables: Table[]; provenance: string; text: string; figures: Record<string, Trace[]> }> {
   expect(haveChromium(), 'Chromium is needed (CHROMIUM_PATH or /usr/bin/chromium)').toBe(true);
   const check = await checkReportInBrowser(file, {
     probe: () => ({
@@ -62,14 +74,22 @@ async function openReport(file: string): Promise<{ check: BrowserCheck; tables: 
       })),
       provenance: document.getElementById('provenance')?.textContent ?? '',
       text: document.querySelector('main')?.textContent ?? '',
+      figures: Object.fromEntries(
+        Array.from(document.querySelectorAll<HTMLElement>('[data-emlens-figure]')).map((el) => [
+          el.dataset.emlensFigure,
+          JSON.parse(JSON.stringify((el as unknown as { data: unknown[] }).data ?? [])),
+        ]),
+      ),
     }),
+    ...(screenshot ? { screenshot: 'full' as const } : {}),
   });
+  if (screenshot && check.screenshot) writeFileSync(screenshot, check.screenshot);
   expect(check.consoleErrors).toEqual([]);
   expect(check.blockedRequests).toEqual([]);
   expect(check.figures).toBeGreaterThan(0);
   expect(check.rendered, JSON.stringify(check.perFigure)).toBe(check.figures);
   expect(check.plotsRendered).toBe(check.figures);
-  const p = check.probed as { tables: Table[]; provenance: string; text: string };
+  const p = check.probed as { tables: Table[]; provenance: string; text: string; figures: Record<string, Trace[]> };
   return { check, ...p };
 }
 
@@ -184,6 +204,26 @@ describe('emlens compare', () => {
   });
 });
 
+/** Screenshots for a person to look at: EMLENS_SHOTS=/some/dir npx vitest run ... */
+const SHOTS = process.env.EMLENS_SHOTS;
+if (SHOTS) mkdirSync(SHOTS, { recursive: true });
+const shot = (name: string) => (SHOTS ? join(SHOTS, name) : undefined);
+
+/** The trace of a figure with this name (the visible line, not a band edge). */
+function trace(figs: Record<string, Trace[]>, id: string, name: string): Trace {
+  const t = figs[id]?.find((x) => x.name === name);
+  if (!t) throw new Error(`figure ${id} has no trace "${name}" (has ${(figs[id] ?? []).map((x) => x.name).join(', ')})`);
+  return t;
+}
+
+/** Error bars drawn from value - arrayminus to value + array equal [lo, hi]. */
+function expectBars(t: Trace, k: number, lo: number, hi: number, what: string) {
+  const y = Number(t.y[k]);
+  expect(t.error_y?.visible, what).toBe(true);
+  expect(Math.abs(y - t.error_y!.arrayminus![k]! - lo), `${what} lower`).toBeLessThan(1e-9);
+  expect(Math.abs(y + t.error_y!.array![k]! - hi), `${what} upper`).toBeLessThan(1e-9);
+}
+
 describe('emlens stability', () => {
   it('planted identical rows: every resampled direction is the full one (cosine 1, interval [1, 1]), settled at the smallest size', async () => {
     const d = 8;
@@ -195,21 +235,38 @@ describe('emlens stability', () => {
     const out = join(dir, 'stability-planted.html');
     const r = ok(emlens('stability', '--pos', pos, '--neg', neg, '--out', out, '--bootstrap', '20'));
     expect(r.stdout).toMatch(/bootstrap cosine to full: 1\.000 .* to 1\.000/);
-    expect(r.stdout).toMatch(/rows per side to settle at 0\.9: 1:8 2:8/);
+    expect(r.stdout).toMatch(/rows per side for two disjoint subsamples to agree at 0\.9: 1:1, 2:1$/m);
     const { tables } = await openReport(out);
     const t = table(tables, 'Per layer');
-    for (const x of t.rows) expect(x.slice(2, 10)).toEqual(['1', '1', '1', '1', '1', '1', '8', '8']);
-    const curve = table(tables, /^Mean cosine to the full-data direction/);
-    expect(curve.head).toEqual(['layer', '8', '16']);
+    for (const x of t.rows) expect(x.slice(2, 10)).toEqual(['1', '1', '1', '1', '1', '1', '1', '1']);
+    const curve = table(tables, /^Mean cosine between the directions of two disjoint subsamples/);
+    expect(curve.head).toEqual(['layer', '1', '2', '4', '8']); // up to half the rows
   });
 
-  it('real sets: norms equal the hand mean difference, intervals equal the library run with the same seed; every plot draws', async () => {
+  it('pure noise, 3 + 3 rows or 60 + 60: does not settle (a subsample against the whole set always did)', async () => {
+    const d = 16;
+    for (const n of [6, 60]) {
+      const pos = writePlanted(join(dir, `noise-pos-${n}`), { layers: new Map([[0, randomRows(n, d, 50 + n)]]), d });
+      const neg = writePlanted(join(dir, `noise-neg-${n}`), { layers: new Map([[0, randomRows(n, d, 60 + n)]]), d });
+      const out = join(dir, `stability-noise-${n}.html`);
+      const r = ok(emlens('stability', '--pos', pos, '--neg', neg, '--out', out, '--bootstrap', '40'));
+      expect(r.stdout).toMatch(/rows per side for two disjoint subsamples to agree at 0\.9: 0:does not settle$/m);
+      const { tables } = await openReport(out);
+      expect(table(tables, 'Per layer').rows[0]!.slice(8)).toEqual(['does not settle', 'does not settle']);
+      const means = table(tables, /^Mean cosine between/).rows[0]!.slice(1).map(Number);
+      for (const m of means) expect(Math.abs(m)).toBeLessThan(0.5);
+    }
+  });
+
+  it('real sets: norms, intervals, settling and the figures equal computations written here; every plot draws', async () => {
     const out = join(dir, 'stability.html');
     const r = ok(emlens('stability', '--pos', acts.pos, '--neg', acts.neg, '--out', out, '--bootstrap', '25', '--seed', '3'));
     expect(r.stdout).toMatch(/^mean-diff at resid_post, 3 layers, 25 bootstrap resamples, seed 3$/m);
-    const { tables, provenance, check } = await openReport(out);
-    expect(check.figures).toBe(3);
+    const { tables, provenance, check, figures } = await openReport(out, shot('stability.png'));
     const t = table(tables, 'Per layer');
+    const curveT = table(tables, /^Mean cosine between the directions of two disjoint subsamples/);
+    const sizes = [1, 2, 4, 8, 10]; // 20 rows per side: halves of 10
+    expect(curveT.head).toEqual(['layer', ...sizes.map(String)]);
     const P = openActivations(acts.pos);
     const N = openActivations(acts.neg);
     for (const [i, x] of t.rows.entries()) {
@@ -225,16 +282,36 @@ describe('emlens stability', () => {
         return a / 20 - b / 20;
       });
       expectCell(x[1]!, Math.hypot(...diff), `norm layer ${l}`);
-      const boot = bootstrapStability(p, q, D, { seed: 3, n: 25 });
+      // Seeds as documented: bootstrap seed, split-half seed + 1, subsamples seed + 2.
+      const boot = referenceBootstrap(p, q, D, 25, 3);
       expectCell(x[2]!, boot.mean, 'bootstrap mean');
       expectCell(x[3]!, boot.lo, 'bootstrap lo');
       expectCell(x[4]!, boot.hi, 'bootstrap hi');
-      const sh = splitHalf(p, q, D, { seed: 4, repeats: 25 });
-      expectCell(x[5]!, sh.halves.mean, 'split-half');
-      expect(boot.lo).toBeLessThanOrEqual(boot.mean);
-      expect(boot.mean).toBeLessThanOrEqual(boot.hi);
+      const sh = referenceSplitHalf(p, q, D, 25, 4);
+      expectCell(x[5]!, sh.mean, 'split-half');
+      expectCell(x[6]!, sh.lo, 'split-half lo');
+      expectCell(x[7]!, sh.hi, 'split-half hi');
+      const agree = referenceAgreement(p, q, D, sizes, 25, 5);
+      agree.forEach((a, k) => expectCell(curveT.rows[i]![k + 1]!, a.mean, `agreement layer ${l} size ${sizes[k]}`));
+      const from = sizes.findIndex((_, k) => agree.slice(k).every((a) => a.mean >= 0.9));
+      expect(x[8]).toBe(from < 0 ? 'does not settle' : String(sizes[from]));
+      const fromLo = sizes.findIndex((_, k) => agree.slice(k).every((a) => a.lo >= 0.9));
+      expect(x[9]).toBe(fromLo < 0 ? 'does not settle' : String(sizes[fromLo]));
+      // The figures carry the same intervals as error bars.
+      const bt = trace(figures, 'stability-bands', 'bootstrap vs full');
+      expect(bt.x[i]).toBe(l);
+      expect(Math.abs(Number(bt.y[i]) - boot.mean)).toBeLessThan(1e-9);
+      expectBars(bt, i, boot.lo, boot.hi, `bootstrap bars layer ${l}`);
+      expectBars(trace(figures, 'stability-bands', 'half vs half'), i, sh.lo, sh.hi, `split-half bars layer ${l}`);
+      const ct = trace(figures, 'subsample-curve', `layer ${l}`);
+      expect(ct.x).toEqual(sizes);
+      agree.forEach((a, k) => expectBars(ct, k, a.lo, a.hi, `agreement bars layer ${l} size ${sizes[k]}`));
     }
-    expect(table(tables, /^Mean cosine to the full-data direction/).head).toEqual(['layer', '8', '16', '20']);
+    const settles = t.rows.some((x) => x[8] !== 'does not settle' || x[9] !== 'does not settle');
+    expect(check.figures).toBe(settles ? 3 : 2); // the settle-by-layer figure only when something settles
+    // Lines that could coincide stay apart: each series its own dash.
+    const dashes = (id: string) => figures[id]!.filter((x) => x.showlegend !== false).map((x) => x.line?.dash);
+    for (const id of ['stability-bands', 'subsample-curve']) expect(new Set(dashes(id)).size, id).toBe(dashes(id).length);
     for (const a of [acts.pos, acts.neg]) expect(provenance).toContain(a);
     expect(provenance).toContain(P.meta.model.weights_sha256);
     expect(provenance).toContain(P.meta.dataset.sha256);
