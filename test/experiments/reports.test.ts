@@ -17,6 +17,7 @@ import { extractActivations } from '../../src/activations/extract.js';
 import { openActivations } from '../../src/activations/read.js';
 import { readJsonl } from '../../src/data/rows.js';
 import { readDirectionFile, writeDirectionFile } from '../../src/io/directions.js';
+import { rng } from '../../src/runtime/sampling.js';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { addTokenizer, writeChatDataset } from '../helpers/datasets.js';
 import { checkReportInBrowser, haveChromium, type BrowserCheck } from '../helpers/browser.js';
@@ -348,7 +349,7 @@ describe('emlens project', () => {
     const csv = join(dir, 'proj.csv');
     const r = ok(emlens('project', '--acts', a, '--direction', df, '--out', out, '--write-csv', csv));
     expect(r.stdout).toMatch(/^2 layers, label = aligned: 5, misaligned: 5$/m);
-    expect(r.stdout).toMatch(/AUROC \(label = misaligned vs aligned\) 0\.000\.\.1\.000; best layer 1: AUROC 1\.000/);
+    expect(r.stdout).toMatch(/AUROC \(label = misaligned vs label = aligned\) on all rows 0\.000\.\.1\.000; best layer 1: AUROC 1\.000/);
 
     // Projections computed here: h . v / |v|.
     const proj = (l: number, sign: number) =>
@@ -387,7 +388,8 @@ describe('emlens project', () => {
     expect(check.figures).toBe(5); // AUROC, d', means, histograms at layers 1 (best) and 3
     expect(text).toContain('Positive group: label = misaligned (the value that sorts last), against label = aligned.');
     const t = table(tables, 'Mean projection per group');
-    expect(t.head).toEqual(['layer', 'mean (label = aligned)', 'mean (label = misaligned)', 'AUROC', 'd′']);
+    expect(t.head).toEqual(['layer', 'mean (label = aligned)', 'mean (label = misaligned)', 'AUROC (all rows)', 'd′ (all rows)']);
+    expect(text).toContain('measured on the rows the direction may have been computed from (in-sample)');
     expect(t.rows.map((x) => [x[0], x[3]])).toEqual([['1', '1'], ['3', '0']]);
     for (const x of t.rows) {
       const w = want.get(Number(x[0]))!;
@@ -400,14 +402,138 @@ describe('emlens project', () => {
 
     // --positive flips the roles: AUROC 0 at layer 1.
     const flipped = ok(emlens('project', '--acts', a, '--direction', df, '--out', join(dir, 'project2.html'), '--positive', 'aligned'));
-    expect(flipped.stdout).toMatch(/AUROC \(label = aligned vs misaligned\) 0\.000\.\.1\.000; best layer 3: AUROC 1\.000/);
+    expect(flipped.stdout).toMatch(/AUROC \(label = aligned vs label = misaligned\) on all rows 0\.000\.\.1\.000; best layer 3: AUROC 1\.000/);
+  });
+
+  // 40 planted rows: a weak shift along u for "misaligned" (so AUROC < 1), a numeric score and a text label.
+  const split = (() => {
+    const d = 8;
+    const n = 40;
+    const u = Float32Array.from([0.5, -0.5, 0.5, 0.5, 0, 0, 0, 0]);
+    const g = (() => {
+      const x = uniform(n * d * 2, 77);
+      return (k: number) => x[k]! + x[n * d + k]!; // triangular noise
+    })();
+    const labels = Array.from({ length: n }, (_, i) => ({ label: i % 3 === 0 ? 'misaligned' : 'aligned', score: (i * 37) % 100, domain: i % 2 ? 'medical' : 'finance' }));
+    const data = Float32Array.from({ length: n * d }, (_, k) => g(k) + (labels[Math.floor(k / d)]!.label === 'misaligned' ? 0.8 * u[k % d]! : 0));
+    return { d, n, u, labels, data };
+  })();
+  const proj = (i: number) => {
+    let s = 0;
+    for (let j = 0; j < split.d; j++) s += split.data[i * split.d + j]! * split.u[j]!;
+    return s;
+  };
+  /** P(pos > neg) + P(tie) / 2 over all pairs, by brute force. */
+  const aurocHere = (p: number[], q: number[]) => {
+    let s = 0;
+    for (const a of p) for (const b of q) s += a > b ? 1 : a === b ? 0.5 : 0;
+    return s / (p.length * q.length);
+  };
+  const dprimeHere = (p: number[], q: number[]) => {
+    const mv = (x: number[]) => {
+      const m = x.reduce((s, v) => s + v, 0) / x.length;
+      return [m, x.reduce((s, v) => s + (v - m) ** 2, 0) / (x.length - 1)] as const;
+    };
+    const [mp, vp] = mv(p);
+    const [mq, vq] = mv(q);
+    return (mp - mq) / Math.sqrt((vp + vq) / 2);
+  };
+  /** The documented split: groups in sorted order, each shuffled from the back by one seeded stream, the first round(f n) to test. */
+  const testRows = (groupOf: (i: number) => string, groups: string[], f: number, seed: number) => {
+    const r = rng(seed);
+    const test = new Set<number>();
+    for (const gv of groups) {
+      const idx = Array.from({ length: split.n }, (_, i) => i).filter((i) => groupOf(i) === gv);
+      for (let i = idx.length - 1; i > 0; i--) {
+        const j = Math.floor(r() * (i + 1));
+        [idx[i], idx[j]] = [idx[j]!, idx[i]!];
+      }
+      idx.slice(0, Math.round(f * idx.length)).forEach((i) => test.add(i));
+    }
+    return test;
+  };
+
+  it('--test-fraction: AUROC and d′ on a stratified held-out split and on all rows, both as computed here; the CSV names the split', async () => {
+    const a = writePlanted(join(dir, 'split-acts'), { layers: new Map([[2, split.data]]), d: split.d, labels: split.labels });
+    const df = join(dir, 'split-dir.safetensors');
+    writeDirectionFile(df, new Map([[2, split.u.map((x) => 5 * x)]]), { method: 'planted' });
+    const out = join(dir, 'project-split.html');
+    const csv = join(dir, 'split.csv');
+    const r = ok(emlens('project', '--acts', a, '--direction', df, '--out', out, '--test-fraction', '0.25', '--seed', '7', '--write-csv', csv));
+    const test = testRows((i) => split.labels[i]!.label, ['aligned', 'misaligned'], 0.25, 7);
+    const isMis = (i: number) => split.labels[i]!.label === 'misaligned';
+    const all = Array.from({ length: split.n }, (_, i) => i);
+    const side = (rows: number[], mis: boolean) => rows.filter((i) => isMis(i) === mis).map(proj);
+    const tst = all.filter((i) => test.has(i));
+    expect(side(tst, true)).toHaveLength(Math.round(0.25 * 14)); // 14 misaligned rows, 26 aligned
+    expect(side(tst, false)).toHaveLength(Math.round(0.25 * 26));
+    const aAll = aurocHere(side(all, true), side(all, false));
+    const aTest = aurocHere(side(tst, true), side(tst, false));
+    expect(aAll).toBeGreaterThan(0.6);
+    expect(aAll).toBeLessThan(1);
+    expect(aTest).not.toBeCloseTo(aAll, 3); // the two columns measure different rows
+    expect(r.stdout).toMatch(new RegExp(`AUROC on the test split \\(0\\.25 of each group, seed 7: 4 \\+ 7 rows\\) ${aTest.toFixed(3)}\\.\\.${aTest.toFixed(3)}; at layer 2`));
+
+    const { tables, text } = await openReport(out);
+    const t = table(tables, 'Mean projection per group');
+    expect(t.head).toEqual(['layer', 'mean (label = aligned)', 'mean (label = misaligned)', 'AUROC (all rows)', 'd′ (all rows)', 'AUROC (test)', 'd′ (test)']);
+    expectCell(t.rows[0]![3]!, aAll, 'AUROC all');
+    expectCell(t.rows[0]![4]!, dprimeHere(side(all, true), side(all, false)), 'd′ all');
+    expectCell(t.rows[0]![5]!, aTest, 'AUROC test');
+    expectCell(t.rows[0]![6]!, dprimeHere(side(tst, true), side(tst, false)), 'd′ test');
+    expect(text).toContain('Held-out split: 0.25 of each group (stratified, seed 7), 4 positive and 7 negative rows');
+    const lines = readFileSync(csv, 'utf8').trim().split('\n');
+    expect(lines[0]).toBe('row,line,label,split,layer_2');
+    lines.slice(1).forEach((ln, i) => expect(ln.split(',')[3]).toBe(test.has(i) ? 'test' : 'train'));
+    // another seed, another split
+    const other = ok(emlens('project', '--acts', a, '--direction', df, '--out', out, '--test-fraction', '0.25', '--seed', '8'));
+    const t8 = all.filter((i) => testRows((k) => split.labels[k]!.label, ['aligned', 'misaligned'], 0.25, 8).has(i));
+    expect(other.stdout).toContain(`seed 8: 4 + 7 rows) ${aurocHere(side(t8, true), side(t8, false)).toFixed(3)}`);
+  });
+
+  it('--threshold: a numeric label split into < T and >= T, named in the report; bad values are one line', async () => {
+    const a = join(dir, 'split-acts');
+    const df = join(dir, 'split-dir.safetensors');
+    const out = join(dir, 'project-threshold.html');
+    const r = ok(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'score', '--threshold', '30', '--positive', '<30'));
+    const low = (i: number) => split.labels[i]!.score < 30;
+    const all = Array.from({ length: split.n }, (_, i) => i);
+    const nLow = all.filter(low).length;
+    expect(r.stdout).toMatch(new RegExp(`^1 layers, score < 30: ${nLow}, score >= 30: ${split.n - nLow}$`, 'm'));
+    const want = aurocHere(all.filter(low).map(proj), all.filter((i) => !low(i)).map(proj));
+    expect(r.stdout).toContain(`AUROC (score < 30 vs score >= 30) on all rows ${want.toFixed(3)}..${want.toFixed(3)}`);
+    const { tables, text } = await openReport(out);
+    const t = table(tables, 'Mean projection per group');
+    expect(t.head).toEqual(['layer', 'mean (score < 30)', 'mean (score >= 30)', 'AUROC (all rows)', 'd′ (all rows)']);
+    expectCell(t.rows[0]![1]!, all.filter(low).map(proj).reduce((s, v) => s + v, 0) / nLow, 'mean below');
+    expectCell(t.rows[0]![3]!, want, 'AUROC');
+    expect(text).toContain('Positive group: score < 30 (given by --positive), against score >= 30.');
+    expect(text).toContain('rows grouped by "score" split at 30');
+    // with a split too, stratified by the two threshold groups
+    const both = ok(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'score', '--threshold', '30', '--test-fraction', '0.5'));
+    const test = testRows((i) => (low(i) ? '< 30' : '>= 30'), ['< 30', '>= 30'], 0.5, 0);
+    const tst = all.filter((i) => test.has(i));
+    const aTest = aurocHere(tst.filter((i) => !low(i)).map(proj), tst.filter(low).map(proj));
+    expect(both.stdout).toContain(`seed 0: ${Math.round((split.n - nLow) / 2)} + ${Math.round(nLow / 2)} rows) ${aTest.toFixed(3)}`);
+
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'domain', '--threshold', '30'), /--threshold 30: "domain" is not numeric \(row 0 of .*split-acts, from line 1, has "finance"\)/);
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'score', '--threshold', '1000'), /--threshold 1000: no row of .* has score >= 1000; nothing to separate/);
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'score', '--threshold', 'x'), /--threshold must be a number, got "x"/);
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'score', '--threshold', '30', '--positive', '30'), /--positive 30: "score" takes the values "< 30", ">= 30"/);
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'score'), /--label score has \d+ distinct values; .* or give --threshold T to split it at T/);
+    for (const f of ['0', '1', '1.5', '-0.2']) {
+      expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, `--test-fraction=${f}`), /--test-fraction must be in \(0, 1\)/);
+    }
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--test-fraction', '0.01'), /--test-fraction 0\.01 leaves the test split without rows where label = misaligned \(14 such rows in all\)/);
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--test-fraction', '0.99'), /--test-fraction 0\.99 puts every row where label = misaligned in the test split/);
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--seed', '3'), /--seed applies to --test-fraction only/);
   });
 
   it('real extraction with a direction from the CLI (.npy), grouped by --label; bad input is one line', () => {
     const out = join(dir, 'project-real.html');
     const r = ok(emlens('project', '--acts', acts.pos, '--direction', files.npy, '--out', out, '--label', 'domain'));
     expect(r.stdout).toMatch(/^3 layers, domain = finance: 10, medical: 10$/m);
-    expect(r.stdout).toMatch(/AUROC \(domain = medical vs finance\) \d\.\d{3}\.\.\d\.\d{3}; best layer \d/);
+    expect(r.stdout).toMatch(/AUROC \(domain = medical vs domain = finance\) on all rows \d\.\d{3}\.\.\d\.\d{3}; best layer \d/);
 
     expectOneLineError(emlens('project', '--acts', acts.pos, '--direction', files.md, '--out', out), /--label is required: the rows of .* have no "label" field \(their labels: aligned, coherent, domain\)/);
     expectOneLineError(emlens('project', '--acts', acts.pos, '--direction', files.md, '--out', out, '--label', 'aligned'), /--label aligned has \d+ distinct values; project groups rows by a categorical label \(at most 12 values\)/);
