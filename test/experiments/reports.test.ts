@@ -8,7 +8,7 @@ import { writePlanted } from '../helpers/planted.js';
 import { cos64, randomRows, referenceAgreement, referenceBootstrap, referenceSplitHalf } from '../directions/data.js';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -61,6 +61,7 @@ interface Trace {
   marker?: { symbol?: string };
   z?: (number | null)[][];
   showlegend?: boolean;
+  customdata?: unknown[];
 }
 
 /** Opens the report in Chromium; asserts it is clean and fully drawn; returns its tables and provenance text. */
@@ -84,7 +85,10 @@ async function openReport(file: string, screenshot?: string): Promise<{ check: B
     }),
     ...(screenshot ? { screenshot: 'full' as const } : {}),
   });
-  if (screenshot && check.screenshot) writeFileSync(screenshot, check.screenshot);
+  if (screenshot && check.screenshot) {
+    writeFileSync(screenshot, check.screenshot);
+    copyFileSync(file, screenshot.replace(/\.png$/, '.html'));
+  }
   expect(check.consoleErrors).toEqual([]);
   expect(check.blockedRequests).toEqual([]);
   expect(check.figures).toBeGreaterThan(0);
@@ -92,6 +96,20 @@ async function openReport(file: string, screenshot?: string): Promise<{ check: B
   expect(check.plotsRendered).toBe(check.figures);
   const p = check.probed as { tables: Table[]; provenance: string; text: string; figures: Record<string, Trace[]> };
   return { check, ...p };
+}
+
+/** The layout a figure was drawn with (gd.layout, after Plotly's defaults). */
+async function layoutOf(file: string, id: string): Promise<{ legend: { orientation: string } }> {
+  const check = await checkReportInBrowser(file, {
+    probe: () =>
+      Object.fromEntries(
+        Array.from(document.querySelectorAll<HTMLElement>('[data-emlens-figure]')).map((el) => [
+          el.dataset.emlensFigure,
+          JSON.parse(JSON.stringify((el as unknown as { _fullLayout: { legend: unknown } })._fullLayout.legend ?? null)),
+        ]),
+      ),
+  });
+  return { legend: (check.probed as Record<string, { orientation: string }>)[id]! };
 }
 
 function table(tables: Table[], caption: string | RegExp): Table {
@@ -194,6 +212,56 @@ describe('emlens compare', () => {
     }
     expect(provenance).toContain(readDirectionFile(files.md).metadata.weights_sha256);
     expect(provenance).toContain(`emlens compare ${files.md} ${files.pca} ${files.gguf} --out ${out}`);
+  });
+
+  it('ten files: per-layer cosines as a pair x layer heatmap equal to cosines computed here; norms stay distinct; every plot draws', async () => {
+    const d = 12;
+    const base = uniform(4 * d, 90);
+    const names: string[] = [];
+    const vecs: Map<number, Float32Array>[] = [];
+    for (let f = 0; f < 10; f++) {
+      const noise = uniform(4 * d, 100 + f);
+      // file 9 lacks layer 0: its pairs get blank cells there
+      const ls = f === 9 ? [1, 2, 3] : [0, 1, 2, 3];
+      const m = new Map(ls.map((l) => [l, Float32Array.from({ length: d }, (_, j) => base[l * d + j]! + (f / 6) * noise[l * d + j]!)]));
+      const name = `dir${f}.safetensors`;
+      writeDirectionFile(join(dir, name), m, { method: 'planted' });
+      names.push(join(dir, name));
+      vecs.push(m);
+    }
+    const out = join(dir, 'compare-10.html');
+    ok(emlens('compare', ...names, '--out', out));
+    const { tables, figures, check } = await openReport(out, shot('compare-10.png'));
+    expect(check.figures).toBe(2 + 1 + 1 + 10); // signed + abs heatmaps, norms, files matrix, 10 within-file
+    const pairs: [number, number][] = [];
+    for (let a = 0; a < 10; a++) for (let b = a + 1; b < 10; b++) pairs.push([a, b]);
+    for (const [id, abs] of [['cosine-signed', false], ['cosine-abs', true]] as const) {
+      const h = figures[id]![0]!;
+      expect(h.type).toBe('heatmap');
+      expect(h.y).toEqual(pairs.map(([a, b]) => `dir${a}.safetensors vs dir${b}.safetensors`));
+      expect(h.x).toEqual(['0', '1', '2', '3']);
+      pairs.forEach(([a, b], k) => {
+        for (let l = 0; l < 4; l++) {
+          const z = h.z![k]![l]!;
+          if (!vecs[a]!.has(l) || !vecs[b]!.has(l)) expect(z, `${id} ${a},${b} layer ${l}`).toBeNull();
+          else {
+            const c = cos64(vecs[a]!.get(l)!, vecs[b]!.get(l)!);
+            expect(Math.abs(z - (abs ? Math.abs(c) : c)), `${id} ${a},${b} layer ${l}`).toBeLessThan(1e-6);
+          }
+        }
+      });
+    }
+    const per = table(tables, 'Signed cosine per pair');
+    expect(per.head).toEqual(['pair', '0', '1', '2', '3']);
+    expect(per.rows).toHaveLength(45);
+    expectCell(per.rows[0]![2]!, cos64(vecs[0]!.get(1)!, vecs[1]!.get(1)!), 'dir0 vs dir1 layer 1');
+    expect(per.rows[8]![1]).toBe('—'); // dir0 vs dir9 at layer 0
+    // Ten norm lines: no two share colour and dash; the legend is a column beside the plot.
+    const norms = figures.norms!;
+    expect(norms).toHaveLength(10);
+    expect(new Set(norms.map((t) => `${t.line?.color} ${t.line?.dash}`)).size).toBe(10);
+    const layout = await layoutOf(out, 'norms');
+    expect(layout.legend.orientation).toBe('v');
   });
 
   it('bad input: one line, non-zero exit', () => {
@@ -300,12 +368,14 @@ describe('emlens stability', () => {
       expect(x[9]).toBe(fromLo < 0 ? 'does not settle' : String(sizes[fromLo]));
       // The figures carry the same intervals as error bars.
       const bt = trace(figures, 'stability-bands', 'bootstrap vs full');
-      expect(bt.x[i]).toBe(l);
+      expect((bt.customdata![i] as number[])[2]).toBe(l); // drawn a little to the side of layer l
+      expect(Math.abs(Number(bt.x[i]) - l)).toBeLessThan(0.5);
       expect(Math.abs(Number(bt.y[i]) - boot.mean)).toBeLessThan(1e-9);
       expectBars(bt, i, boot.lo, boot.hi, `bootstrap bars layer ${l}`);
       expectBars(trace(figures, 'stability-bands', 'half vs half'), i, sh.lo, sh.hi, `split-half bars layer ${l}`);
       const ct = trace(figures, 'subsample-curve', `layer ${l}`);
-      expect(ct.x).toEqual(sizes);
+      expect(ct.customdata).toEqual(sizes);
+      ct.x.forEach((x, k) => expect(Math.abs(Math.log(Number(x) / sizes[k]!))).toBeLessThan(0.1));
       agree.forEach((a, k) => expectBars(ct, k, a.lo, a.hi, `agreement bars layer ${l} size ${sizes[k]}`));
     }
     const settles = t.rows.some((x) => x[8] !== 'does not settle' || x[9] !== 'does not settle');
