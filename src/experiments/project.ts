@@ -6,8 +6,9 @@
  *
  * The split is stratified: within each group (in sorted order), its rows in file order are
  * shuffled by Fisher-Yates from the back (for i = n-1..1, swap i with floor(u · (i + 1)), u from
- * one mulberry32 stream seeded with `seed`) and the first round(F · n) go to the test split. The best
- * layer is chosen on the rows outside the test split, so its test AUROC is not picked by itself.
+ * one mulberry32 stream seeded with `seed`) and the first round(F · n) go to the test split. The
+ * best layer is chosen on the rows outside the test split, so its test AUROC is not picked by
+ * itself.
  * A direction computed from these same rows separates them in-sample; the test split is held out
  * only if the direction came from the other rows (the CSV's split column says which).
  */
@@ -161,7 +162,7 @@ export function projectAnalysis(o: ProjectOptions): ProjectResult {
   }
   const excluded = rowGroup.filter((g) => g === null).length;
   if (excluded) warnings.push(`${excluded} rows without a value for "${label}" left out`);
-  const groupLabel = (g: string) => (threshold !== null ? `${label} ${g}` : `${label} = ${g}`);
+  const groupLabel = (g: string) => groupName({ label: label!, threshold }, g);
 
   let positive: string | null = null;
   let positiveChosenBy: ProjectResult['positiveChosenBy'] = null;
@@ -263,7 +264,7 @@ function testSplit(o: ProjectOptions, rowGroup: (string | null)[], groups: strin
     for (const i of idx.slice(0, Math.round(f * idx.length))) inTest[i] = true;
   }
   const count = (test: boolean, pos: boolean) => rowGroup.filter((g, i) => g !== null && inTest[i] === test && (g === positive) === pos).length;
-  const negName = groups.length === 2 ? groupLabel(groups.find((g) => g !== positive)!) : `${groupLabel(positive)} is false`;
+  const negName = groups.length === 2 ? groupLabel(groups.find((g) => g !== positive)!) : `${groupLabel(positive).replace(' = ', ' != ')}`;
   for (const [pos, name] of [[true, groupLabel(positive)], [false, negName]] as const) {
     const total = count(true, pos) + count(false, pos);
     if (count(true, pos) === 0) throw new EmlensError(`--test-fraction ${f} leaves the test split without rows where ${name} (${total} such rows in all)`);

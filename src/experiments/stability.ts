@@ -166,7 +166,7 @@ export function stabilityReport(r: StabilityResult, params: { out: string }): Re
       `Bootstrap: ${r.bootstrap} resamples with replacement (${r.method === 'pca' ? 'of pairs' : 'within pos and within neg'}); the cosine of each resampled direction with the direction from all rows. ` +
       `Split-half: ${r.bootstrap} random splits into two halves; the cosine between the halves' directions. ` +
       (r.sizes.length
-        ? `Settling: for each size n (${r.sizes.join(', ')} ${side}), ${r.bootstrap} draws of two disjoint subsamples of n ${side === 'pairs' ? 'pairs' : 'rows per side'}; the cosine between their two directions. ` +
+        ? `Settling: for each size n (${r.sizes.join(', ')} ${side}), ${r.bootstrap} draws of two disjoint subsamples of n ${side}; the cosine between their two directions. ` +
           `A layer settles at the smallest n from which the mean cosine stays at or above ${r.threshold} (by the lower 2.5% bound in the last column); "does not settle" when even two halves of the data (n = ${r.sizes[r.sizes.length - 1]}) agree less. ` +
           `Two independent directions that agree at cosine c are each at cosine about √c from the direction more rows would give. `
         : '') +
@@ -213,6 +213,10 @@ export function stabilityReport(r: StabilityResult, params: { out: string }): Re
   });
 
   blocks.push({ kind: 'heading', text: 'How many rows the direction needs' });
+  if (r.sizes.length === 0) {
+    blocks.push({ kind: 'text', text: 'Too few rows for two disjoint subsamples; settling is not measured.' });
+    return stabilityDocument(r, blocks, params);
+  }
   const shown = spread(r.layers, 8);
   blocks.push({
     kind: 'figure',
@@ -254,7 +258,10 @@ export function stabilityReport(r: StabilityResult, params: { out: string }): Re
     columns: ['layer', ...r.sizes.map(String)],
     rows: r.layers.map((x) => [x.layer, ...x.curve.map((c) => orNull(c.mean))]),
   });
+  return stabilityDocument(r, blocks, params);
+}
 
+function stabilityDocument(r: StabilityResult, blocks: Block[], params: { out: string }): Report {
   return {
     title: 'Direction stability',
     subtitle: `${r.method} · ${r.pair.pos.dir} vs ${r.pair.neg.dir}`,
