@@ -327,6 +327,21 @@ describe('emlens stability', () => {
     }
   });
 
+  it('one row per side: no subsamples to compare, "too few rows", and no empty figure', async () => {
+    const d = 4;
+    const pos = writePlanted(join(dir, 'one-pos'), { layers: new Map([[0, uniform(d, 1)]]), d });
+    const neg = writePlanted(join(dir, 'one-neg'), { layers: new Map([[0, uniform(d, 2)]]), d });
+    const out = join(dir, 'stability-one.html');
+    const r = emlens('stability', '--pos', pos, '--neg', neg, '--out', out, '--bootstrap', '5');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/warning: too few rows for split-half and settling/);
+    expect(r.stdout).toMatch(/to agree at 0\.9: 0:too few rows$/m);
+    const { tables, text, check } = await openReport(out);
+    expect(check.figures).toBe(1);
+    expect(table(tables, 'Per layer').rows[0]!.slice(8)).toEqual(['too few rows', 'too few rows']);
+    expect(text).toContain('Too few rows for two disjoint subsamples; settling is not measured.');
+  });
+
   it('real sets: norms, intervals, settling and the figures equal computations written here; every plot draws', async () => {
     const out = join(dir, 'stability.html');
     const r = ok(emlens('stability', '--pos', acts.pos, '--neg', acts.neg, '--out', out, '--bootstrap', '25', '--seed', '3'));
