@@ -469,7 +469,7 @@ describe('emlens project', () => {
       expect(Math.abs(Number(c[4]) - want.get(3)!.x[i]!)).toBeLessThan(1e-9);
     });
 
-    const { tables, text, provenance, check } = await openReport(out);
+    const { tables, text, provenance, check } = await openReport(out, shot('project.png'));
     expect(check.figures).toBe(5); // AUROC, d', means, histograms at layers 1 (best) and 3
     expect(text).toContain('Positive group: label = misaligned (the value that sorts last), against label = aligned.');
     const t = table(tables, 'Mean projection per group');
@@ -559,7 +559,7 @@ describe('emlens project', () => {
     expect(aTest).not.toBeCloseTo(aAll, 3); // the two columns measure different rows
     expect(r.stdout).toMatch(new RegExp(`AUROC on the test split \\(0\\.25 of each group, seed 7: 4 \\+ 7 rows\\) ${aTest.toFixed(3)}\\.\\.${aTest.toFixed(3)}; at layer 2`));
 
-    const { tables, text } = await openReport(out);
+    const { tables, text } = await openReport(out, shot('project-split.png'));
     const t = table(tables, 'Mean projection per group');
     expect(t.head).toEqual(['layer', 'mean (label = aligned)', 'mean (label = misaligned)', 'AUROC (all rows)', 'd′ (all rows)', 'AUROC (test)', 'd′ (test)']);
     expectCell(t.rows[0]![3]!, aAll, 'AUROC all');
