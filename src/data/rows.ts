@@ -147,7 +147,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * {role: string, content: string}, text not a string, a label that is an object or a list —
  * throws EmlensError `${file}:${line}: <reason>`, or with `skipBad` is recorded in `skipped`.
  * `where` is compiled first (a syntax error throws before the file is read) and applied to the
- * labels of good rows. An empty result is not an error here.
+ * labels of good rows; a label it names that no good row has throws once the file is read (see
+ * checkWhereLabels). An empty result is not an error here.
  */
 export function readJsonl(file: string, opts: ReadOptions = {}): Dataset {
   const where = opts.where !== undefined ? parseWhere(opts.where) : null;
@@ -189,7 +190,7 @@ export function readJsonl(file: string, opts: ReadOptions = {}): Dataset {
       skipped.push({ line: lineNo, reason: e.message });
       continue;
     }
-    for (const k of Object.keys(row.labels)) seenLabels.add(k);
+    if (where) for (const k of Object.keys(row.labels)) seenLabels.add(k);
     if (where && !where.predicate(row.labels)) {
       filteredOut++;
       continue;
