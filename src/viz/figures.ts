@@ -149,7 +149,9 @@ export function lineByLayer(
       data.push({ ...edge, name: `${s.name} (lower)`, y: arr(s.lo) });
       data.push({ ...edge, name: `${s.name} (upper)`, y: arr(s.hi), fill: 'tonexty', fillcolor: withAlpha(c, 0.1) });
     }
-    const band = s.lo && s.hi ? { customdata: s.layers.map((l, k) => [num(s.lo![k]!), num(s.hi![k]!), l]), error_y: intervalBars(s.values, s.lo, s.hi, c) } : {};
+    const bars = s.lo && s.hi ? { error_y: intervalBars(s.values, s.lo, s.hi, c) } : {};
+    // customdata: [lo, hi, the real layer] (the drawn x may be offset)
+    const custom = s.layers.map((l, k) => [s.lo ? num(s.lo[k]!) : null, s.hi ? num(s.hi[k]!) : null, l]);
     data.push({
       type: 'scatter',
       mode: s.layers.length > 60 ? 'lines' : 'lines+markers',
@@ -159,8 +161,9 @@ export function lineByLayer(
       y: arr(s.values),
       line: { color: c, width: 2.2, dash },
       marker: { color: c, size: 6, symbol },
-      ...band,
-      hovertemplate: `layer ${s.lo && s.hi ? '%{customdata[2]}' : '%{x}'}: %{y:.4g}${s.lo && s.hi ? ' [%{customdata[0]:.4g}, %{customdata[1]:.4g}]' : ''}<extra>%{fullData.name}</extra>`,
+      ...bars,
+      customdata: custom,
+      hovertemplate: `layer %{customdata[2]}: %{y:.4g}${s.lo && s.hi ? ' [%{customdata[0]:.4g}, %{customdata[1]:.4g}]' : ''}<extra>%{fullData.name}</extra>`,
     });
   });
   const ref = refLineShapes(opts.refLines);
