@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { EmlensError } from '../errors.js';
 import type { ChatMessage } from '../model/tokenizer.js';
-import { compileWhere } from './where.js';
+import { checkWhereLabels, parseWhere } from './where.js';
 
 export type Labels = Record<string, string | number | boolean | null>;
 
@@ -172,10 +172,12 @@ export function readWhereFile(file: string, where: string | undefined): string {
  * {role: string, content: string}, text not a string, a label that is an object or a list —
  * throws EmlensError `${file}:${line}: <reason>`, or with `skipBad` is recorded in `skipped`.
  * `where` is compiled first (a syntax error throws before the file is read) and applied to the
- * labels of good rows. An empty result is not an error here.
+ * labels of good rows; a label it names that no good row has throws once the file is read (see
+ * checkWhereLabels). An empty result is not an error here.
  */
 export function readJsonl(file: string, opts: ReadOptions = {}): Dataset {
-  const predicate = opts.where !== undefined ? compileWhere(opts.where) : null;
+  const where = opts.where !== undefined ? parseWhere(opts.where) : null;
+  const seenLabels = new Set<string>();
   const bytes = readBytes(file);
   const sha256 = createHash('sha256').update(bytes).digest('hex');
 
@@ -213,13 +215,15 @@ export function readJsonl(file: string, opts: ReadOptions = {}): Dataset {
       skipped.push({ line: lineNo, reason: e.message });
       continue;
     }
-    if (predicate && !predicate(row.labels)) {
+    if (where) for (const k of Object.keys(row.labels)) seenLabels.add(k);
+    if (where && !where.predicate(row.labels)) {
       filteredOut++;
       continue;
     }
     rows.push(row);
   }
 
+  if (where && rows.length + filteredOut > 0) checkWhereLabels(where, seenLabels, file);
   const ds: Dataset = { file, sha256, rows, totalLines, skipped, filteredOut };
   if (opts.where !== undefined) ds.where = opts.where;
   return ds;

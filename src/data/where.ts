@@ -35,12 +35,31 @@
  *   ordering operators are false.
  * - `x in (v1, v2, …)` is true iff `x == vi` for some i.
  *
+ * - A label that NO row of the file has is an error naming it (checkWhereLabels, called by
+ *   readJsonl once the file is read): `domain == medical` would otherwise compare with a missing
+ *   label `medical` on every row and select the wrong rows; the error suggests `'medical'`.
+ *
  * Errors are EmlensErrors `--where: <what> at column N` (1-based, in UTF-16 code units).
  */
 import { EmlensError } from '../errors.js';
 import type { Labels } from './rows.js';
 
 export type Predicate = (labels: Labels) => boolean;
+
+/** A label an expression reads: its name, where it starts, and whether it is compared with something. */
+export interface WhereLabel {
+  name: string;
+  /** 0-based start index in the expression */
+  pos: number;
+  /** an operand of `==`, `<`…, as opposed to a truth test or the left of `in` */
+  compared: boolean;
+}
+
+export interface ParsedWhere {
+  predicate: Predicate;
+  /** every label the expression reads, in source order */
+  labels: WhereLabel[];
+}
 
 type Scalar = string | number | boolean | null;
 /** An operand's value for a row; `undefined` = the label is missing. */
@@ -61,8 +80,8 @@ const MAX_DEPTH = 200;
 const NUMERIC = /^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$/;
 const KEYWORDS = new Set(['true', 'false', 'null', 'in']);
 
-function fail(message: string, pos: number): never {
-  throw new EmlensError(`--where: ${message} at column ${pos + 1}`);
+function fail(message: string, pos: number, after = ''): never {
+  throw new EmlensError(`--where: ${message} at column ${pos + 1}${after}`);
 }
 
 /** A token for an error message: quoted, escaped (one line), shortened. */
@@ -217,6 +236,7 @@ function compare(op: CmpOp, x: Scalar | undefined, y: Scalar | undefined): boole
 class Parser {
   private i = 0;
   private depth = 0;
+  readonly labels: WhereLabel[] = [];
   constructor(private readonly toks: Token[]) {}
 
   private peek(): Token {
@@ -311,6 +331,10 @@ class Parser {
     fail(`expected a value (number, string, true, false or null) in the "in" list, found ${show(t)}`, t.pos);
   }
 
+  private note(tok: Token, compared: boolean): void {
+    if (tok.kind === 'name') this.labels.push({ name: tok.text, pos: tok.pos, compared });
+  }
+
   private parseComparison(): Predicate {
     const left = this.parseOperand();
     const t = this.peek();
@@ -318,12 +342,15 @@ class Parser {
       this.i++;
       const op = t.text as CmpOp;
       const right = this.parseOperand();
+      this.note(left.tok, true);
+      this.note(right.tok, true);
       const a = left.get;
       const b = right.get;
       return (l) => compare(op, a(l), b(l));
     }
     if (t.kind === 'kw' && t.text === 'in') {
       this.i++;
+      this.note(left.tok, false);
       this.expectOp('(', '"(" to start the list after "in"');
       const values: Scalar[] = [];
       if (this.isOp(')')) fail('empty list after "in"', this.peek().pos);
@@ -346,6 +373,7 @@ class Parser {
     // A bare operand: a truth test on a label or a boolean literal.
     const lt = left.tok;
     if (lt.kind === 'name' || (lt.kind === 'kw' && typeof lt.value === 'boolean')) {
+      this.note(lt, false);
       const a = left.get;
       return (l) => a(l) === true;
     }
@@ -358,6 +386,27 @@ class Parser {
  * the language). Throws an EmlensError `--where: … at column N` on a syntax error.
  */
 export function compileWhere(expr: string): Predicate {
-  const toks = tokenize(expr);
-  return new Parser(toks).parseAll();
+  return parseWhere(expr).predicate;
+}
+
+/** compileWhere, plus the labels the expression reads (for checkWhereLabels). */
+export function parseWhere(expr: string): ParsedWhere {
+  const parser = new Parser(tokenize(expr));
+  const predicate = parser.parseAll();
+  return { predicate, labels: parser.labels };
+}
+
+/**
+ * Throws for the first label of the expression that no row has (`present` is the union of the
+ * rows' label names): a bare word meant as a value (`domain == medical`) would otherwise be a
+ * missing label on every row. A label some rows have keeps the missing-is-false rule.
+ */
+export function checkWhereLabels(w: ParsedWhere, present: ReadonlySet<string>, file: string): void {
+  for (const l of w.labels) {
+    if (present.has(l.name)) continue;
+    const names = [...present].sort();
+    const shown = names.length > 12 ? `${names.slice(0, 12).join(', ')}, …` : names.join(', ') || 'none';
+    const quoted = `'${l.name.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+    fail(`no row of ${file} has a label ${JSON.stringify(l.name)}`, l.pos, ` (the rows' labels: ${shown})${l.compared ? `; did you mean ${quoted}?` : ''}`);
+  }
 }

@@ -5,9 +5,14 @@
  *   full-data direction; mean and 95% percentile interval over replicates.
  * - splitHalf: random halves; cosine between the two half directions, and of each half to the
  *   full-data direction.
- * - subsampleCurve / rowsToSettle: cosine of the direction from `size` rows per side against the
- *   full-data direction, as a function of size; the smallest size from which it stays above a
- *   threshold.
+ * - agreementCurve / rowsToSettle: for each size n, two DISJOINT subsamples of n rows per side
+ *   (n pairs for pca), a direction from each, and the cosine between them; the smallest size from
+ *   which it stays above a threshold. Disjoint, because a subsample compared with the full-data
+ *   direction shares its rows with it: at the largest size the two are the same rows (cosine 1),
+ *   so every layer "settled", pure noise included. Two independent directions from n rows agree
+ *   at cos ≈ |μ|² / (|μ|² + d·τ²) (τ² = the per-coordinate variance of one estimate, 2σ²/n for
+ *   mean-diff of isotropic rows), i.e. about the square of either one's cosine with the
+ *   population direction; noise (μ = 0) stays near 0 at every size and never settles.
  *
  * Resampling unit: for mean-diff, rows are resampled independently within pos and within neg
  * (the two means are independent estimates). For pca, repeng's pca_diff is defined on pairs
@@ -243,17 +248,20 @@ export interface CurvePoint {
 }
 
 /**
- * For each size, `repeats` subsamples of `size` rows per side drawn without replacement (pairs
- * for pca); cosine of each subsample's direction to the full-data direction.
+ * For each size n, `repeats` draws of 2n distinct rows per side (2n pairs for pca) without
+ * replacement, split into two disjoint subsamples of n; the cosine between the two subsamples'
+ * directions. Needs 2n <= the rows of each side.
  */
-export function subsampleCurve(pos: Rows, neg: Rows, d: number, opts: ResampleOptions & { sizes: number[]; repeats: number }): CurvePoint[] {
+export function agreementCurve(pos: Rows, neg: Rows, d: number, opts: ResampleOptions & { sizes: number[]; repeats: number }): CurvePoint[] {
   if (!Number.isInteger(opts.repeats) || opts.repeats < 1) throw new EmlensError(`subsample: repeats must be a positive integer, got ${opts.repeats}`);
   const s = setup(pos, neg, d, opts);
   const minSize = s.method === 'pca' ? 2 : 1;
-  const maxSize = Math.min(s.np, s.nn);
+  const maxSize = Math.floor(Math.min(s.np, s.nn) / 2);
   for (const size of opts.sizes) {
     if (!Number.isInteger(size) || size < minSize || size > maxSize) {
-      throw new EmlensError(`subsample: size ${size} is not an integer in ${minSize}..${maxSize} (pos has ${s.np} rows, neg ${s.nn})`);
+      throw new EmlensError(
+        `subsample: size ${size} is not an integer in ${minSize}..${maxSize} (two disjoint subsamples of that size per side; pos has ${s.np} rows, neg ${s.nn})`,
+      );
     }
   }
   if (s.method === 'pca') pairedCount(s);
@@ -263,13 +271,19 @@ export function subsampleCurve(pos: Rows, neg: Rows, d: number, opts: ResampleOp
   return opts.sizes.map((size) => {
     const cos = new Float64Array(opts.repeats);
     for (let k = 0; k < opts.repeats; k++) {
+      let a: Float32Array | Float64Array | null;
+      let b: Float32Array | Float64Array | null;
       if (s.method === 'pca') {
-        cos[k] = cosOrNaN(s.replicate(null, null, Array.from(drawDistinct(pp, size, r))), s.full);
+        const idx = drawDistinct(pp, 2 * size, r);
+        a = s.replicate(null, null, Array.from(idx.subarray(0, size)));
+        b = s.replicate(null, null, Array.from(idx.subarray(size)));
       } else {
-        const pm = mask(s.np, drawDistinct(pp, size, r));
-        const nm = mask(s.nn, drawDistinct(pn, size, r));
-        cos[k] = cosOrNaN(s.replicate(pm, nm, null), s.full);
+        const ip = drawDistinct(pp, 2 * size, r);
+        const iN = drawDistinct(pn, 2 * size, r);
+        a = s.replicate(mask(s.np, ip.subarray(0, size)), mask(s.nn, iN.subarray(0, size)), null);
+        b = s.replicate(mask(s.np, ip.subarray(size)), mask(s.nn, iN.subarray(size)), null);
       }
+      cos[k] = a && b ? cosine(a, b) : NaN;
     }
     const { mean, lo, hi, failed } = summarize(cos);
     return { size, mean, lo, hi, failed };

@@ -2,6 +2,8 @@
  * `emlens compare`: how alike direction files are. For every pair of files, the per-layer cosine
  * similarity (signed, and absolute for directions whose sign is a convention) over the layers both
  * cover; for every file, the layer x layer similarity of its own directions; a summary table.
+ * Past MAX_PAIR_LINES pairs (5 files make 10) one line per pair is spaghetti: the per-layer
+ * cosines become a pair x layer heatmap, and their table one row per pair.
  */
 import { basename } from 'node:path';
 import { EmlensError } from '../errors.js';
@@ -75,6 +77,9 @@ export function compareDirections(files: string[]): CompareResult {
   return { files: loaded, names, pairs, within, warnings };
 }
 
+/** More pairs than this and per-layer cosines are drawn as a heatmap, not as lines. */
+export const MAX_PAIR_LINES = 6;
+
 const pairName = (r: CompareResult, p: PairComparison) => `${r.names[p.a]} vs ${r.names[p.b]}`;
 const orNull = (x: number) => (Number.isFinite(x) ? x : null);
 
@@ -120,7 +125,35 @@ export function compareReport(r: CompareResult, params: { files: string[]; out: 
   const withLayers = r.pairs.filter((p) => p.cosines.length > 0);
   const series = (abs: boolean) =>
     withLayers.map((p) => ({ name: pairName(r, p), layers: p.cosines.map((c) => c.layer), values: p.cosines.map((c) => (abs ? c.abs : c.signed)) }));
-  if (withLayers.length) {
+  const allLayers = [...new Set(withLayers.flatMap((p) => p.cosines.map((c) => c.layer)))].sort((a, b) => a - b);
+  const at = (p: PairComparison, l: number, abs: boolean) => {
+    const c = p.cosines.find((x) => x.layer === l);
+    return c ? (abs ? c.abs : c.signed) : NaN;
+  };
+  if (withLayers.length > MAX_PAIR_LINES) {
+    const names = withLayers.map((p) => pairName(r, p));
+    const cols = allLayers.map(String);
+    const grid = (abs: boolean) => Float64Array.from(withLayers.flatMap((p) => allLayers.map((l) => at(p, l, abs))));
+    blocks.push({
+      kind: 'figure',
+      id: 'cosine-signed',
+      title: 'Signed cosine similarity by layer, one row per pair of files',
+      caption: `${withLayers.length} pairs: a heatmap rather than ${withLayers.length} overlapping lines. Blank cells: the pair does not share the layer.`,
+      figure: heatmap(grid(false), names, cols, { title: '', zmin: -1, zmax: 1, xTitle: 'layer', zTitle: 'cosine' }),
+    });
+    blocks.push({
+      kind: 'figure',
+      id: 'cosine-abs',
+      title: 'Absolute cosine similarity by layer, one row per pair of files',
+      figure: heatmap(grid(true), names, cols, { title: '', zmin: 0, zmax: 1, xTitle: 'layer', zTitle: '|cosine|' }),
+    });
+    blocks.push({
+      kind: 'table',
+      caption: 'Signed cosine per pair (rows) and layer (columns) (— where a pair does not share the layer)',
+      columns: ['pair', ...cols],
+      rows: withLayers.map((p, k) => [names[k]!, ...allLayers.map((l) => orNull(at(p, l, false)))]),
+    });
+  } else if (withLayers.length) {
     blocks.push({
       kind: 'figure',
       id: 'cosine-signed',
@@ -133,12 +166,11 @@ export function compareReport(r: CompareResult, params: { files: string[]; out: 
       title: 'Absolute cosine similarity by layer',
       figure: lineByLayer(series(true), { title: '', yTitle: '|cosine|', yRange: [0, 1.05] }),
     });
-    const allLayers = [...new Set(withLayers.flatMap((p) => p.cosines.map((c) => c.layer)))].sort((a, b) => a - b);
     blocks.push({
       kind: 'table',
       caption: 'Signed cosine per layer (— where a pair does not share the layer)',
       columns: ['layer', ...withLayers.map((p) => pairName(r, p))],
-      rows: allLayers.map((l) => [l, ...withLayers.map((p) => orNull(p.cosines.find((c) => c.layer === l)?.signed ?? NaN))]),
+      rows: allLayers.map((l) => [l, ...withLayers.map((p) => orNull(at(p, l, false)))]),
     });
   } else {
     blocks.push({ kind: 'text', text: 'No pair of files shares a layer.' });

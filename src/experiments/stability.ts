@@ -1,8 +1,8 @@
 /**
  * `emlens stability`: how much a pos/neg direction depends on the particular rows it was computed
- * from, per layer. Bootstrap and split-half cosines to the full-data direction with 95% percentile
- * intervals, and the subsample curve (cosine to the full-data direction against rows per side)
- * with the number of rows the direction needs to settle above a threshold.
+ * from, per layer. Bootstrap and split-half cosines with 95% percentile intervals, and the
+ * agreement curve (cosine between the directions of two disjoint subsamples of n rows per side,
+ * against n) with the number of rows the direction needs to settle above a threshold.
  *
  * Randomness: one seed. Each layer uses the same streams (bootstrap: seed, split-half: seed + 1,
  * subsamples: seed + 2), so every layer sees the same draws of rows and layers compare like for
@@ -14,9 +14,9 @@ import { norm } from '../directions/common.js';
 import {
   bootstrapStability,
   computeDirection,
+  agreementCurve,
   rowsToSettle,
   splitHalf,
-  subsampleCurve,
   type CosineSummary,
   type CurvePoint,
   type SplitHalfResult,
@@ -43,7 +43,7 @@ export interface StabilityOptions {
   /** bootstrap replicates, also the repeats of split-half and of each subsample size (default 100) */
   bootstrap?: number;
   seed?: number;
-  /** cosine the subsample curve must reach and keep (default 0.9) */
+  /** cosine two disjoint subsamples' directions must reach and keep (default 0.9) */
   threshold?: number;
 }
 
@@ -54,8 +54,9 @@ export interface LayerStability {
   bootstrap: Omit<CosineSummary, 'cosines'>;
   /** null when there are too few rows to split (mean-diff: 2 per side; pca: 4 pairs) */
   splitHalf: { halves: Omit<CosineSummary, 'cosines'>; toFull: Omit<CosineSummary, 'cosines'> } | null;
+  /** cosine between the directions of two disjoint subsamples of each size (empty when too few rows) */
   curve: CurvePoint[];
-  /** smallest size from which the curve's mean stays >= threshold; null if never */
+  /** smallest size from which the curve's mean stays >= threshold; null if it does not settle */
   settle: number | null;
   /** the same by the curve's lower 2.5% bound */
   settleLo: number | null;
@@ -73,11 +74,16 @@ export interface StabilityResult {
   warnings: string[];
 }
 
-/** Powers of two from 8 below n, then n itself (n alone when n <= 8). */
-export function subsampleSizes(n: number): number[] {
+/**
+ * Subsample sizes for n rows per side: two disjoint subsamples must fit, so up to floor(n/2);
+ * min, 2 min, 4 min… below it, then floor(n/2) itself; none when floor(n/2) < min.
+ */
+export function agreementSizes(n: number, min: number): number[] {
+  const half = Math.floor(n / 2);
+  if (half < min) return [];
   const out: number[] = [];
-  for (let s = 8; s < n; s *= 2) out.push(s);
-  out.push(n);
+  for (let s = min; s < half; s *= 2) out.push(s);
+  out.push(half);
   return out;
 }
 
@@ -101,10 +107,10 @@ export function stabilityAnalysis(o: StabilityOptions): StabilityResult {
   const nn = neg.meta.rows;
   const n = Math.min(np_, nn);
   if (method === 'pca' && n < 2) throw new EmlensError(`pca needs at least 2 pairs, got ${n}`);
-  const sizes = subsampleSizes(n).filter((s) => s >= (method === 'pca' ? 2 : 1));
+  const sizes = agreementSizes(n, method === 'pca' ? 2 : 1);
   const canSplit = method === 'pca' ? n >= 4 : np_ >= 2 && nn >= 2;
   const warnings = [...pair.warnings];
-  if (!canSplit) warnings.push(`too few rows for split-half (${method === 'pca' ? 'needs 4 pairs' : 'needs 2 rows per side'}); left out`);
+  if (!canSplit) warnings.push(`too few rows for split-half and settling (${method === 'pca' ? 'needs 4 pairs' : 'needs 2 rows per side'}); left out`);
   const opts = {
     method,
     posWeights: weight === 'tokens' ? tokenWeights(pos) : undefined,
@@ -118,7 +124,7 @@ export function stabilityAnalysis(o: StabilityOptions): StabilityResult {
     const boot = bootstrapStability(p, q, d, { ...opts, seed, n: B });
     let sh: SplitHalfResult | null = null;
     if (canSplit) sh = splitHalf(p, q, d, { ...opts, seed: seed + 1, repeats: B });
-    const curve = subsampleCurve(p, q, d, { ...opts, seed: seed + 2, sizes, repeats: B });
+    const curve = sizes.length ? agreementCurve(p, q, d, { ...opts, seed: seed + 2, sizes, repeats: B }) : [];
     layers.push({
       layer: l,
       norm: norm(full),
@@ -130,6 +136,12 @@ export function stabilityAnalysis(o: StabilityOptions): StabilityResult {
     });
   }
   return { method, weight, bootstrap: B, seed, threshold, sizes, layers, pair, warnings };
+}
+
+/** A settle size, or "does not settle" (the largest size measured fell short, or none could be measured). */
+export function settleCell(settle: number | null, sizes: number[]): number | string {
+  if (settle !== null) return settle;
+  return sizes.length ? 'does not settle' : 'too few rows';
 }
 
 const orNull = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? null : x);
@@ -150,16 +162,20 @@ export function stabilityReport(r: StabilityResult, params: { out: string }): Re
     kind: 'text',
     text:
       `Direction: ${r.method}${r.method === 'mean-diff' ? ` (${r.weight}-weighted)` : ''} at ${r.pair.hook}, from ${r.pair.pos.meta.rows} pos and ${r.pair.neg.meta.rows} neg rows. ` +
-      `Each cosine compares a direction computed from resampled rows with the direction from all rows (signed).\n\n` +
-      `Bootstrap: ${r.bootstrap} resamples with replacement (${r.method === 'pca' ? 'of pairs' : 'within pos and within neg'}); the interval is the 2.5–97.5 percentile range. ` +
+      `Cosines are signed; every interval is the 2.5–97.5 percentile range of the replicates.\n\n` +
+      `Bootstrap: ${r.bootstrap} resamples with replacement (${r.method === 'pca' ? 'of pairs' : 'within pos and within neg'}); the cosine of each resampled direction with the direction from all rows. ` +
       `Split-half: ${r.bootstrap} random splits into two halves; the cosine between the halves' directions. ` +
-      `Settling: for each subsample size (${r.sizes.join(', ')} ${side}), ${r.bootstrap} subsamples without replacement; ` +
-      `a layer settles at the smallest size from which the mean cosine stays at or above ${r.threshold} (by the lower 2.5% bound in the last column). Seed ${r.seed}.` +
+      (r.sizes.length
+        ? `Settling: for each size n (${r.sizes.join(', ')} ${side}), ${r.bootstrap} draws of two disjoint subsamples of n ${side}; the cosine between their two directions. ` +
+          `A layer settles at the smallest n from which the mean cosine stays at or above ${r.threshold} (by the lower 2.5% bound in the last column); "does not settle" when even two halves of the data (n = ${r.sizes[r.sizes.length - 1]}) agree less. ` +
+          `Two independent directions that agree at cosine c are each at cosine about √c from the direction more rows would give. `
+        : '') +
+      `Seed ${r.seed}.` +
       (r.warnings.length ? `\n\nNote: ${r.warnings.join('; ')}.` : ''),
   });
   blocks.push({
     kind: 'table',
-    caption: `Per layer: cosine to the full-data direction, mean and 95% interval (2.5–97.5 percentiles) over ${r.bootstrap} bootstrap resamples and over ${r.bootstrap} split halves (half vs half); ${side} needed to settle at ${r.threshold}, by the mean and by the 2.5% bound (— = not settled)`,
+    caption: `Per layer: bootstrap cosine to the full-data direction and split-half cosine (half vs half), mean and 95% interval (2.5–97.5 percentiles) over ${r.bootstrap} replicates each; ${side} two disjoint subsamples need to agree at ${r.threshold}, by the mean and by the 2.5% bound`,
     columns: ['layer', 'norm', 'bootstrap', 'lo', 'hi', 'split-half', 'lo', 'hi', 'settle', 'settle (2.5%)'],
     rows: r.layers.map((x) => [
       x.layer,
@@ -170,8 +186,8 @@ export function stabilityReport(r: StabilityResult, params: { out: string }): Re
       orNull(x.splitHalf?.halves.mean),
       orNull(x.splitHalf?.halves.lo),
       orNull(x.splitHalf?.halves.hi),
-      x.settle,
-      x.settleLo,
+      settleCell(x.settle, r.sizes),
+      settleCell(x.settleLo, r.sizes),
     ]),
   });
 
@@ -192,47 +208,60 @@ export function stabilityReport(r: StabilityResult, params: { out: string }): Re
   blocks.push({
     kind: 'figure',
     id: 'stability-bands',
-    title: 'Cosine to the full-data direction, with 95% intervals',
+    title: 'Bootstrap (vs all rows) and split-half (half vs half) cosines, with 95% intervals',
     figure: lineByLayer(series, { title: '', yTitle: 'cosine', refLines: [{ y: r.threshold, label: `threshold ${r.threshold}` }] }),
   });
 
   blocks.push({ kind: 'heading', text: 'How many rows the direction needs' });
+  if (r.sizes.length === 0) {
+    blocks.push({ kind: 'text', text: 'Too few rows for two disjoint subsamples; settling is not measured.' });
+    return stabilityDocument(r, blocks, params);
+  }
   const shown = spread(r.layers, 8);
   blocks.push({
     kind: 'figure',
     id: 'subsample-curve',
-    title: `Cosine to the full-data direction against ${side}`,
-    caption: `Mean over ${r.bootstrap} subsamples per size, error bars ± half the width of the 2.5–97.5 percentile interval${shown.length < r.layers.length ? `; ${shown.length} of ${r.layers.length} layers shown` : ''}.`,
+    title: `Cosine between the directions of two disjoint subsamples, against ${side}`,
+    caption: `Mean over ${r.bootstrap} pairs of subsamples per size; error bars: the 2.5–97.5 percentile interval${shown.length < r.layers.length ? `; ${shown.length} of ${r.layers.length} layers shown` : ''}.`,
     figure: scatterLines(
       shown.map((x) => ({
         name: `layer ${x.layer}`,
         x: x.curve.map((c) => c.size),
         y: x.curve.map((c) => c.mean),
-        yErr: x.curve.map((c) => (c.hi - c.lo) / 2),
+        lo: x.curve.map((c) => c.lo),
+        hi: x.curve.map((c) => c.hi),
       })),
       { title: '', xTitle: side, yTitle: 'cosine', logX: true, refLines: [{ y: r.threshold, label: `threshold ${r.threshold}` }] },
     ),
   });
-  blocks.push({
-    kind: 'figure',
-    id: 'settle-by-layer',
-    title: `${side[0]!.toUpperCase()}${side.slice(1)} to settle at cosine ${r.threshold}`,
-    caption: 'Gaps: the layer had not settled at the largest size measured.',
-    figure: lineByLayer(
-      [
-        { name: 'by the mean', layers: ls, values: r.layers.map((x) => x.settle ?? NaN) },
-        { name: 'by the 2.5% bound', layers: ls, values: r.layers.map((x) => x.settleLo ?? NaN) },
-      ],
-      { title: '', yTitle: side },
-    ),
-  });
+  if (r.layers.some((x) => x.settle !== null || x.settleLo !== null)) {
+    blocks.push({
+      kind: 'figure',
+      id: 'settle-by-layer',
+      title: `${side[0]!.toUpperCase()}${side.slice(1)} to settle at cosine ${r.threshold}`,
+      caption: `Gaps: the layer does not settle (two halves of the data agree below ${r.threshold}).`,
+      figure: lineByLayer(
+        [
+          { name: 'by the mean', layers: ls, values: r.layers.map((x) => x.settle ?? NaN) },
+          { name: 'by the 2.5% bound', layers: ls, values: r.layers.map((x) => x.settleLo ?? NaN) },
+        ],
+        { title: '', yTitle: side },
+      ),
+    });
+  } else {
+    // Nothing to draw: an empty plot would read as a rendering failure.
+    blocks.push({ kind: 'text', text: `No layer settles: at every layer, two halves of the data give directions that agree below ${r.threshold}.` });
+  }
   blocks.push({
     kind: 'table',
-    caption: `Mean cosine to the full-data direction, by ${side} (columns) and layer (rows)`,
+    caption: `Mean cosine between the directions of two disjoint subsamples, by ${side} (columns) and layer (rows)`,
     columns: ['layer', ...r.sizes.map(String)],
     rows: r.layers.map((x) => [x.layer, ...x.curve.map((c) => orNull(c.mean))]),
   });
+  return stabilityDocument(r, blocks, params);
+}
 
+function stabilityDocument(r: StabilityResult, blocks: Block[], params: { out: string }): Report {
   return {
     title: 'Direction stability',
     subtitle: `${r.method} · ${r.pair.pos.dir} vs ${r.pair.neg.dir}`,

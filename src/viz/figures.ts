@@ -12,6 +12,29 @@ export function color(i: number): string {
   return PALETTE[((i % PALETTE.length) + PALETTE.length) % PALETTE.length]!;
 }
 
+/**
+ * Line dash and marker per series index, cycling at other periods than the colours, so lines that
+ * coincide (two files with the same vectors) still show both, and 10+ series stay distinct.
+ */
+export const DASHES = ['solid', 'dash', 'dot', 'dashdot', 'longdash', 'longdashdot'];
+export const SYMBOLS = ['circle', 'square', 'diamond', 'triangle-up', 'x', 'triangle-down', 'cross', 'star'];
+
+export function lineStyle(i: number): { color: string; dash: string; symbol: string } {
+  return { color: color(i), dash: DASHES[i % DASHES.length]!, symbol: SYMBOLS[i % SYMBOLS.length]! };
+}
+
+/** Asymmetric Plotly error bars from interval bounds around the values (null where unknown). */
+function intervalBars(values: ArrayLike<number>, lo: ArrayLike<number>, hi: ArrayLike<number>, c: string): object {
+  const up: (number | null)[] = [];
+  const down: (number | null)[] = [];
+  for (let k = 0; k < values.length; k++) {
+    const v = values[k]!;
+    up.push(Number.isFinite(v) && Number.isFinite(hi[k]!) ? Math.max(0, hi[k]! - v) : null);
+    down.push(Number.isFinite(v) && Number.isFinite(lo[k]!) ? Math.max(0, v - lo[k]!) : null);
+  }
+  return { type: 'data', symmetric: false, array: up, arrayminus: down, visible: true, color: withAlpha(c, 0.8), thickness: 1.3, width: 4 };
+}
+
 /** '#4e79a7', 0.2 -> 'rgba(78,121,167,0.2)' */
 export function withAlpha(hex: string, alpha: number): string {
   const n = parseInt(hex.slice(1), 16);
@@ -58,6 +81,28 @@ function checkLen(what: string, got: number, want: number): void {
   if (got !== want) throw new EmlensError(`${what}: ${got} values for ${want} points`);
 }
 
+/**
+ * Sideways offsets, so the error bars of several series at the same x do not sit on each other:
+ * series i of k moves by (i - (k - 1) / 2) * step (times x on a log axis). The legend says so.
+ */
+function dodge(i: number, k: number, step: number, log: boolean): (x: number) => number {
+  const o = (i - (k - 1) / 2) * step;
+  return log ? (x) => x * Math.exp(o) : (x) => x + o;
+}
+const DODGE_NOTE = { title: { text: 'points offset sideways so intervals do not overlap', font: { size: 11, color: '#6e7781' } } };
+
+/** Past this many series a legend goes to the right, one entry a line, instead of wrapping above the plot. */
+const SIDE_LEGEND = 6;
+
+function legendFor(n: number): { legend?: object } {
+  return n > SIDE_LEGEND ? { legend: { orientation: 'v', x: 1.02, xanchor: 'left', y: 1, yanchor: 'top' } } : {};
+}
+
+/** Two `{ legend }` fragments as one. */
+function merge2(a: { legend?: object }, b: { legend?: object }): { legend?: object } {
+  return a.legend || b.legend ? { legend: { ...a.legend, ...b.legend } } : {};
+}
+
 function refLineShapes(lines: RefLine[] | undefined): { shapes: object[]; annotations: object[] } {
   const shapes: object[] = [];
   const annotations: object[] = [];
@@ -80,38 +125,45 @@ function layerAxis(layers: number[]): { dtick?: number; range?: [number, number]
 }
 
 /**
- * Values by layer, one line per series; a series with `lo` and `hi` gets a shaded band between
- * them (a lower edge, then an upper edge filled 'tonexty' down to it, then the line on top).
+ * Values by layer, one line per series, each with its own colour, dash and marker; a series with
+ * `lo` and `hi` gets error bars from lo to hi at every layer and a light band between them (a
+ * lower edge, then an upper edge filled 'tonexty' down to it, then the line on top).
  */
 export function lineByLayer(
   series: { name: string; layers: number[]; values: number[]; lo?: number[]; hi?: number[] }[],
   opts: { title: string; yTitle: string; yRange?: [number, number]; xTitle?: string; refLines?: RefLine[] },
 ): Figure {
   const data: object[] = [];
+  const withBars = series.filter((s) => s.lo && s.hi).length;
   series.forEach((s, i) => {
     checkLen(`lineByLayer "${s.name}" values`, s.values.length, s.layers.length);
-    const c = color(i);
+    const { color: c, dash, symbol } = lineStyle(i);
     const group = `s${i}`;
     if ((s.lo === undefined) !== (s.hi === undefined)) throw new EmlensError(`lineByLayer "${s.name}": give both lo and hi for a band, or neither`);
+    // Several series with error bars: each moved sideways a little (the hover shows the real layer).
+    const xs = withBars > 1 ? s.layers.map(dodge(i, series.length, Math.min(0.2, 0.5 / series.length), false)) : s.layers;
     if (s.lo && s.hi) {
       checkLen(`lineByLayer "${s.name}" lo`, s.lo.length, s.layers.length);
       checkLen(`lineByLayer "${s.name}" hi`, s.hi.length, s.layers.length);
-      const edge = { type: 'scatter', mode: 'lines', x: s.layers, line: { width: 0, color: c }, showlegend: false, legendgroup: group, hoverinfo: 'skip' };
+      const edge = { type: 'scatter', mode: 'lines', x: xs, line: { width: 0, color: c }, showlegend: false, legendgroup: group, hoverinfo: 'skip' };
       data.push({ ...edge, name: `${s.name} (lower)`, y: arr(s.lo) });
-      data.push({ ...edge, name: `${s.name} (upper)`, y: arr(s.hi), fill: 'tonexty', fillcolor: withAlpha(c, 0.18) });
+      data.push({ ...edge, name: `${s.name} (upper)`, y: arr(s.hi), fill: 'tonexty', fillcolor: withAlpha(c, 0.1) });
     }
-    const band = s.lo && s.hi ? { customdata: s.layers.map((_, k) => [num(s.lo![k]!), num(s.hi![k]!)]) } : {};
+    const bars = s.lo && s.hi ? { error_y: intervalBars(s.values, s.lo, s.hi, c) } : {};
+    // customdata: [lo, hi, the real layer] (the drawn x may be offset)
+    const custom = s.layers.map((l, k) => [s.lo ? num(s.lo[k]!) : null, s.hi ? num(s.hi[k]!) : null, l]);
     data.push({
       type: 'scatter',
       mode: s.layers.length > 60 ? 'lines' : 'lines+markers',
       name: s.name,
       legendgroup: group,
-      x: s.layers,
+      x: xs,
       y: arr(s.values),
-      line: { color: c, width: 2.2 },
-      marker: { color: c, size: 5 },
-      ...band,
-      hovertemplate: `layer %{x}: %{y:.4g}${s.lo && s.hi ? ' [%{customdata[0]:.4g}, %{customdata[1]:.4g}]' : ''}<extra>%{fullData.name}</extra>`,
+      line: { color: c, width: 2.2, dash },
+      marker: { color: c, size: 6, symbol },
+      ...bars,
+      customdata: custom,
+      hovertemplate: `layer %{customdata[2]}: %{y:.4g}${s.lo && s.hi ? ' [%{customdata[0]:.4g}, %{customdata[1]:.4g}]' : ''}<extra>%{fullData.name}</extra>`,
     });
   });
   const ref = refLineShapes(opts.refLines);
@@ -121,8 +173,9 @@ export function lineByLayer(
       title: title(opts.title),
       xaxis: { title: title(opts.xTitle ?? 'layer'), ...layerAxis(series.flatMap((s) => s.layers)), zeroline: false },
       yaxis: { title: title(opts.yTitle), ...(opts.yRange ? { range: opts.yRange } : {}) },
-      hovermode: 'x unified',
+      hovermode: withBars > 1 ? 'closest' : 'x unified',
       showlegend: series.length > 1,
+      ...merge2(legendFor(series.length), withBars > 1 ? { legend: DODGE_NOTE } : {}),
       shapes: ref.shapes,
       annotations: ref.annotations,
     },
@@ -179,15 +232,19 @@ export function heatmap(
   const diverging = zmin < 0 && zmax > 0;
   const colorscale = opts.colorscale ?? (diverging ? DIVERGING : 'Viridis');
   const annotate = R <= 15 && C <= 15;
-  const cellPx = R <= 8 ? 52 : R <= 20 ? 30 : R <= 48 ? 14 : 9;
-  const height = Math.max(320, Math.min(760, R * cellPx + 130));
+  // Rows tall enough for their labels up to 60 rows (a pair x layer heatmap of 10 files has 45),
+  // and every label drawn: Plotly would otherwise drop every other one.
+  const cellPx = R <= 8 ? 52 : R <= 20 ? 30 : R <= 60 ? 17 : 9;
+  const height = Math.max(320, Math.min(R <= 60 ? 1200 : 760, R * cellPx + 130));
+  const yLabels = uniqueLabels(rowLabels);
+  const allTicks = R <= 60 ? { tickmode: 'array', tickvals: yLabels, ticktext: yLabels, tickfont: { size: R > 20 ? 11 : 13 } } : {};
   return {
     data: [
       {
         type: 'heatmap',
         z,
         x: uniqueLabels(colLabels),
-        y: uniqueLabels(rowLabels),
+        y: yLabels,
         zmin,
         zmax,
         colorscale,
@@ -202,7 +259,7 @@ export function heatmap(
       title: title(opts.title),
       height,
       xaxis: { type: 'category', title: title(opts.xTitle ?? ''), showgrid: false, showline: false, ticks: '', ...(C > 8 ? { tickangle: -45 } : {}) },
-      yaxis: { type: 'category', title: title(opts.yTitle ?? ''), autorange: 'reversed', showgrid: false, showline: false, ticks: '' },
+      yaxis: { type: 'category', title: title(opts.yTitle ?? ''), autorange: 'reversed', showgrid: false, showline: false, ticks: '', ...allTicks },
     },
   };
 }
@@ -274,31 +331,51 @@ export function histograms(
   };
 }
 
-/** y against x, one line per series, optional symmetric error bars and log x (steering sweeps). */
+/**
+ * y against x, one line per series (own colour, dash and marker), optional error bars — symmetric
+ * ± yErr, or an interval lo..hi — and log x (steering sweeps, subsample curves).
+ */
 export function scatterLines(
-  series: { name: string; x: number[]; y: number[]; yErr?: number[] }[],
+  series: { name: string; x: number[]; y: number[]; yErr?: number[]; lo?: number[]; hi?: number[] }[],
   opts: { title: string; xTitle: string; yTitle: string; logX?: boolean; yRange?: [number, number]; refLines?: RefLine[] },
 ): Figure {
+  const withBars = series.filter((s) => s.yErr || s.lo).length;
+  // Distinct x values closer than this (on the axis' scale) would let dodged points swap places.
+  const xsAll = [...new Set(series.flatMap((s) => s.x).filter((v) => Number.isFinite(v) && (!opts.logX || v > 0)))].sort((a, b) => a - b);
+  let gap = Infinity;
+  for (let k = 1; k < xsAll.length; k++) gap = Math.min(gap, opts.logX ? Math.log(xsAll[k]! / xsAll[k - 1]!) : xsAll[k]! - xsAll[k - 1]!);
+  const span = xsAll.length > 1 ? (opts.logX ? Math.log(xsAll[xsAll.length - 1]! / xsAll[0]!) : xsAll[xsAll.length - 1]! - xsAll[0]!) : 1;
+  const step = Math.min(Number.isFinite(gap) ? gap / (2 * series.length) : Infinity, span / 80);
   const data = series.map((s, i) => {
     checkLen(`scatterLines "${s.name}" y`, s.y.length, s.x.length);
     if (s.yErr) checkLen(`scatterLines "${s.name}" yErr`, s.yErr.length, s.x.length);
-    const c = color(i);
+    if ((s.lo === undefined) !== (s.hi === undefined)) throw new EmlensError(`scatterLines "${s.name}": give both lo and hi for an interval, or neither`);
+    if (s.lo && s.yErr) throw new EmlensError(`scatterLines "${s.name}": give yErr or lo/hi, not both`);
+    if (s.lo) checkLen(`scatterLines "${s.name}" lo`, s.lo.length, s.x.length);
+    if (s.hi) checkLen(`scatterLines "${s.name}" hi`, s.hi.length, s.x.length);
+    const { color: c, dash, symbol } = lineStyle(i);
+    const errorY = s.lo && s.hi
+      ? { error_y: intervalBars(s.y, s.lo, s.hi, c) }
+      : s.yErr
+        ? { error_y: { type: 'data', array: arr(s.yErr), visible: true, color: withAlpha(c, 0.7), thickness: 1.2, width: 3 } }
+        : {};
     return {
       type: 'scatter',
       mode: s.x.length > 60 ? 'lines' : 'lines+markers',
       name: s.name,
-      x: arr(s.x),
+      x: withBars > 1 ? arr(s.x.map(dodge(i, series.length, step, opts.logX ?? false))) : arr(s.x),
       y: arr(s.y),
-      line: { color: c, width: 2.2 },
-      marker: { color: c, size: 6 },
-      ...(s.yErr ? { error_y: { type: 'data', array: arr(s.yErr), visible: true, color: withAlpha(c, 0.7), thickness: 1.2, width: 3 } } : {}),
+      line: { color: c, width: 2.2, dash },
+      marker: { color: c, size: 6, symbol },
+      ...errorY,
+      ...(withBars > 1 ? { customdata: arr(s.x), hovertemplate: `%{customdata}: %{y:.4g}<extra>%{fullData.name}</extra>` } : {}),
     };
   });
   const ref = refLineShapes(opts.refLines);
+  const dodged = withBars > 1 ? { legend: DODGE_NOTE } : {};
   // On a log axis spanning a decade or two Plotly labels every minor tick (5 6 7 8 9 1 2...);
   // a sweep's own x values make better ticks when there are few of them.
-  const xs = [...new Set(series.flatMap((s) => s.x).filter((v) => Number.isFinite(v) && (!opts.logX || v > 0)))].sort((a, b) => a - b);
-  const logTicks = opts.logX && xs.length > 0 && xs.length <= 12 ? { tickvals: xs, ticktext: xs.map((v) => String(Number(v.toPrecision(4)))) } : {};
+  const logTicks = opts.logX && xsAll.length > 0 && xsAll.length <= 12 ? { tickvals: xsAll, ticktext: xsAll.map((v) => String(Number(v.toPrecision(4)))) } : {};
   return {
     data,
     layout: {
@@ -306,6 +383,7 @@ export function scatterLines(
       xaxis: { title: title(opts.xTitle), ...(opts.logX ? { type: 'log', ...logTicks } : {}) },
       yaxis: { title: title(opts.yTitle), ...(opts.yRange ? { range: opts.yRange } : {}) },
       showlegend: series.length > 1,
+      ...merge2(legendFor(series.length), dodged),
       shapes: ref.shapes,
       annotations: ref.annotations,
     },

@@ -1,6 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { EmlensError } from '../../src/errors.js';
-import type { Labels } from '../../src/data/rows.js';
+import { readJsonl, type Labels } from '../../src/data/rows.js';
 import { compileWhere } from '../../src/data/where.js';
 
 const w = (expr: string, labels: Labels) => compileWhere(expr)(labels);
@@ -172,5 +175,61 @@ describe('compileWhere', () => {
     // a label called __proto__ (as JSON.parse makes it) is an own label; inherited ones are not labels
     expect(w('__proto__ == 1', JSON.parse('{"__proto__": 1}') as Labels)).toBe(true);
     expect(w('x == 1', { __proto__: { x: 1 } } as unknown as Labels)).toBe(false);
+  });
+});
+
+describe('--where on a file: labels no row has', () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'emlens-where-'));
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+  const file = join(tmp, 'rows.jsonl');
+  const rows = [
+    { text: 'a', domain: 'medical', aligned: 10 },
+    { text: 'b', domain: 'finance', aligned: 90 },
+    { text: 'c', domain: 'medical', flagged: true }, // "aligned" on some rows only
+    { text: 'd', domain: 'medical' },
+  ];
+  writeFileSync(file, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  const texts = (where: string) => readJsonl(file, { where }).rows.map((r) => (r.kind === 'text' ? r.text : '?'));
+  function whereError(where: string): string {
+    try {
+      readJsonl(file, { where });
+    } catch (e) {
+      expect(e).toBeInstanceOf(EmlensError);
+      const m = (e as Error).message;
+      expect(m).not.toContain('\n');
+      return m;
+    }
+    throw new Error(`no error for ${JSON.stringify(where)}`);
+  }
+
+  it('an unquoted word that no row has as a label is an error naming it, with the quoted form', () => {
+    // Before: `medical` read as a missing label, so the comparison was false on every row and
+    // `!=` selected nothing either: a silently wrong selection.
+    const m = whereError('domain == medical');
+    expect(m).toMatch(/^--where: no row of .*rows\.jsonl has a label "medical" at column 11 /);
+    expect(m).toContain("did you mean 'medical'?");
+    expect(m).toContain('aligned, domain, flagged');
+    expect(whereError('medical != domain')).toMatch(/"medical" at column 1 .*did you mean 'medical'\?/);
+    expect(whereError("domain == 'medical' && score > 3")).toMatch(/no row of .* has a label "score" at column 24/);
+    // a truth test on a label nobody has: the error, but no quoting to suggest
+    const bare = whereError('mislabeled || flagged');
+    expect(bare).toMatch(/has a label "mislabeled" at column 1/);
+    expect(bare).not.toContain('did you mean');
+    expect(whereError('`my label` in (1, 2)')).toMatch(/has a label "my label" at column 1/);
+  });
+
+  it('a label some rows have and others lack keeps "a comparison with a missing label is false"', () => {
+    expect(texts('aligned < 50')).toEqual(['a']);
+    expect(texts('aligned != 10')).toEqual(['b']);
+    expect(texts('!(aligned == 10)')).toEqual(['b', 'c', 'd']);
+    expect(texts('flagged')).toEqual(['c']);
+    expect(texts("domain == 'medical'")).toEqual(['a', 'c', 'd']);
+    expect(texts('domain == "medical" && aligned >= 0')).toEqual(['a']);
+  });
+
+  it('an empty file selects nothing without an error', () => {
+    const empty = join(tmp, 'empty.jsonl');
+    writeFileSync(empty, '');
+    expect(readJsonl(empty, { where: 'domain == medical' }).rows).toEqual([]);
   });
 });

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { EmlensError } from '../../src/errors.js';
-import { bootstrapStability, rowsToSettle, splitHalf, subsampleCurve } from '../../src/directions/stability.js';
-import { pairedPlanted, randomRows, randomUnit, shifted } from './data.js';
+import { agreementCurve, bootstrapStability, rowsToSettle, splitHalf } from '../../src/directions/stability.js';
+import { quantileSorted } from '../../src/directions/common.js';
+import { pairedPlanted, randomRows, randomUnit, referenceAgreement, referenceBootstrap, referenceSplitHalf, shifted } from './data.js';
 
 const d = 48;
 const u = randomUnit(d, 1);
@@ -11,7 +12,43 @@ const strongPos = shifted(randomRows(60, d, 3), d, scaled(8)); // separated by 8
 const noisyNeg = randomRows(80, d, 4);
 const noisyPos = shifted(randomRows(60, d, 5), d, scaled(0.5));
 
+describe('quantileSorted', () => {
+  it("is numpy's default (linear) quantile: values from numpy.quantile", () => {
+    // numpy.quantile([0.3, -1, 2.5, 7, 4], q) for q = 0, .025, .1, .25, .5, .9, .975, 1
+    const s = Float64Array.from([-1, 0.3, 2.5, 4, 7]);
+    const want: [number, number][] = [[0, -1], [0.025, -0.87], [0.1, -0.48], [0.25, 0.3], [0.5, 2.5], [0.9, 5.8], [0.975, 6.7], [1, 7]];
+    for (const [q, v] of want) expect(quantileSorted(s, q), `q = ${q}`).toBeCloseTo(v, 12);
+    expect(quantileSorted([5], 0.3)).toBe(5);
+    expect(quantileSorted([1, 2], 0.975)).toBeCloseTo(1.975, 12);
+    expect(quantileSorted([], 0.5)).toBeNaN();
+  });
+});
+
 describe('bootstrapStability', () => {
+  it('equals the bootstrap written from its definition: cosines, mean and the 2.5/97.5% endpoints', () => {
+    const p = noisyPos.subarray(0, 30 * d);
+    const q = noisyNeg.subarray(0, 25 * d);
+    const got = bootstrapStability(p, q, d, { n: 40, seed: 12 });
+    const want = referenceBootstrap(p, q, d, 40, 12);
+    for (let b = 0; b < 40; b++) expect(got.cosines[b]).toBeCloseTo(want.cosines[b]!, 10);
+    expect(got.mean).toBeCloseTo(want.mean, 10);
+    expect(got.lo).toBeCloseTo(want.lo, 10);
+    expect(got.hi).toBeCloseTo(want.hi, 10);
+    expect(got.hi - got.lo).toBeGreaterThan(0.01); // a real interval, so a wrong quantile shows
+    const sh = splitHalf(p, q, d, { repeats: 30, seed: 5 });
+    const ref = referenceSplitHalf(p, q, d, 30, 5);
+    expect(sh.halves.mean).toBeCloseTo(ref.mean, 10);
+    expect(sh.halves.lo).toBeCloseTo(ref.lo, 10);
+    expect(sh.halves.hi).toBeCloseTo(ref.hi, 10);
+    const curve = agreementCurve(p, q, d, { sizes: [2, 12], repeats: 30, seed: 6 });
+    const refCurve = referenceAgreement(p, q, d, [2, 12], 30, 6);
+    curve.forEach((c, i) => {
+      expect(c.mean).toBeCloseTo(refCurve[i]!.mean, 10);
+      expect(c.lo).toBeCloseTo(refCurve[i]!.lo, 10);
+      expect(c.hi).toBeCloseTo(refCurve[i]!.hi, 10);
+    });
+  });
+
   it('is deterministic for a seed and differs across seeds', () => {
     const a = bootstrapStability(noisyPos, noisyNeg, d, { n: 50, seed: 7 });
     const b = bootstrapStability(noisyPos, noisyNeg, d, { n: 50, seed: 7 });
@@ -70,20 +107,62 @@ describe('splitHalf', () => {
   });
 });
 
-describe('subsampleCurve / rowsToSettle', () => {
-  it('cosine grows with size and reaches 1 at the full size', () => {
-    const curve = subsampleCurve(noisyPos, noisyNeg, d, { sizes: [2, 8, 30, 60], repeats: 40, seed: 5 });
-    expect(curve.map((c) => c.size)).toEqual([2, 8, 30, 60]);
-    expect(curve[0]!.mean).toBeLessThan(curve[2]!.mean);
-    // size 60 takes every pos row but 60 of 80 neg rows: close to, not exactly, 1
-    expect(curve[3]!.mean).toBeGreaterThan(curve[2]!.mean);
+describe('agreementCurve / rowsToSettle', () => {
+  // Two directions from disjoint subsamples of n rows per side, rows x ~ N(0, I_d) plus the shift
+  // mu on the pos side: each mean-diff is mu + e, e ~ N(0, (2/n) I_d), so for large d
+  //   cos(v1, v2) ~ |mu|^2 / (|mu|^2 + 2d/n).
+  const D = 200;
+  const N = 256;
+  const sizes = [1, 2, 4, 8, 16, 32, 64, 128];
+  const analytic = (mu2: number, n: number) => mu2 / (mu2 + (2 * D) / n);
+  const v = randomUnit(D, 11);
+  const planted = (mu2: number, seed: number) => ({
+    pos: shifted(randomRows(N, D, 100 + seed), D, Array.from(v, (x) => Math.sqrt(mu2) * x)),
+    neg: randomRows(N, D, 200 + seed),
+  });
+
+  it('pure noise never settles, at any size up to half the rows (the whole set against itself would)', () => {
+    const { pos, neg } = planted(0, 1);
+    const curve = agreementCurve(pos, neg, D, { sizes, repeats: 60, seed: 1 });
     for (const c of curve) {
+      expect(Math.abs(c.mean), `size ${c.size}`).toBeLessThan(0.08); // sd of one cosine ~ 1/sqrt(d) = 0.07
+      expect(c.hi).toBeLessThan(0.3);
+    }
+    expect(rowsToSettle(curve, 0.9)).toBeNull();
+    expect(rowsToSettle(curve, 0.5)).toBeNull();
+    // 3 + 3 rows per side: disjoint subsamples of 3 rows, nowhere near settled
+    const few = agreementCurve(pos.subarray(0, 6 * D), neg.subarray(0, 6 * D), D, { sizes: [1, 2, 3], repeats: 60, seed: 2 });
+    expect(rowsToSettle(few, 0.9)).toBeNull();
+    expect(() => agreementCurve(pos.subarray(0, 6 * D), neg, D, { sizes: [4], repeats: 1, seed: 1 })).toThrow(/size 4 is not an integer in 1\.\.3/);
+  });
+
+  it('a planted direction settles where the analytic signal-to-noise says', () => {
+    // |mu|^2 chosen so that cos = 0.9 at n = 45: analytic 0.865 at 32, 0.927 at 64.
+    const mu2 = (2 * D * 0.9) / (0.1 * 45);
+    const { pos, neg } = planted(mu2, 2);
+    const curve = agreementCurve(pos, neg, D, { sizes, repeats: 60, seed: 3 });
+    expect(curve.map((c) => c.size)).toEqual(sizes);
+    for (const c of curve) {
+      expect(Math.abs(c.mean - analytic(mu2, c.size)), `size ${c.size}: ${c.mean} vs ${analytic(mu2, c.size)}`).toBeLessThan(0.02);
       expect(c.lo).toBeLessThanOrEqual(c.mean);
       expect(c.mean).toBeLessThanOrEqual(c.hi);
+      expect(c.failed).toBe(0);
     }
-    const all = subsampleCurve(strongPos.subarray(0, 40 * d), strongNeg.subarray(0, 40 * d), d, { sizes: [40], repeats: 3, seed: 1 });
-    expect(all[0]!.mean).toBeCloseTo(1, 12);
-    expect(() => subsampleCurve(noisyPos, noisyNeg, d, { sizes: [61], repeats: 1, seed: 1 })).toThrow(/size 61/);
+    const want = sizes.find((n, i) => sizes.slice(i).every((m) => analytic(mu2, m) >= 0.9));
+    expect(want).toBe(64);
+    expect(rowsToSettle(curve, 0.9)).toBe(want);
+    // a four times stronger signal needs a quarter of the rows
+    const strong = planted(4 * mu2, 3);
+    expect(rowsToSettle(agreementCurve(strong.pos, strong.neg, D, { sizes, repeats: 60, seed: 4 }), 0.9)).toBe(16);
+    expect(() => agreementCurve(pos, neg, D, { sizes: [129], repeats: 1, seed: 1 })).toThrow(/size 129/);
+  });
+
+  it('pca: two disjoint sets of pairs', () => {
+    const { pos, neg } = pairedPlanted(40, d, u, { seed: 9, cLo: 1, cHi: 4, noise: 0.05 });
+    const curve = agreementCurve(pos, neg, d, { sizes: [2, 20], repeats: 10, seed: 1, method: 'pca' });
+    expect(curve[1]!.mean).toBeGreaterThan(0.95);
+    const noise = agreementCurve(randomRows(40, d, 30), randomRows(40, d, 31), d, { sizes: [20], repeats: 10, seed: 1, method: 'pca' });
+    expect(Math.abs(noise[0]!.mean)).toBeLessThan(0.5);
   });
   it('rowsToSettle: smallest size from which the curve stays above the threshold', () => {
     const pt = (size: number, mean: number, lo = mean - 0.1) => ({ size, mean, lo, hi: mean + 0.05, failed: 0 });

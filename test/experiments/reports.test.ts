@@ -5,10 +5,10 @@
  * fetched), and the numbers in its tables checked against computations done here.
  */
 import { writePlanted } from '../helpers/planted.js';
-import { cos64 } from '../directions/data.js';
+import { cos64, randomRows, referenceAgreement, referenceBootstrap, referenceSplitHalf } from '../directions/data.js';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,8 +16,8 @@ import { LoadedModel } from '../../src/backend/model.js';
 import { extractActivations } from '../../src/activations/extract.js';
 import { openActivations } from '../../src/activations/read.js';
 import { readJsonl } from '../../src/data/rows.js';
-import { bootstrapStability, splitHalf } from '../../src/directions/stability.js';
 import { readDirectionFile, writeDirectionFile } from '../../src/io/directions.js';
+import { rng } from '../../src/runtime/sampling.js';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { addTokenizer, writeChatDataset } from '../helpers/datasets.js';
 import { checkReportInBrowser, haveChromium, type BrowserCheck } from '../helpers/browser.js';
@@ -50,8 +50,22 @@ interface Table {
   rows: string[][];
 }
 
+/** A drawn trace as Plotly holds it in the page (gd.data). */
+interface Trace {
+  name: string;
+  type: string;
+  x: (number | string)[];
+  y: (number | string | null)[];
+  error_y?: { array?: (number | null)[]; arrayminus?: (number | null)[]; symmetric?: boolean; visible?: boolean };
+  line?: { dash?: string; color?: string };
+  marker?: { symbol?: string };
+  z?: (number | null)[][];
+  showlegend?: boolean;
+  customdata?: unknown[];
+}
+
 /** Opens the report in Chromium; asserts it is clean and fully drawn; returns its tables and provenance text. */
-async function openReport(file: string): Promise<{ check: BrowserCheck; tables: Table[]; provenance: string; text: string }> {
+async function openReport(file: string, screenshot?: string): Promise<{ check: BrowserCheck; tables: Table[]; provenance: string; text: string; figures: Record<string, Trace[]> }> {
   expect(haveChromium(), 'Chromium is needed (CHROMIUM_PATH or /usr/bin/chromium)').toBe(true);
   const check = await checkReportInBrowser(file, {
     probe: () => ({
@@ -62,15 +76,40 @@ async function openReport(file: string): Promise<{ check: BrowserCheck; tables: 
       })),
       provenance: document.getElementById('provenance')?.textContent ?? '',
       text: document.querySelector('main')?.textContent ?? '',
+      figures: Object.fromEntries(
+        Array.from(document.querySelectorAll<HTMLElement>('[data-emlens-figure]')).map((el) => [
+          el.dataset.emlensFigure,
+          JSON.parse(JSON.stringify((el as unknown as { data: unknown[] }).data ?? [])),
+        ]),
+      ),
     }),
+    ...(screenshot ? { screenshot: 'full' as const } : {}),
   });
+  if (screenshot && check.screenshot) {
+    writeFileSync(screenshot, check.screenshot);
+    copyFileSync(file, screenshot.replace(/\.png$/, '.html'));
+  }
   expect(check.consoleErrors).toEqual([]);
   expect(check.blockedRequests).toEqual([]);
   expect(check.figures).toBeGreaterThan(0);
   expect(check.rendered, JSON.stringify(check.perFigure)).toBe(check.figures);
   expect(check.plotsRendered).toBe(check.figures);
-  const p = check.probed as { tables: Table[]; provenance: string; text: string };
+  const p = check.probed as { tables: Table[]; provenance: string; text: string; figures: Record<string, Trace[]> };
   return { check, ...p };
+}
+
+/** The layout a figure was drawn with (gd.layout, after Plotly's defaults). */
+async function layoutOf(file: string, id: string): Promise<{ legend: { orientation: string } }> {
+  const check = await checkReportInBrowser(file, {
+    probe: () =>
+      Object.fromEntries(
+        Array.from(document.querySelectorAll<HTMLElement>('[data-emlens-figure]')).map((el) => [
+          el.dataset.emlensFigure,
+          JSON.parse(JSON.stringify((el as unknown as { _fullLayout: { legend: unknown } })._fullLayout.legend ?? null)),
+        ]),
+      ),
+  });
+  return { legend: (check.probed as Record<string, { orientation: string }>)[id]! };
 }
 
 function table(tables: Table[], caption: string | RegExp): Table {
@@ -175,6 +214,56 @@ describe('emlens compare', () => {
     expect(provenance).toContain(`emlens compare ${files.md} ${files.pca} ${files.gguf} --out ${out}`);
   });
 
+  it('ten files: per-layer cosines as a pair x layer heatmap equal to cosines computed here; norms stay distinct; every plot draws', async () => {
+    const d = 12;
+    const base = uniform(4 * d, 90);
+    const names: string[] = [];
+    const vecs: Map<number, Float32Array>[] = [];
+    for (let f = 0; f < 10; f++) {
+      const noise = uniform(4 * d, 100 + f);
+      // file 9 lacks layer 0: its pairs get blank cells there
+      const ls = f === 9 ? [1, 2, 3] : [0, 1, 2, 3];
+      const m = new Map(ls.map((l) => [l, Float32Array.from({ length: d }, (_, j) => base[l * d + j]! + (f / 6) * noise[l * d + j]!)]));
+      const name = `dir${f}.safetensors`;
+      writeDirectionFile(join(dir, name), m, { method: 'planted' });
+      names.push(join(dir, name));
+      vecs.push(m);
+    }
+    const out = join(dir, 'compare-10.html');
+    ok(emlens('compare', ...names, '--out', out));
+    const { tables, figures, check } = await openReport(out, shot('compare-10.png'));
+    expect(check.figures).toBe(2 + 1 + 1 + 10); // signed + abs heatmaps, norms, files matrix, 10 within-file
+    const pairs: [number, number][] = [];
+    for (let a = 0; a < 10; a++) for (let b = a + 1; b < 10; b++) pairs.push([a, b]);
+    for (const [id, abs] of [['cosine-signed', false], ['cosine-abs', true]] as const) {
+      const h = figures[id]![0]!;
+      expect(h.type).toBe('heatmap');
+      expect(h.y).toEqual(pairs.map(([a, b]) => `dir${a}.safetensors vs dir${b}.safetensors`));
+      expect(h.x).toEqual(['0', '1', '2', '3']);
+      pairs.forEach(([a, b], k) => {
+        for (let l = 0; l < 4; l++) {
+          const z = h.z![k]![l]!;
+          if (!vecs[a]!.has(l) || !vecs[b]!.has(l)) expect(z, `${id} ${a},${b} layer ${l}`).toBeNull();
+          else {
+            const c = cos64(vecs[a]!.get(l)!, vecs[b]!.get(l)!);
+            expect(Math.abs(z - (abs ? Math.abs(c) : c)), `${id} ${a},${b} layer ${l}`).toBeLessThan(1e-6);
+          }
+        }
+      });
+    }
+    const per = table(tables, 'Signed cosine per pair');
+    expect(per.head).toEqual(['pair', '0', '1', '2', '3']);
+    expect(per.rows).toHaveLength(45);
+    expectCell(per.rows[0]![2]!, cos64(vecs[0]!.get(1)!, vecs[1]!.get(1)!), 'dir0 vs dir1 layer 1');
+    expect(per.rows[8]![1]).toBe('—'); // dir0 vs dir9 at layer 0
+    // Ten norm lines: no two share colour and dash; the legend is a column beside the plot.
+    const norms = figures.norms!;
+    expect(norms).toHaveLength(10);
+    expect(new Set(norms.map((t) => `${t.line?.color} ${t.line?.dash}`)).size).toBe(10);
+    const layout = await layoutOf(out, 'norms');
+    expect(layout.legend.orientation).toBe('v');
+  });
+
   it('bad input: one line, non-zero exit', () => {
     const out = join(dir, 'bad.html');
     expectOneLineError(emlens('compare', files.md, '--out', out), /compare needs at least two direction files, got 1/);
@@ -183,6 +272,26 @@ describe('emlens compare', () => {
     expectOneLineError(emlens('compare', files.md, acts.pos, '--out', out), /not a file/);
   });
 });
+
+/** Screenshots for a person to look at: EMLENS_SHOTS=/some/dir npx vitest run ... */
+const SHOTS = process.env.EMLENS_SHOTS;
+if (SHOTS) mkdirSync(SHOTS, { recursive: true });
+const shot = (name: string) => (SHOTS ? join(SHOTS, name) : undefined);
+
+/** The trace of a figure with this name (the visible line, not a band edge). */
+function trace(figs: Record<string, Trace[]>, id: string, name: string): Trace {
+  const t = figs[id]?.find((x) => x.name === name);
+  if (!t) throw new Error(`figure ${id} has no trace "${name}" (has ${(figs[id] ?? []).map((x) => x.name).join(', ')})`);
+  return t;
+}
+
+/** Error bars drawn from value - arrayminus to value + array equal [lo, hi]. */
+function expectBars(t: Trace, k: number, lo: number, hi: number, what: string) {
+  const y = Number(t.y[k]);
+  expect(t.error_y?.visible, what).toBe(true);
+  expect(Math.abs(y - t.error_y!.arrayminus![k]! - lo), `${what} lower`).toBeLessThan(1e-9);
+  expect(Math.abs(y + t.error_y!.array![k]! - hi), `${what} upper`).toBeLessThan(1e-9);
+}
 
 describe('emlens stability', () => {
   it('planted identical rows: every resampled direction is the full one (cosine 1, interval [1, 1]), settled at the smallest size', async () => {
@@ -195,21 +304,53 @@ describe('emlens stability', () => {
     const out = join(dir, 'stability-planted.html');
     const r = ok(emlens('stability', '--pos', pos, '--neg', neg, '--out', out, '--bootstrap', '20'));
     expect(r.stdout).toMatch(/bootstrap cosine to full: 1\.000 .* to 1\.000/);
-    expect(r.stdout).toMatch(/rows per side to settle at 0\.9: 1:8 2:8/);
+    expect(r.stdout).toMatch(/rows per side for two disjoint subsamples to agree at 0\.9: 1:1, 2:1$/m);
     const { tables } = await openReport(out);
     const t = table(tables, 'Per layer');
-    for (const x of t.rows) expect(x.slice(2, 10)).toEqual(['1', '1', '1', '1', '1', '1', '8', '8']);
-    const curve = table(tables, /^Mean cosine to the full-data direction/);
-    expect(curve.head).toEqual(['layer', '8', '16']);
+    for (const x of t.rows) expect(x.slice(2, 10)).toEqual(['1', '1', '1', '1', '1', '1', '1', '1']);
+    const curve = table(tables, /^Mean cosine between the directions of two disjoint subsamples/);
+    expect(curve.head).toEqual(['layer', '1', '2', '4', '8']); // up to half the rows
   });
 
-  it('real sets: norms equal the hand mean difference, intervals equal the library run with the same seed; every plot draws', async () => {
+  it('pure noise, 3 + 3 rows or 60 + 60: does not settle (a subsample against the whole set always did)', async () => {
+    const d = 16;
+    for (const n of [6, 60]) {
+      const pos = writePlanted(join(dir, `noise-pos-${n}`), { layers: new Map([[0, randomRows(n, d, 50 + n)]]), d });
+      const neg = writePlanted(join(dir, `noise-neg-${n}`), { layers: new Map([[0, randomRows(n, d, 60 + n)]]), d });
+      const out = join(dir, `stability-noise-${n}.html`);
+      const r = ok(emlens('stability', '--pos', pos, '--neg', neg, '--out', out, '--bootstrap', '40'));
+      expect(r.stdout).toMatch(/rows per side for two disjoint subsamples to agree at 0\.9: 0:does not settle$/m);
+      const { tables } = await openReport(out);
+      expect(table(tables, 'Per layer').rows[0]!.slice(8)).toEqual(['does not settle', 'does not settle']);
+      const means = table(tables, /^Mean cosine between/).rows[0]!.slice(1).map(Number);
+      for (const m of means) expect(Math.abs(m)).toBeLessThan(0.5);
+    }
+  });
+
+  it('one row per side: no subsamples to compare, "too few rows", and no empty figure', async () => {
+    const d = 4;
+    const pos = writePlanted(join(dir, 'one-pos'), { layers: new Map([[0, uniform(d, 1)]]), d });
+    const neg = writePlanted(join(dir, 'one-neg'), { layers: new Map([[0, uniform(d, 2)]]), d });
+    const out = join(dir, 'stability-one.html');
+    const r = emlens('stability', '--pos', pos, '--neg', neg, '--out', out, '--bootstrap', '5');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/warning: too few rows for split-half and settling/);
+    expect(r.stdout).toMatch(/to agree at 0\.9: 0:too few rows$/m);
+    const { tables, text, check } = await openReport(out);
+    expect(check.figures).toBe(1);
+    expect(table(tables, 'Per layer').rows[0]!.slice(8)).toEqual(['too few rows', 'too few rows']);
+    expect(text).toContain('Too few rows for two disjoint subsamples; settling is not measured.');
+  });
+
+  it('real sets: norms, intervals, settling and the figures equal computations written here; every plot draws', async () => {
     const out = join(dir, 'stability.html');
     const r = ok(emlens('stability', '--pos', acts.pos, '--neg', acts.neg, '--out', out, '--bootstrap', '25', '--seed', '3'));
     expect(r.stdout).toMatch(/^mean-diff at resid_post, 3 layers, 25 bootstrap resamples, seed 3$/m);
-    const { tables, provenance, check } = await openReport(out);
-    expect(check.figures).toBe(3);
+    const { tables, provenance, check, figures } = await openReport(out, shot('stability.png'));
     const t = table(tables, 'Per layer');
+    const curveT = table(tables, /^Mean cosine between the directions of two disjoint subsamples/);
+    const sizes = [1, 2, 4, 8, 10]; // 20 rows per side: halves of 10
+    expect(curveT.head).toEqual(['layer', ...sizes.map(String)]);
     const P = openActivations(acts.pos);
     const N = openActivations(acts.neg);
     for (const [i, x] of t.rows.entries()) {
@@ -225,16 +366,38 @@ describe('emlens stability', () => {
         return a / 20 - b / 20;
       });
       expectCell(x[1]!, Math.hypot(...diff), `norm layer ${l}`);
-      const boot = bootstrapStability(p, q, D, { seed: 3, n: 25 });
+      // Seeds as documented: bootstrap seed, split-half seed + 1, subsamples seed + 2.
+      const boot = referenceBootstrap(p, q, D, 25, 3);
       expectCell(x[2]!, boot.mean, 'bootstrap mean');
       expectCell(x[3]!, boot.lo, 'bootstrap lo');
       expectCell(x[4]!, boot.hi, 'bootstrap hi');
-      const sh = splitHalf(p, q, D, { seed: 4, repeats: 25 });
-      expectCell(x[5]!, sh.halves.mean, 'split-half');
-      expect(boot.lo).toBeLessThanOrEqual(boot.mean);
-      expect(boot.mean).toBeLessThanOrEqual(boot.hi);
+      const sh = referenceSplitHalf(p, q, D, 25, 4);
+      expectCell(x[5]!, sh.mean, 'split-half');
+      expectCell(x[6]!, sh.lo, 'split-half lo');
+      expectCell(x[7]!, sh.hi, 'split-half hi');
+      const agree = referenceAgreement(p, q, D, sizes, 25, 5);
+      agree.forEach((a, k) => expectCell(curveT.rows[i]![k + 1]!, a.mean, `agreement layer ${l} size ${sizes[k]}`));
+      const from = sizes.findIndex((_, k) => agree.slice(k).every((a) => a.mean >= 0.9));
+      expect(x[8]).toBe(from < 0 ? 'does not settle' : String(sizes[from]));
+      const fromLo = sizes.findIndex((_, k) => agree.slice(k).every((a) => a.lo >= 0.9));
+      expect(x[9]).toBe(fromLo < 0 ? 'does not settle' : String(sizes[fromLo]));
+      // The figures carry the same intervals as error bars.
+      const bt = trace(figures, 'stability-bands', 'bootstrap vs full');
+      expect((bt.customdata![i] as number[])[2]).toBe(l); // drawn a little to the side of layer l
+      expect(Math.abs(Number(bt.x[i]) - l)).toBeLessThan(0.5);
+      expect(Math.abs(Number(bt.y[i]) - boot.mean)).toBeLessThan(1e-9);
+      expectBars(bt, i, boot.lo, boot.hi, `bootstrap bars layer ${l}`);
+      expectBars(trace(figures, 'stability-bands', 'half vs half'), i, sh.lo, sh.hi, `split-half bars layer ${l}`);
+      const ct = trace(figures, 'subsample-curve', `layer ${l}`);
+      expect(ct.customdata).toEqual(sizes);
+      ct.x.forEach((x, k) => expect(Math.abs(Math.log(Number(x) / sizes[k]!))).toBeLessThan(0.1));
+      agree.forEach((a, k) => expectBars(ct, k, a.lo, a.hi, `agreement bars layer ${l} size ${sizes[k]}`));
     }
-    expect(table(tables, /^Mean cosine to the full-data direction/).head).toEqual(['layer', '8', '16', '20']);
+    const settles = t.rows.some((x) => x[8] !== 'does not settle' || x[9] !== 'does not settle');
+    expect(check.figures).toBe(settles ? 3 : 2); // the settle-by-layer figure only when something settles
+    // Lines that could coincide stay apart: each series its own dash.
+    const dashes = (id: string) => figures[id]!.filter((x) => x.showlegend !== false).map((x) => x.line?.dash);
+    for (const id of ['stability-bands', 'subsample-curve']) expect(new Set(dashes(id)).size, id).toBe(dashes(id).length);
     for (const a of [acts.pos, acts.neg]) expect(provenance).toContain(a);
     expect(provenance).toContain(P.meta.model.weights_sha256);
     expect(provenance).toContain(P.meta.dataset.sha256);
@@ -271,7 +434,7 @@ describe('emlens project', () => {
     const csv = join(dir, 'proj.csv');
     const r = ok(emlens('project', '--acts', a, '--direction', df, '--out', out, '--write-csv', csv));
     expect(r.stdout).toMatch(/^2 layers, label = aligned: 5, misaligned: 5$/m);
-    expect(r.stdout).toMatch(/AUROC \(label = misaligned vs aligned\) 0\.000\.\.1\.000; best layer 1: AUROC 1\.000/);
+    expect(r.stdout).toMatch(/AUROC \(label = misaligned vs label = aligned\) on all rows 0\.000\.\.1\.000; best layer 1: AUROC 1\.000/);
 
     // Projections computed here: h . v / |v|.
     const proj = (l: number, sign: number) =>
@@ -306,11 +469,12 @@ describe('emlens project', () => {
       expect(Math.abs(Number(c[4]) - want.get(3)!.x[i]!)).toBeLessThan(1e-9);
     });
 
-    const { tables, text, provenance, check } = await openReport(out);
+    const { tables, text, provenance, check } = await openReport(out, shot('project.png'));
     expect(check.figures).toBe(5); // AUROC, d', means, histograms at layers 1 (best) and 3
     expect(text).toContain('Positive group: label = misaligned (the value that sorts last), against label = aligned.');
     const t = table(tables, 'Mean projection per group');
-    expect(t.head).toEqual(['layer', 'mean (label = aligned)', 'mean (label = misaligned)', 'AUROC', 'd′']);
+    expect(t.head).toEqual(['layer', 'mean (label = aligned)', 'mean (label = misaligned)', 'AUROC (all rows)', 'd′ (all rows)']);
+    expect(text).toContain('measured on the rows the direction may have been computed from (in-sample)');
     expect(t.rows.map((x) => [x[0], x[3]])).toEqual([['1', '1'], ['3', '0']]);
     for (const x of t.rows) {
       const w = want.get(Number(x[0]))!;
@@ -323,14 +487,138 @@ describe('emlens project', () => {
 
     // --positive flips the roles: AUROC 0 at layer 1.
     const flipped = ok(emlens('project', '--acts', a, '--direction', df, '--out', join(dir, 'project2.html'), '--positive', 'aligned'));
-    expect(flipped.stdout).toMatch(/AUROC \(label = aligned vs misaligned\) 0\.000\.\.1\.000; best layer 3: AUROC 1\.000/);
+    expect(flipped.stdout).toMatch(/AUROC \(label = aligned vs label = misaligned\) on all rows 0\.000\.\.1\.000; best layer 3: AUROC 1\.000/);
+  });
+
+  // 40 planted rows: a weak shift along u for "misaligned" (so AUROC < 1), a numeric score and a text label.
+  const split = (() => {
+    const d = 8;
+    const n = 40;
+    const u = Float32Array.from([0.5, -0.5, 0.5, 0.5, 0, 0, 0, 0]);
+    const g = (() => {
+      const x = uniform(n * d * 2, 77);
+      return (k: number) => x[k]! + x[n * d + k]!; // triangular noise
+    })();
+    const labels = Array.from({ length: n }, (_, i) => ({ label: i % 3 === 0 ? 'misaligned' : 'aligned', score: (i * 37) % 100, domain: i % 2 ? 'medical' : 'finance' }));
+    const data = Float32Array.from({ length: n * d }, (_, k) => g(k) + (labels[Math.floor(k / d)]!.label === 'misaligned' ? 0.8 * u[k % d]! : 0));
+    return { d, n, u, labels, data };
+  })();
+  const proj = (i: number) => {
+    let s = 0;
+    for (let j = 0; j < split.d; j++) s += split.data[i * split.d + j]! * split.u[j]!;
+    return s;
+  };
+  /** P(pos > neg) + P(tie) / 2 over all pairs, by brute force. */
+  const aurocHere = (p: number[], q: number[]) => {
+    let s = 0;
+    for (const a of p) for (const b of q) s += a > b ? 1 : a === b ? 0.5 : 0;
+    return s / (p.length * q.length);
+  };
+  const dprimeHere = (p: number[], q: number[]) => {
+    const mv = (x: number[]) => {
+      const m = x.reduce((s, v) => s + v, 0) / x.length;
+      return [m, x.reduce((s, v) => s + (v - m) ** 2, 0) / (x.length - 1)] as const;
+    };
+    const [mp, vp] = mv(p);
+    const [mq, vq] = mv(q);
+    return (mp - mq) / Math.sqrt((vp + vq) / 2);
+  };
+  /** The documented split: groups in sorted order, each shuffled from the back by one seeded stream, the first round(f n) to test. */
+  const testRows = (groupOf: (i: number) => string, groups: string[], f: number, seed: number) => {
+    const r = rng(seed);
+    const test = new Set<number>();
+    for (const gv of groups) {
+      const idx = Array.from({ length: split.n }, (_, i) => i).filter((i) => groupOf(i) === gv);
+      for (let i = idx.length - 1; i > 0; i--) {
+        const j = Math.floor(r() * (i + 1));
+        [idx[i], idx[j]] = [idx[j]!, idx[i]!];
+      }
+      idx.slice(0, Math.round(f * idx.length)).forEach((i) => test.add(i));
+    }
+    return test;
+  };
+
+  it('--test-fraction: AUROC and d′ on a stratified held-out split and on all rows, both as computed here; the CSV names the split', async () => {
+    const a = writePlanted(join(dir, 'split-acts'), { layers: new Map([[2, split.data]]), d: split.d, labels: split.labels });
+    const df = join(dir, 'split-dir.safetensors');
+    writeDirectionFile(df, new Map([[2, split.u.map((x) => 5 * x)]]), { method: 'planted' });
+    const out = join(dir, 'project-split.html');
+    const csv = join(dir, 'split.csv');
+    const r = ok(emlens('project', '--acts', a, '--direction', df, '--out', out, '--test-fraction', '0.25', '--seed', '7', '--write-csv', csv));
+    const test = testRows((i) => split.labels[i]!.label, ['aligned', 'misaligned'], 0.25, 7);
+    const isMis = (i: number) => split.labels[i]!.label === 'misaligned';
+    const all = Array.from({ length: split.n }, (_, i) => i);
+    const side = (rows: number[], mis: boolean) => rows.filter((i) => isMis(i) === mis).map(proj);
+    const tst = all.filter((i) => test.has(i));
+    expect(side(tst, true)).toHaveLength(Math.round(0.25 * 14)); // 14 misaligned rows, 26 aligned
+    expect(side(tst, false)).toHaveLength(Math.round(0.25 * 26));
+    const aAll = aurocHere(side(all, true), side(all, false));
+    const aTest = aurocHere(side(tst, true), side(tst, false));
+    expect(aAll).toBeGreaterThan(0.6);
+    expect(aAll).toBeLessThan(1);
+    expect(aTest).not.toBeCloseTo(aAll, 3); // the two columns measure different rows
+    expect(r.stdout).toMatch(new RegExp(`AUROC on the test split \\(0\\.25 of each group, seed 7: 4 \\+ 7 rows\\) ${aTest.toFixed(3)}\\.\\.${aTest.toFixed(3)}; at layer 2`));
+
+    const { tables, text } = await openReport(out, shot('project-split.png'));
+    const t = table(tables, 'Mean projection per group');
+    expect(t.head).toEqual(['layer', 'mean (label = aligned)', 'mean (label = misaligned)', 'AUROC (all rows)', 'd′ (all rows)', 'AUROC (test)', 'd′ (test)']);
+    expectCell(t.rows[0]![3]!, aAll, 'AUROC all');
+    expectCell(t.rows[0]![4]!, dprimeHere(side(all, true), side(all, false)), 'd′ all');
+    expectCell(t.rows[0]![5]!, aTest, 'AUROC test');
+    expectCell(t.rows[0]![6]!, dprimeHere(side(tst, true), side(tst, false)), 'd′ test');
+    expect(text).toContain('Held-out split: 0.25 of each group (stratified, seed 7), 4 positive and 7 negative rows');
+    const lines = readFileSync(csv, 'utf8').trim().split('\n');
+    expect(lines[0]).toBe('row,line,label,split,layer_2');
+    lines.slice(1).forEach((ln, i) => expect(ln.split(',')[3]).toBe(test.has(i) ? 'test' : 'train'));
+    // another seed, another split
+    const other = ok(emlens('project', '--acts', a, '--direction', df, '--out', out, '--test-fraction', '0.25', '--seed', '8'));
+    const t8 = all.filter((i) => testRows((k) => split.labels[k]!.label, ['aligned', 'misaligned'], 0.25, 8).has(i));
+    expect(other.stdout).toContain(`seed 8: 4 + 7 rows) ${aurocHere(side(t8, true), side(t8, false)).toFixed(3)}`);
+  });
+
+  it('--threshold: a numeric label split into < T and >= T, named in the report; bad values are one line', async () => {
+    const a = join(dir, 'split-acts');
+    const df = join(dir, 'split-dir.safetensors');
+    const out = join(dir, 'project-threshold.html');
+    const r = ok(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'score', '--threshold', '30', '--positive', '<30'));
+    const low = (i: number) => split.labels[i]!.score < 30;
+    const all = Array.from({ length: split.n }, (_, i) => i);
+    const nLow = all.filter(low).length;
+    expect(r.stdout).toMatch(new RegExp(`^1 layers, score < 30: ${nLow}, score >= 30: ${split.n - nLow}$`, 'm'));
+    const want = aurocHere(all.filter(low).map(proj), all.filter((i) => !low(i)).map(proj));
+    expect(r.stdout).toContain(`AUROC (score < 30 vs score >= 30) on all rows ${want.toFixed(3)}..${want.toFixed(3)}`);
+    const { tables, text } = await openReport(out);
+    const t = table(tables, 'Mean projection per group');
+    expect(t.head).toEqual(['layer', 'mean (score < 30)', 'mean (score >= 30)', 'AUROC (all rows)', 'd′ (all rows)']);
+    expectCell(t.rows[0]![1]!, all.filter(low).map(proj).reduce((s, v) => s + v, 0) / nLow, 'mean below');
+    expectCell(t.rows[0]![3]!, want, 'AUROC');
+    expect(text).toContain('Positive group: score < 30 (given by --positive), against score >= 30.');
+    expect(text).toContain('rows grouped by "score" split at 30');
+    // with a split too, stratified by the two threshold groups
+    const both = ok(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'score', '--threshold', '30', '--test-fraction', '0.5'));
+    const test = testRows((i) => (low(i) ? '< 30' : '>= 30'), ['< 30', '>= 30'], 0.5, 0);
+    const tst = all.filter((i) => test.has(i));
+    const aTest = aurocHere(tst.filter((i) => !low(i)).map(proj), tst.filter(low).map(proj));
+    expect(both.stdout).toContain(`seed 0: ${Math.round((split.n - nLow) / 2)} + ${Math.round(nLow / 2)} rows) ${aTest.toFixed(3)}`);
+
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'domain', '--threshold', '30'), /--threshold 30: "domain" is not numeric \(row 0 of .*split-acts, from line 1, has "finance"\)/);
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'score', '--threshold', '1000'), /--threshold 1000: no row of .* has score >= 1000; nothing to separate/);
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'score', '--threshold', 'x'), /--threshold must be a number, got "x"/);
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'score', '--threshold', '30', '--positive', '30'), /--positive 30: "score" takes the values "< 30", ">= 30"/);
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--label', 'score'), /--label score has \d+ distinct values; .* or give --threshold T to split it at T/);
+    for (const f of ['0', '1', '1.5', '-0.2']) {
+      expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, `--test-fraction=${f}`), /--test-fraction must be in \(0, 1\)/);
+    }
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--test-fraction', '0.01'), /--test-fraction 0\.01 leaves the test split without rows where label = misaligned \(14 such rows in all\)/);
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--test-fraction', '0.99'), /--test-fraction 0\.99 puts every row where label = misaligned in the test split/);
+    expectOneLineError(emlens('project', '--acts', a, '--direction', df, '--out', out, '--seed', '3'), /--seed applies to --test-fraction only/);
   });
 
   it('real extraction with a direction from the CLI (.npy), grouped by --label; bad input is one line', () => {
     const out = join(dir, 'project-real.html');
     const r = ok(emlens('project', '--acts', acts.pos, '--direction', files.npy, '--out', out, '--label', 'domain'));
     expect(r.stdout).toMatch(/^3 layers, domain = finance: 10, medical: 10$/m);
-    expect(r.stdout).toMatch(/AUROC \(domain = medical vs finance\) \d\.\d{3}\.\.\d\.\d{3}; best layer \d/);
+    expect(r.stdout).toMatch(/AUROC \(domain = medical vs domain = finance\) on all rows \d\.\d{3}\.\.\d\.\d{3}; best layer \d/);
 
     expectOneLineError(emlens('project', '--acts', acts.pos, '--direction', files.md, '--out', out), /--label is required: the rows of .* have no "label" field \(their labels: aligned, coherent, domain\)/);
     expectOneLineError(emlens('project', '--acts', acts.pos, '--direction', files.md, '--out', out, '--label', 'aligned'), /--label aligned has \d+ distinct values; project groups rows by a categorical label \(at most 12 values\)/);

@@ -282,3 +282,93 @@ describe('report in headless Chromium', () => {
     expect(res.figures).toBe(0);
   });
 });
+
+type T = { name: string; x: number[]; y: (number | null)[]; line: { dash: string; color: string }; marker: { symbol: string }; error_y?: { array: (number | null)[]; arrayminus: (number | null)[]; symmetric: boolean }; customdata?: unknown[]; showlegend?: boolean };
+const shown = (f: { data: object[] }) => (f.data as T[]).filter((t) => t.showlegend !== false);
+
+describe('figures: intervals and overlapping lines', () => {
+  it('lineByLayer: a series with lo/hi gets error bars reaching exactly lo and hi', () => {
+    const v = [0.5, 0.7, 0.9];
+    const lo = [0.2, 0.6, 0.85];
+    const hi = [0.6, 0.95, 0.91];
+    const f = lineByLayer([{ name: 'a', layers: [0, 1, 2], values: v, lo, hi }], { title: '', yTitle: 'y' });
+    const t = shown(f)[0]!;
+    expect(t.error_y!.symmetric).toBe(false);
+    v.forEach((y, k) => {
+      expect(y + t.error_y!.array[k]!).toBeCloseTo(hi[k]!, 12);
+      expect(y - t.error_y!.arrayminus[k]!).toBeCloseTo(lo[k]!, 12);
+    });
+    expect(t.x).toEqual([0, 1, 2]); // one series: nothing to offset
+    const nan = lineByLayer([{ name: 'a', layers: [0, 1], values: [NaN, 1], lo: [0, NaN], hi: [1, 2] }], { title: '', yTitle: 'y' });
+    expect(shown(nan)[0]!.error_y!.array).toEqual([null, 1]);
+    expect(shown(nan)[0]!.error_y!.arrayminus).toEqual([null, null]);
+  });
+
+  it('several series with intervals are offset sideways, the real layer kept for the hover, the legend saying so', () => {
+    const s = (name: string) => ({ name, layers: [0, 1, 2], values: [1, 1, 1], lo: [0, 0, 0], hi: [2, 2, 2] });
+    const f = lineByLayer([s('a'), s('b')], { title: '', yTitle: 'y' });
+    const [a, b] = shown(f);
+    for (let k = 0; k < 3; k++) {
+      expect(a!.x[k]).toBeLessThan(k);
+      expect(b!.x[k]).toBeGreaterThan(k);
+      expect(b!.x[k]! - a!.x[k]!).toBeLessThan(0.5);
+      expect((a!.customdata![k] as number[])[2]).toBe(k);
+    }
+    expect(JSON.stringify((f.layout as { legend: unknown }).legend)).toContain('offset sideways');
+    const sc = scatterLines(
+      [
+        { name: 'a', x: [1, 2, 4], y: [0, 0, 0], lo: [-1, -1, -1], hi: [1, 1, 1] },
+        { name: 'b', x: [1, 2, 4], y: [0, 0, 0], lo: [-1, -1, -1], hi: [1, 1, 1] },
+      ],
+      { title: '', xTitle: 'n', yTitle: 'y', logX: true },
+    );
+    const [p, q] = sc.data as T[];
+    p!.x.forEach((x, k) => {
+      expect(x).toBeLessThan(q!.x[k]!);
+      expect(Math.abs(Math.log(x / [1, 2, 4][k]!))).toBeLessThan(Math.log(2) / 2); // never past the next size
+    });
+    expect(p!.customdata).toEqual([1, 2, 4]);
+    expect(p!.error_y!.arrayminus).toEqual([1, 1, 1]);
+    expect(() => scatterLines([{ name: 'a', x: [1], y: [0], lo: [0] } as never], { title: '', xTitle: 'x', yTitle: 'y' })).toThrow(/both lo and hi/);
+  });
+
+  it('every series has its own dash and marker; ten series have ten colour and dash pairs and a side legend', () => {
+    const ten = Array.from({ length: 10 }, (_, i) => ({ name: `s${i}`, layers: [0, 1], values: [i, i] }));
+    const f = lineByLayer(ten, { title: '', yTitle: 'y' });
+    const ts = shown(f);
+    expect(new Set(ts.map((t) => `${t.line.color}/${t.line.dash}`)).size).toBe(10);
+    expect(new Set(ts.slice(0, 6).map((t) => t.line.dash)).size).toBe(6);
+    expect(new Set(ts.slice(0, 8).map((t) => t.marker.symbol)).size).toBe(8);
+    expect((f.layout as { legend: { orientation: string } }).legend.orientation).toBe('v');
+    const two = lineByLayer(ten.slice(0, 2), { title: '', yTitle: 'y' });
+    expect((two.layout as { legend?: unknown }).legend).toBeUndefined();
+  });
+
+  it('heatmap: every row label is a tick up to 60 rows', () => {
+    const labels = Array.from({ length: 45 }, (_, i) => `pair ${i}`);
+    const h = heatmap(new Float64Array(45 * 4), labels, ['0', '1', '2', '3'], { title: '' });
+    expect((h.layout as { yaxis: { tickvals: string[] } }).yaxis.tickvals).toEqual(labels);
+  });
+
+  it('in Chromium, two identical lines are both drawn, with different dashes', { timeout: 30_000 }, async () => {
+    const file = join(dir, 'overlap.html');
+    const same = { layers: [0, 1, 2, 3], values: [0.2, 0.5, 0.4, 0.9] };
+    writeReport(file, {
+      title: 'overlap',
+      blocks: [{ kind: 'figure', id: 'two', title: 'two identical', figure: lineByLayer([{ name: 'a', ...same }, { name: 'b', ...same }], { title: '', yTitle: 'y' }) }],
+      provenance: [],
+    });
+    const res = await checkReportInBrowser(file, {
+      probe: () =>
+        Array.from(document.querySelectorAll('[data-emlens-figure="two"] .scatterlayer .trace')).map((g) => {
+          const path = g.querySelector('path.js-line') as SVGPathElement | null;
+          return { d: path?.getAttribute('d')?.length ?? 0, dash: path ? getComputedStyle(path).strokeDasharray : null };
+        }),
+    });
+    expect(res.consoleErrors).toEqual([]);
+    const lines = res.probed as { d: number; dash: string | null }[];
+    expect(lines).toHaveLength(2);
+    for (const l of lines) expect(l.d).toBeGreaterThan(2);
+    expect(lines[0]!.dash).not.toBe(lines[1]!.dash);
+  });
+});
