@@ -416,3 +416,20 @@ export function mergeAdapter(weights: Weights, plan: AdapterPlan): void {
     weights.set(name, { shape: w.shape, data: merged });
   }
 }
+
+/** What `emlens inspect --adapter` adds: the facts of an adapter a researcher checks. */
+export function describeAdapter(plan: AdapterPlan): Record<string, string | number | boolean | object> {
+  const layers = [...new Set(plan.modules.map((m) => m.layer))].sort((a, b) => a - b);
+  const mods = LORA_MODULES.filter((x) => plan.modules.some((m) => m.module === x));
+  const ranks = [...new Set(plan.modules.map((m) => m.rank))].sort((a, b) => a - b);
+  const scales = [...new Set(plan.modules.map((m) => m.scale))].sort((a, b) => a - b);
+  return {
+    adapter: plan.dir,
+    adapter_base_model: plan.config.baseModel ?? 'unknown',
+    adapter_modules: `${plan.modules.length} (${mods.join(', ')})`,
+    adapter_layers: layers.join(','),
+    adapter_rank: ranks.join(','),
+    adapter_scale: scales.join(','),
+    adapter_rslora: plan.config.rslora,
+  };
+}
