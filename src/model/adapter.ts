@@ -256,7 +256,7 @@ interface ParsedName {
   proj: { layer: number; module: LoraModuleName; text: boolean } | null;
 }
 
-function parseTensorName(name: string, file: string): ParsedName {
+function parseTensorName(name: string, file: string, prefixes: readonly string[]): ParsedName {
   const m = /^(.*)\.lora_([AB])\.weight$/.exec(name);
   if (!m || !m[1]!.startsWith(PEFT_PREFIX)) {
     let why = 'not a LoRA factor (base_model.model.<module>.lora_A.weight / lora_B.weight)';
@@ -268,7 +268,7 @@ function parseTensorName(name: string, file: string): ParsedName {
     throw new EmlensError(`${file}: tensor "${name}" is ${why}`);
   }
   const key = m[1]!.slice(PEFT_PREFIX.length);
-  for (const p of TEXT_PREFIXES) {
+  for (const p of prefixes) {
     if (!key.startsWith(p)) continue;
     const pm = /^layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)$/.exec(key.slice(p.length));
     if (pm && (LORA_MODULES as readonly string[]).includes(pm[3]!) && SUBLAYER[pm[3] as LoraModuleName] === pm[2]) {
@@ -299,7 +299,7 @@ export function planAdapter(dir: string, spec?: ModelSpec): AdapterPlan {
   const pairs = new Map<string, { layer: number; module: LoraModuleName; A?: StTensorInfo; B?: StTensorInfo }>();
   const skipped: string[] = [];
   for (const [name, info] of header.tensors) {
-    const p = parseTensorName(name, file);
+    const p = parseTensorName(name, file, spec ? spec.weightPrefixes : TEXT_PREFIXES);
     if (!p.proj) {
       if (multimodal && MULTIMODAL_OTHER.test(p.key)) {
         skipped.push(name);
@@ -348,11 +348,14 @@ export function planAdapter(dir: string, spec?: ModelSpec): AdapterPlan {
   }
   if (spec) {
     // PEFT leaves a targeted module that the file omits at its initialisation: not a defined model.
+    // Module names are spelled with the text-model prefix the file itself uses.
+    const first = modules[0]!.key;
+    const prefix = first.slice(0, first.length - `layers.${modules[0]!.layer}.${SUBLAYER[modules[0]!.module]}.${modules[0]!.module}`.length);
     for (let l = 0; l < spec.nLayers; l++) {
       for (const mod of LORA_MODULES) {
         const target = `model.layers.${l}.${SUBLAYER[mod]}.${mod}`;
         if (targets.has(target)) continue;
-        const key = `${spec.weightPrefixes[0]}layers.${l}.${SUBLAYER[mod]}.${mod}`;
+        const key = `${prefix}layers.${l}.${SUBLAYER[mod]}.${mod}`;
         if (isTargeted(config, key)) throw new EmlensError(`${file}: ${ADAPTER_CONFIG} targets "${key}" but the file has no lora_A/lora_B for it`);
       }
     }
