@@ -165,8 +165,14 @@ describe.each(['gemma2', 'mistral', 'qwen3'] as TinyFamily[])('KV-cache generati
     const m = await load(family);
     const D = m.spec.dModel;
     const iv = {
-      steer: [{ hook: hookName(1, 'resid_post'), vector: randVec(D, 7), scale: 1.5 }],
-      ablate: [{ hook: hookName(0, 'resid_mid'), directions: [randVec(D, 8)] }],
+      steer: [
+        { hook: hookName(1, 'resid_post'), vector: randVec(D, 7), scale: 1.5 },
+        { hook: hookName(0, 'mlp_out'), vector: randVec(D, 14), scale: 0.7 },
+      ],
+      ablate: [
+        { hook: hookName(0, 'resid_mid'), directions: [randVec(D, 8)] },
+        { hook: hookName(1, 'attn_out'), directions: [randVec(D, 15)] },
+      ],
     };
     const prompts = [seqIds(6, m.spec.vocab, 9), seqIds(3, m.spec.vocab, 10), seqIds(9, m.spec.vocab, 11)];
     const gen = await m.engine.generate(prompts, { maxNewTokens: 10, interventions: iv, stopIds: [], keepLogits: true });
