@@ -293,6 +293,10 @@ export function planAdapter(dir: string, spec?: ModelSpec): AdapterPlan {
     const bin = existsSync(join(dir, 'adapter_model.bin')) ? ' (only adapter_model.bin: emlens reads safetensors only)' : '';
     throw new EmlensError(`${dir}: no ${ADAPTER_WEIGHTS}${bin}`);
   }
+  const beyond = spec && config.layersToTransform?.find((l) => l >= spec.nLayers);
+  if (spec && beyond !== undefined) {
+    throw new EmlensError(`${config.file}: "layers_to_transform" names layer ${beyond}, the model has ${spec.nLayers} layers (0..${spec.nLayers - 1})`);
+  }
   const header = readSafetensorsHeader(weightsFile);
   const file = weightsFile;
   const multimodal = spec ? spec.weightPrefixes[0] !== 'model.' : true;

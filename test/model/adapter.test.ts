@@ -182,6 +182,10 @@ describe('lying adapters are refused with one line naming the file and field or 
     await refused(b.dir, write({ layers_to_transform: [0] }), /model\.layers\.1\./, /does not target/);
     const deep = randomLoras(b.weights, keys, () => 2, 17).map((l) => ({ ...l, key: l.key.replace('layers.1.', 'layers.7.') }));
     await refused(b.dir, write({ layers_to_transform: null }, deep), /adapter_model\.safetensors/, /layer 7, the model has 3 layers/);
+    await refused(b.dir, write({ exclude_modules: ['layers.1.mlp.down_proj'] }), /"model\.layers\.1\.mlp\.down_proj", which adapter_config\.json does not target/);
+    const kept = await LoadedModel.load(b.dir, { adapter: write({ exclude_modules: 'model\\.layers\\.1\\.mlp\\.down_proj' }, good().filter((l) => !l.key.endsWith('layers.1.mlp.down_proj'))) });
+    expect(kept.adapter!.modules.length).toBe(3);
+    await refused(b.dir, write({ layers_to_transform: [0, 1, 5] }), /adapter_config\.json: "layers_to_transform" names layer 5, the model has 3 layers/);
     // The config targets layer 2 too, but the file has nothing for it.
     await refused(b.dir, write({ layers_to_transform: null }), /adapter_config\.json targets "model\.layers\.2\.self_attn\.q_proj"/);
   });
