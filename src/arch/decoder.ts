@@ -6,9 +6,11 @@
  * The residual stream is kept 2-D, [N = B*T, D], so every projection is one Gemm with the
  * Hugging Face [out, in] weight used as is (transB) — no transposed copies of weights.
  *
- * Hook points sit on the residual stream (TransformerLens names). At each hook the order is:
- * ablate (project out directions), then steer (add a vector), then capture; the captured value
- * is what flows on downstream.
+ * Hook points (TransformerLens names) sit on the residual stream (resid_pre, resid_mid,
+ * resid_post) and on what each sub-block adds to it (attn_out: o_proj's output, after Gemma's
+ * post_attention_layernorm; mlp_out: down_proj's output, after Gemma's post_feedforward_layernorm).
+ * At each hook the order is: ablate (project out directions), then steer (add a vector), then
+ * capture; the captured value is what flows on downstream (for attn_out/mlp_out: into the add).
  */
 import { Graph, type Value } from '../graph/ir.js';
 import type { ModelSpec } from '../model/config.js';
@@ -204,6 +206,7 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
     const merged = g.add('Reshape', [g.add('Transpose', [ctx], { perm: [0, 3, 1, 2, 4] })], { shape: [-1, H * hd] });
     let attn = linear(merged, `${p}self_attn.o_proj`);
     if (spec.sandwichNorms) attn = rmsNorm(attn, W(`${p}post_attention_layernorm.weight`));
+    attn = hook(attn, l, 'attn_out');
     x = g.add('Add', [x, attn]);
     x = hook(x, l, 'resid_mid');
 
@@ -213,6 +216,7 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
     const act = spec.act === 'silu' ? g.add('Mul', [gate, g.add('Sigmoid', [gate])]) : g.add('Gelu', [gate], { approximate: 'tanh' });
     let mlp = linear(g.add('Mul', [act, linear(mn, `${p}mlp.up_proj`)]), `${p}mlp.down_proj`);
     if (spec.sandwichNorms) mlp = rmsNorm(mlp, W(`${p}post_feedforward_layernorm.weight`));
+    mlp = hook(mlp, l, 'mlp_out');
     x = g.add('Add', [x, mlp]);
     x = hook(x, l, 'resid_post');
   }

@@ -3,10 +3,12 @@
  * tokenizer and (once loaded) the engine. `openModel` reads headers only; `LoadedModel.load`
  * also reads the weights.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { resolveModel, type ResolveOptions } from '../hub/resolve.js';
-import { loadSpec, type ModelSpec } from '../model/config.js';
+import { EmlensError } from '../errors.js';
+import { isRepoId, resolveModel, type ResolveOptions } from '../hub/resolve.js';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, checkBaseModel, mergeAdapter, planAdapter, type AdapterPlan } from '../model/adapter.js';
+import { loadSpec, readJson, type ModelSpec } from '../model/config.js';
 import { planCheckpoint, loadWeights, type CheckpointPlan } from '../model/weights.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import { Engine } from '../runtime/engine.js';
@@ -25,6 +27,30 @@ export interface LoadOptions extends ResolveOptions {
   onLoad?: (done: number, total: number) => void;
   /** ONNX Runtime session options (execution providers, threads, spinning); default from the environment. */
   session?: Partial<SessionOptions>;
+  /**
+   * A PEFT LoRA adapter (folder or hub id), merged into the fp32 weights at load: exact, and no
+   * extra compute per token (see src/model/adapter.ts).
+   */
+  adapter?: string;
+}
+
+/** A PEFT adapter folder: `dirOrId` itself, or its hub snapshot (adapter files only). */
+export async function resolveAdapter(dirOrId: string, opts: ResolveOptions = {}): Promise<string> {
+  if (existsSync(dirOrId)) {
+    if (!statSync(dirOrId).isDirectory()) throw new EmlensError(`adapter ${dirOrId} is a file, not a PEFT adapter folder`);
+    return dirOrId;
+  }
+  if (!isRepoId(dirOrId)) throw new EmlensError(`adapter ${dirOrId}: no such folder, and not a Hugging Face id (org/name)`);
+  const files = [ADAPTER_CONFIG, ADAPTER_WEIGHTS];
+  return resolveModel(dirOrId, { ...opts, allowPatterns: files, requiredFiles: files });
+}
+
+/** Resolves and validates an adapter against a model (headers only). */
+export async function openAdapter(dirOrId: string, info: ModelInfo, opts: ResolveOptions = {}): Promise<AdapterPlan> {
+  const plan = planAdapter(await resolveAdapter(dirOrId, opts), info.spec);
+  const nameOrPath = readJson(join(info.dir, 'config.json'))._name_or_path;
+  checkBaseModel(plan, [isRepoId(info.source) && !existsSync(info.source) ? info.source : null, typeof nameOrPath === 'string' ? nameOrPath : null]);
+  return plan;
 }
 
 /** Resolves the model and validates config, tokenizer and tensor headers; reads no weight data. */
@@ -51,11 +77,16 @@ export class LoadedModel implements ModelInfo {
     readonly plan: CheckpointPlan,
     readonly tokenizer: TextTokenizer | null,
     readonly engine: Engine,
+    /** The adapter merged into the weights, if any (provenance: its folder and tensors). */
+    readonly adapter: AdapterPlan | null = null,
   ) {}
 
   static async load(idOrPath: string, opts: LoadOptions = {}): Promise<LoadedModel> {
     const info = await openModel(idOrPath, opts);
+    // The adapter is checked before a byte of weights is read, so a lying one fails fast.
+    const adapter = opts.adapter !== undefined ? await openAdapter(opts.adapter, info, opts) : null;
     const weights = loadWeights(info.plan, opts.onLoad);
-    return new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, new Engine(info.spec, weights, opts.session));
+    if (adapter) mergeAdapter(weights, adapter);
+    return new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, new Engine(info.spec, weights, opts.session), adapter);
   }
 }

@@ -7,6 +7,7 @@ import { EmlensError } from '../errors.js';
 
 interface Opts {
   model: string;
+  adapter?: string;
   prompt: string;
   chat?: boolean;
   maxNewTokens: number;
@@ -26,6 +27,7 @@ export function register(program: Command): void {
     .command('generate')
     .description('generate text, optionally steering with or ablating a direction')
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
+    .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
     .requiredOption('--prompt <text>', 'prompt text')
     .option('--chat', 'render the prompt as one user message with the chat template')
     .option('--max-new-tokens <n>', 'tokens to generate', intArg('--max-new-tokens'), 64)
@@ -41,7 +43,7 @@ export function register(program: Command): void {
     .action(async (o: Opts) => {
       if (o.steer && (o.layer === undefined || o.scale === undefined)) throw new EmlensError('--steer needs --layer and --scale');
       if (!o.steer && (o.layer !== undefined || o.scale !== undefined)) throw new EmlensError('--layer and --scale need --steer');
-      const model = await LoadedModel.load(o.model);
+      const model = await LoadedModel.load(o.model, { adapter: o.adapter });
       const iv: Interventions = {};
       if (o.steer) iv.steer = [steeringFromFile(model, { file: o.steer, layer: o.layer!, scale: o.scale! })];
       if (o.ablate) iv.ablate = ablationFromFile(model, { file: o.ablate, layers: o.ablateLayers });

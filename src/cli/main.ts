@@ -17,6 +17,7 @@ import * as directions from './directions.js';
 import * as compare from './compare.js';
 import * as stability from './stability.js';
 import * as project from './project.js';
+import * as adapter from './adapter.js';
 
 const program = new Command();
 program
@@ -26,7 +27,7 @@ program
   .option('--debug', 'print stack traces')
   .exitOverride();
 
-for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo]) cmd.register(program);
+for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo, adapter]) cmd.register(program);
 
 const debug = process.argv.includes('--debug');
 try {

@@ -48,6 +48,11 @@ export interface ResolveOptions {
   allowPatterns?: string[];
   /** Called when another process (emlens or huggingface_hub) is downloading a blob we need. */
   onLockWait?: (file: string, lockPath: string) => void;
+  /**
+   * The files that make a snapshot complete (with allowPatterns choosing what to fetch), instead
+   * of config.json and the weights: e.g. adapter_config.json and adapter_model.safetensors.
+   */
+  requiredFiles?: string[];
 }
 
 /** The small files fetched next to the weights when present in the repo. */
@@ -84,7 +89,8 @@ export async function resolveModel(idOrPath: string, opts: ResolveOptions = {}):
 
   const commit = cachedCommit(repoDir, revision);
   const cached = commit ? snapshotDir(repoDir, commit) : undefined;
-  const missing = cached ? missingFromSnapshot(cached) : undefined;
+  const required = opts.requiredFiles;
+  const missing = cached ? (required ? required.filter((f) => !isFile(join(cached, f))) : missingFromSnapshot(cached)) : undefined;
   const usable = cached !== undefined && missing !== undefined && missing.length === 0;
 
   if (offline) {
@@ -98,7 +104,7 @@ export async function resolveModel(idOrPath: string, opts: ResolveOptions = {}):
     throw new EmlensError(`model ${id}${rev} is not in the Hugging Face cache ${repoDir}, and offline mode is on`);
   }
   // Weights and config are there; a snapshot without any tokenizer file is worth one listing call.
-  if (usable && hasTokenizerFiles(cached) && !opts.allowPatterns) return cached;
+  if (usable && (required !== undefined || (hasTokenizerFiles(cached) && !opts.allowPatterns))) return cached;
 
   const token = opts.token !== undefined ? opts.token : envToken();
   const hub: HubClient = {
@@ -192,8 +198,8 @@ async function download(hub: HubClient, revision: string, repoDir: string, opts:
   wanted = wanted.filter(isSafeRepoPath);
   await ensureFiles(hub, repoDir, sha, wanted, opts.onProgress, opts.onLockWait);
 
-  if (!isFile(join(snap, 'config.json'))) {
-    throw new EmlensError(`model ${hub.id}: no config.json among the files fetched ${at} (check allowPatterns)`);
+  for (const f of opts.requiredFiles ?? ['config.json']) {
+    if (!isFile(join(snap, f))) throw new EmlensError(`model ${hub.id}: no ${f} among the files fetched ${at} (check allowPatterns)`);
   }
   return snap;
 }

@@ -10,7 +10,7 @@ import { emitOnnx } from '../graph/onnx.js';
 import { EmlensError } from '../errors.js';
 import type { ModelSpec } from '../model/config.js';
 import type { Weights } from '../model/weights.js';
-import { parseHookName } from '../hooks/names.js';
+import { HOOK_PATTERN, parseHookName } from '../hooks/names.js';
 import { orthonormalize } from '../hooks/interventions.js';
 import type { Interventions } from '../hooks/interventions.js';
 import { attentionMask, positionIds, type BatchLayout } from './masks.js';
@@ -113,7 +113,7 @@ export class Engine {
 
   private checkHook(name: string, what: string): number {
     const h = parseHookName(name);
-    if (!h) throw new EmlensError(`${what}: "${name}" is not a hook point (blocks.L.hook_resid_pre|resid_mid|resid_post)`);
+    if (!h) throw new EmlensError(`${what}: "${name}" is not a hook point (${HOOK_PATTERN})`);
     if (h.layer >= this.spec.nLayers) throw new EmlensError(`${what}: layer ${h.layer} is out of range (model has ${this.spec.nLayers} layers: 0..${this.spec.nLayers - 1})`);
     return h.layer;
   }

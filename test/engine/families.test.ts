@@ -1,14 +1,16 @@
 /**
  * The engine against an independent float64 reference written from the Hugging Face modeling
  * equations (test/reference/forward.ts), for every family with every feature switched on:
- * logits and every hook point, one sequence and a left-padded batch.
+ * logits and every hook point (attn_out and mlp_out included), one sequence and a left-padded
+ * batch; and the residual equations resid_mid = resid_pre + attn_out, resid_post = resid_mid +
+ * mlp_out on the engine's own captures.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LoadedModel } from '../../src/backend/model.js';
-import { HOOK_KINDS, hookName } from '../../src/hooks/names.js';
+import { HOOK_KINDS, hookName, type HookKind } from '../../src/hooks/names.js';
 import { referenceForward } from '../reference/forward.js';
 import { TINY_FAMILIES, writeTinyCheckpoint, type TinyFamily, type TinyOptions } from '../helpers/tiny-checkpoints.js';
 import { maxRelErr, seqIds } from '../helpers/compare.js';
@@ -50,6 +52,19 @@ describe.each(TINY_FAMILIES)('%s forward equals the reference', (family) => {
           expect(maxRelErr(got, ref[k][l]!), `${hookName(l, k)} row ${b}`).toBeLessThan(2e-5);
         }
       }
+    }
+    // The sub-block outputs are exactly what is added to the residual stream.
+    const cap = (l: number, k: HookKind) => r.captures.get(hookName(l, k))!;
+    for (let l = 0; l < spec.nLayers; l++) {
+      const pre = cap(l, 'resid_pre');
+      const attn = cap(l, 'attn_out');
+      const mid = cap(l, 'resid_mid');
+      const mlp = cap(l, 'mlp_out');
+      const post = cap(l, 'resid_post');
+      expect(maxRelErr(pre.map((x, i) => x + attn[i]!), mid), `layer ${l}: resid_pre + attn_out`).toBeLessThan(1e-6);
+      expect(maxRelErr(mid.map((x, i) => x + mlp[i]!), post), `layer ${l}: resid_mid + mlp_out`).toBeLessThan(1e-6);
+      expect(maxRelErr(attn, new Float32Array(attn.length)), `layer ${l}: attn_out is not zero`).toBeGreaterThan(1e-3);
+      expect(maxRelErr(mlp, new Float32Array(mlp.length)), `layer ${l}: mlp_out is not zero`).toBeGreaterThan(1e-3);
     }
   });
 });

@@ -74,6 +74,53 @@ describe('steering', () => {
   });
 });
 
+describe('sub-block outputs (attn_out, mlp_out)', () => {
+  it.each(['attn_out', 'mlp_out'] as const)('steering %s adds scale * v to what enters the residual: equals steering the residual right after the add', async (kind) => {
+    const D = model.spec.dModel;
+    const v = randVec(D, 12);
+    const at = hookName(1, kind);
+    const after = hookName(1, kind === 'attn_out' ? 'resid_mid' : 'resid_post');
+    const base = await model.engine.forward({ ids: rows(), capture: [at] });
+    const a = await model.engine.forward({ ids: rows(), capture: [at], logits: 'all', interventions: { steer: [{ hook: at, vector: v, scale: 2 }] } });
+    const b = await model.engine.forward({ ids: rows(), logits: 'all', interventions: { steer: [{ hook: after, vector: v, scale: 2 }] } });
+    expect(maxRelErr(a.logits!, b.logits!)).toBeLessThan(1e-5);
+    const { pad, seq } = base.layout;
+    const h = base.captures.get(at)!;
+    const g = a.captures.get(at)!;
+    for (let bb = 0; bb < pad.length; bb++) {
+      for (let t = pad[bb]!; t < seq; t++) {
+        for (let i = 0; i < D; i++) expect(Math.abs(g[(bb * seq + t) * D + i]! - (h[(bb * seq + t) * D + i]! + 2 * v[i]!))).toBeLessThan(1e-5);
+      }
+    }
+  });
+
+  it.each(['attn_out', 'mlp_out'] as const)('ablating %s projects r out of the sub-block output only: the residual keeps its own component', async (kind) => {
+    const D = model.spec.dModel;
+    const r = randVec(D, 13);
+    const at = hookName(2, kind);
+    const before = hookName(2, kind === 'attn_out' ? 'resid_pre' : 'resid_mid');
+    const after = hookName(2, kind === 'attn_out' ? 'resid_mid' : 'resid_post');
+    const base = await model.engine.forward({ ids: rows(), capture: [at, before] });
+    const ab = await model.engine.forward({ ids: rows(), capture: [at, before, after], interventions: { ablate: [{ hook: at, directions: [r] }] } });
+    const norm = Math.sqrt(dot(r, r));
+    const rhat = Float64Array.from(r, (x) => x / norm);
+    const h = base.captures.get(at)!;
+    const g = ab.captures.get(at)!;
+    const pre = ab.captures.get(before)!;
+    const post = ab.captures.get(after)!;
+    expect(maxRelErr(pre, base.captures.get(before)!)).toBeLessThan(1e-6);
+    for (let n = 0; n < h.length / D; n++) {
+      const c = dot(h, rhat, n * D, D);
+      for (let i = 0; i < D; i++) {
+        expect(Math.abs(g[n * D + i]! - (h[n * D + i]! - c * rhat[i]!))).toBeLessThan(2e-5);
+        expect(Math.abs(post[n * D + i]! - (pre[n * D + i]! + g[n * D + i]!))).toBeLessThan(2e-5);
+      }
+    }
+    // The residual stream itself still carries a component along r (only the write was removed).
+    expect(Math.abs(dot(post, rhat, 0, D))).toBeGreaterThan(1e-3);
+  });
+});
+
 describe('ablation', () => {
   it('leaves zero component along every direction and equals h - (h.r)r for one direction', async () => {
     const D = model.spec.dModel;
@@ -118,8 +165,14 @@ describe.each(['gemma2', 'mistral', 'qwen3'] as TinyFamily[])('KV-cache generati
     const m = await load(family);
     const D = m.spec.dModel;
     const iv = {
-      steer: [{ hook: hookName(1, 'resid_post'), vector: randVec(D, 7), scale: 1.5 }],
-      ablate: [{ hook: hookName(0, 'resid_mid'), directions: [randVec(D, 8)] }],
+      steer: [
+        { hook: hookName(1, 'resid_post'), vector: randVec(D, 7), scale: 1.5 },
+        { hook: hookName(0, 'mlp_out'), vector: randVec(D, 14), scale: 0.7 },
+      ],
+      ablate: [
+        { hook: hookName(0, 'resid_mid'), directions: [randVec(D, 8)] },
+        { hook: hookName(1, 'attn_out'), directions: [randVec(D, 15)] },
+      ],
     };
     const prompts = [seqIds(6, m.spec.vocab, 9), seqIds(3, m.spec.vocab, 10), seqIds(9, m.spec.vocab, 11)];
     const gen = await m.engine.generate(prompts, { maxNewTokens: 10, interventions: iv, stopIds: [], keepLogits: true });

@@ -34,7 +34,7 @@ function rows(a: Float64Array, n: number, from: number, to: number): Float64Arra
 }
 
 function allFinite(o: RefOutput): boolean {
-  for (const arr of [...o.resid_pre, ...o.resid_mid, ...o.resid_post, o.logits]) {
+  for (const arr of [...o.resid_pre, ...o.attn_out, ...o.resid_mid, ...o.mlp_out, ...o.resid_post, o.logits]) {
     for (const v of arr) if (!Number.isFinite(v)) return false;
   }
   return true;

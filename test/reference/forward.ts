@@ -10,8 +10,13 @@
  * Hook points (TransformerLens names), each [T * hidden] row-major:
  *   resid_pre[l]  = input of decoder layer l (for Gemma: after the sqrt(hidden) embedding scale)
  *                 = HF output_hidden_states[l].
- *   resid_mid[l]  = resid_pre[l] + attn_out, where attn_out is o_proj(...) for llama-style and
- *                   post_attention_layernorm(o_proj(...)) for Gemma 2/3 (sandwich norms).
+ *   attn_out[l]   = what the attention block adds to the residual: o_proj(...) for llama-style,
+ *                   post_attention_layernorm(o_proj(...)) for Gemma 2/3 (sandwich norms:
+ *                   Gemma2DecoderLayer `hidden_states = self.post_attention_layernorm(hidden_states);
+ *                   hidden_states = residual + hidden_states`).
+ *   resid_mid[l]  = resid_pre[l] + attn_out[l].
+ *   mlp_out[l]    = what the MLP adds: down_proj(act(gate_proj(h)) * up_proj(h)) for llama-style,
+ *                   post_feedforward_layernorm(mlp(pre_feedforward_layernorm(resid_mid))) for Gemma.
  *   resid_post[l] = raw output of decoder layer l, BEFORE the final norm. For l < L-1 this is HF
  *                   hidden_states[l+1]; for the last layer HF's hidden_states[L] is NOT this: HF
  *                   replaces the last entry with model.norm(...) (see check_model_inputs /
@@ -37,7 +42,9 @@
 
 export interface RefOutput {
   resid_pre: Float64Array[];
+  attn_out: Float64Array[];
   resid_mid: Float64Array[];
+  mlp_out: Float64Array[];
   resid_post: Float64Array[];
   logits: Float64Array;
 }
@@ -404,7 +411,7 @@ export function referenceForward(config: Record<string, any>, weights: RefWeight
     for (let j = 0; j < H; j++) x[t * H + j] = embed[id * H + j]! * s.embedScale;
   }
 
-  const out: RefOutput = { resid_pre: [], resid_mid: [], resid_post: [], logits: new Float64Array(0) };
+  const out: RefOutput = { resid_pre: [], attn_out: [], resid_mid: [], mlp_out: [], resid_post: [], logits: new Float64Array(0) };
 
   for (let l = 0; l < s.layers; l++) {
     const p = `${prefix}layers.${l}.`;
@@ -456,6 +463,7 @@ export function referenceForward(config: Record<string, any>, weights: RefWeight
     }
     let attnOut = linear(ctx, T, nH * hd, W(`${p}self_attn.o_proj.weight`), H, s.oBias ? W(`${p}self_attn.o_proj.bias`) : undefined);
     if (s.sandwich) attnOut = rmsNorm(attnOut, H, W(`${p}post_attention_layernorm.weight`), s.eps, s.onePlusNorm);
+    out.attn_out.push(attnOut.slice());
     const mid = new Float64Array(T * H);
     for (let i = 0; i < T * H; i++) mid[i] = x[i]! + attnOut[i]!;
     out.resid_mid.push(mid.slice());
@@ -470,6 +478,7 @@ export function referenceForward(config: Record<string, any>, weights: RefWeight
     for (let i = 0; i < T * I; i++) act[i] = activation(s.act, gate[i]!) * up[i]!;
     let mlpOut = linear(act, T, I, W(`${p}mlp.down_proj.weight`), H, s.mlpBias ? W(`${p}mlp.down_proj.bias`) : undefined);
     if (s.sandwich) mlpOut = rmsNorm(mlpOut, H, W(`${p}post_feedforward_layernorm.weight`), s.eps, s.onePlusNorm);
+    out.mlp_out.push(mlpOut.slice());
     x = new Float64Array(T * H);
     for (let i = 0; i < T * H; i++) x[i] = mid[i]! + mlpOut[i]!;
     out.resid_post.push(x.slice());
