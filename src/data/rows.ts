@@ -155,7 +155,7 @@ export function readWhereFile(file: string, where: string | undefined): string {
   const expr = text.trim();
   if (expr === '') throw new EmlensError(`--where-file ${file}: is empty`);
   try {
-    compileWhere(expr);
+    parseWhere(expr);
   } catch (e) {
     // Its syntax errors name the file, not a --where the user never typed.
     if (e instanceof EmlensError) throw new EmlensError(`--where-file ${file}: ${e.message.replace(/^--where: /, '')}`);
