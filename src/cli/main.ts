@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { EmlensError } from '../errors.js';
+import { checkOutputPath } from '../io/paths.js';
 import { VERSION } from '../version.js';
 import * as inspect from './inspect.js';
 import * as generate from './generate.js';
@@ -27,6 +28,14 @@ program
   .exitOverride();
 
 for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo]) cmd.register(program);
+
+// A bad --out (a file where a folder goes, an unwritable or impossible parent) is refused before
+// the command does any work; its placeholder (<dir> or a file) says which kind it must be.
+program.hook('preAction', (_, cmd) => {
+  const opt = cmd.options.find((o) => o.long === '--out');
+  const out: unknown = cmd.opts().out;
+  if (opt && typeof out === 'string') checkOutputPath(out, opt.flags.includes('<dir>') ? 'dir' : 'file', '--out');
+});
 
 const debug = process.argv.includes('--debug');
 try {
