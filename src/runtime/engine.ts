@@ -226,7 +226,7 @@ export class Engine {
   /** Left-pads rows and builds the graph variant and feeds for one call. */
   prepareCall(ids: number[][], o: CallOptions = {}): Prepared {
     this.checkIds(ids);
-    const { rows, layout } = leftPad(ids, this.spec.bosId ?? 0);
+    const { rows, layout } = leftPad(ids, 0);
     return this.prepare(rows, layout, o.capture ?? [], o.interventions ?? {}, o.logits ?? 'none', false, o.lora);
   }
 
@@ -245,7 +245,7 @@ export class Engine {
 
   async forward(req: ForwardRequest): Promise<ForwardResult> {
     this.checkIds(req.ids);
-    const { rows, layout } = leftPad(req.ids, this.spec.bosId ?? 0);
+    const { rows, layout } = leftPad(req.ids, 0);
     const logits = req.logits ?? 'none';
     const capture = req.capture ?? [];
     if (logits === 'none' && capture.length === 0) throw new EmlensError('forward: nothing requested (no captures, no logits)');
@@ -271,7 +271,7 @@ export class Engine {
     prompts.forEach((p, b) => {
       if (maxNew > 0 && p.length >= M) throw new InputRowError(b, `the prompt is ${p.length} tokens; the model's context (max_position_embeddings) is ${M}, which leaves no room to generate`);
     });
-    const { rows, layout } = leftPad(prompts, spec.bosId ?? 0);
+    const { rows, layout } = leftPad(prompts, 0);
     const tokens: number[][] = prompts.map(() => []);
     const finished = prompts.map(() => false);
     const contextFull = prompts.map(() => false);
@@ -318,7 +318,10 @@ export class Engine {
   }
 }
 
-/** Left-pads rows to one length; pad positions are masked out, so the pad id is arbitrary. */
+/**
+ * Left-pads rows to one length; pad positions are masked out, so the pad id is arbitrary: 0, an
+ * id every embedding table has (config.json's bos_token_id need not be in range).
+ */
 export function leftPad(ids: number[][], padId: number): { rows: BigInt64Array; layout: BatchLayout } {
   if (ids.length === 0) throw new EmlensError('no input rows');
   const T = Math.max(...ids.map((r) => r.length));
