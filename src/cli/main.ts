@@ -25,7 +25,10 @@ program
   .description('Linear misalignment directions in LLMs: extract, compare, steer, ablate (ONNX Runtime, no Python)')
   .version(VERSION)
   .option('--debug', 'print stack traces')
-  .exitOverride();
+  .exitOverride()
+  // commander's own errors (unknown option, bad value) are one line with the prefix of every other
+  // error ("(Did you mean --x?)" joins the line).
+  .configureOutput({ outputError: (str, write) => write(`emlens: ${str.replace(/^error: /, '').trim().replace(/\s*\n\s*/g, ' ')}\n`) });
 
 for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo]) cmd.register(program);
 
