@@ -245,11 +245,12 @@ export function parseConfig(cfg: Json, file = 'config.json', generation: Json = 
   if (nHeads % nKvHeads !== 0) throw new EmlensError(`${file}: num_attention_heads ${nHeads} is not a multiple of num_key_value_heads ${nKvHeads}`);
   const headDim = posInt(text, 'head_dim', file, Math.floor(dModel / nHeads));
   if (headDim % 2) throw new EmlensError(`${file}: head_dim ${headDim} must be even for rotary embeddings`);
-  const act = String(text.hidden_activation ?? text.hidden_act ?? (isGemma ? 'gelu_pytorch_tanh' : 'silu'));
+  const actKey = text.hidden_activation !== undefined && text.hidden_activation !== null ? 'hidden_activation' : 'hidden_act';
+  const act = String(text[actKey] ?? (isGemma ? 'gelu_pytorch_tanh' : 'silu'));
   let actKind: ModelSpec['act'];
   if (act === 'silu' || act === 'swish') actKind = 'silu';
   else if (act === 'gelu_pytorch_tanh' || act === 'gelu_tanh' || act === 'gelu_new') actKind = 'gelu_tanh';
-  else throw new EmlensError(`${file}: activation "${act}" is not supported (silu, gelu_pytorch_tanh)`);
+  else throw new EmlensError(`${file}: "${actKey}" ${JSON.stringify(text[actKey])} is not supported (silu, gelu_pytorch_tanh)`);
 
   const rope = ropeFor(text, family, 'full_attention', file);
   const ropeLocal = family === 'gemma3' ? ropeFor(text, family, 'sliding_attention', file) : null;

@@ -46,6 +46,14 @@ function tokenText(value: unknown): string | null {
 
 const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, ' ').trim();
 
+/** tokenizer_config.json's add_bos_token / add_eos_token: true, false, or absent (null). */
+function optionalBool(config: Record<string, unknown>, key: string, dir: string): boolean | undefined {
+  const v = config[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'boolean') throw new EmlensError(`${join(dir, 'tokenizer_config.json')}: "${key}" must be true or false, got ${show(v)}`);
+  return v;
+}
+
 const MODEL_TYPES = ['BPE', 'WordPiece', 'WordLevel', 'Unigram'];
 const isId = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x) && x >= 0;
 const show = (v: unknown): string => {
@@ -149,8 +157,8 @@ export class TextTokenizer {
     let maxId = -1;
     for (const id of tok.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;
-    this.addBos = typeof config.add_bos_token === 'boolean' ? config.add_bos_token : undefined;
-    this.addEos = typeof config.add_eos_token === 'boolean' ? config.add_eos_token : undefined;
+    this.addBos = optionalBool(config, 'add_bos_token', dir);
+    this.addEos = optionalBool(config, 'add_eos_token', dir);
 
     const specials: TemplateSpecials = {};
     for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token'] as const) {
