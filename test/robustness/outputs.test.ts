@@ -4,7 +4,7 @@
  * /proc), and no temporary file left behind whatever fails.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -63,6 +63,33 @@ describe('checkOutputPath', () => {
     checkOutputPath(join(d, 'f'), 'file', '--out');
     checkOutputPath(join(d, 'sub'), 'dir', '--out');
     expect(readdirSync(d).sort()).toEqual(['f', 'sub']);
+  });
+});
+
+describe('an unwritable parent', () => {
+  it('is refused before anything is made (EACCES used to be "internal error"); run as nobody when the tests run as root', () => {
+    const d = tmp();
+    chmodSync(d, 0o755);
+    const ro = join(d, 'ro');
+    mkdirSync(ro);
+    chmodSync(ro, 0o555);
+    const paths = JSON.stringify(join(ROOT, 'dist/io/paths.js'));
+    const atomic = JSON.stringify(join(ROOT, 'dist/io/atomic.js'));
+    const script = `import { checkOutputPath, ensureDir } from ${paths}; import { writeFileAtomic } from ${atomic};
+      const ro = ${JSON.stringify(ro)};
+      for (const f of [() => checkOutputPath(ro + '/x/r.html', 'file', '--out'), () => ensureDir(ro + '/x', '--out'), () => writeFileAtomic(ro + '/r.json', ['{}'])]) {
+        try { f(); console.log('no error'); } catch (e) { console.log(e.name + ': ' + e.message); }
+      }`;
+    // Root writes anywhere; another user meets the permissions.
+    const other = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, cwd: d, ...other });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim().split('\n')).toEqual([
+      `EmlensError: --out ${ro}/x/r.html: folder ${ro} is not writable`,
+      `EmlensError: --out ${ro}/x: folder ${ro} is not writable`,
+      `EmlensError: folder ${ro} is not writable`,
+    ]);
+    expect(readdirSync(ro)).toEqual([]);
   });
 });
 
