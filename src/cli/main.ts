@@ -32,12 +32,16 @@ program
 
 for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo]) cmd.register(program);
 
-// A bad --out (a file where a folder goes, an unwritable or impossible parent) is refused before
-// the command does any work; its placeholder (<dir> or a file) says which kind it must be.
+// A bad output path (a file where a folder goes, an unwritable or impossible parent) is refused
+// before the command does any work; the flag's placeholder (<dir> or a file) says which kind.
+const OUTPUT_FLAGS = ['--out', '--write-csv'];
 program.hook('preAction', (_, cmd) => {
-  const opt = cmd.options.find((o) => o.long === '--out');
-  const out: unknown = cmd.opts().out;
-  if (opt && typeof out === 'string') checkOutputPath(out, opt.flags.includes('<dir>') ? 'dir' : 'file', '--out');
+  for (const opt of cmd.options) {
+    const value: unknown = cmd.opts()[opt.attributeName()];
+    if (opt.long && OUTPUT_FLAGS.includes(opt.long) && typeof value === 'string') {
+      checkOutputPath(value, opt.flags.includes('<dir>') ? 'dir' : 'file', opt.long);
+    }
+  }
 });
 
 const debug = process.argv.includes('--debug');

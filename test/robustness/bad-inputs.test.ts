@@ -285,6 +285,7 @@ const OUTPUTS: [string, (dir: string) => string[], RegExp][] = [
   ['demo --out a file', (d) => ['demo', '--out', join(d, 'afile')], /--out .*afile.* is a file/],
   ['extract --out a file', (d) => ['extract', '--model', AID, '--data', join(d, 'a.safetensors'), '--out', join(d, 'afile')], /--out .*afile.* is a file/],
   ['train --out a folder', (d) => ['train', '--model', AID, '--data', join(d, 'afile'), '--layer', '1', '--out', join(d, 'adir')], /--out .*adir: is a folder/],
+  ['project --write-csv an existing folder', (d) => ['project', '--acts', join(d, 'adir'), '--direction', join(d, 'a.safetensors'), '--out', join(d, 'p.html'), '--write-csv', join(d, 'adir')], /--write-csv .*adir: is a folder/],
   ['measure --out under a file', (d) => ['measure', '--model', AID, '--solutions', join(d, 'a.safetensors'), '--data', join(d, 'afile'), '--out', join(d, 'afile', 'r.html')], /afile is a file/],
 ];
 for (const [name, args, names] of OUTPUTS) cases.push({ name: `output: ${name}`, args, names, setup: dirsAB });
