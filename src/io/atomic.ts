@@ -9,7 +9,11 @@ import { ensureDir, writeError } from './paths.js';
  * removed and the error is one line naming `path`.
  */
 export function writeFileAtomic(path: string, chunks: Iterable<Uint8Array | string>): void {
-  ensureDir(dirname(path));
+  try {
+    ensureDir(dirname(path));
+  } catch (e) {
+    throw e instanceof EmlensError ? new EmlensError(`cannot write ${path}: ${e.message}`) : e;
+  }
   if (isFolder(path)) throw new EmlensError(`cannot write ${path}: is a folder`);
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
   let fd: number | null = null;

@@ -87,7 +87,7 @@ describe('an unwritable parent', () => {
     expect(r.stdout.trim().split('\n')).toEqual([
       `EmlensError: --out ${ro}/x/r.html: folder ${ro} is not writable`,
       `EmlensError: --out ${ro}/x: folder ${ro} is not writable`,
-      `EmlensError: folder ${ro} is not writable`,
+      `EmlensError: cannot write ${ro}/r.json: folder ${ro} is not writable`,
     ]);
     expect(readdirSync(ro)).toEqual([]);
   });
@@ -106,7 +106,7 @@ describe('writeFileAtomic', () => {
   it('under a file: one line naming it (was ENOTDIR, "internal error")', () => {
     const d = tmp();
     writeFileSync(join(d, 'f'), 'x');
-    expect(errorOf(() => writeFileAtomic(join(d, 'f', 'out.json'), ['{}'])).message).toBe(`${join(d, 'f')} is a file, not a folder`);
+    expect(errorOf(() => writeFileAtomic(join(d, 'f', 'out.json'), ['{}'])).message).toBe(`cannot write ${join(d, 'f', 'out.json')}: ${join(d, 'f')} is a file, not a folder`);
   });
 
   it('a failing writer: its error passes unchanged, the old content stays, the tmp file goes', () => {
