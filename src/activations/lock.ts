@@ -12,7 +12,7 @@ import { hostname } from 'node:os';
 import { linkSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { EmlensError } from '../errors.js';
-import { makeOutDir } from '../io/outdir.js';
+import { ensureDir } from '../io/paths.js';
 
 export const LOCK_FILE = '.emlens.lock';
 
@@ -60,7 +60,7 @@ function readHolder(file: string): { text: string; holder: LockHolder | null } |
  * naming the folder and the holder.
  */
 export function lockFolder(dir: string, command: string, label = `--out ${dir}`): FolderLock {
-  makeOutDir(dir, label);
+  ensureDir(dir, label.split(' ')[0]);
   const file = join(dir, LOCK_FILE);
   const mine: LockHolder = { pid: process.pid, host: hostname(), started: new Date().toISOString(), command };
   const text = JSON.stringify(mine);

@@ -13,11 +13,12 @@
  * activations-0000k-of-0000n.safetensors plus activations.safetensors.index.json (the Hugging Face
  * index layout). A tensor larger than the limit gets a shard of its own.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { EmlensError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { readSafetensorsHeader, writeSafetensors, type StWriteTensor } from '../io/safetensors.js';
+import { ensureDir } from '../io/paths.js';
 
 export const PARTIAL_DIR = '.partial';
 export const SHARD_LIMIT = 2 * 1024 ** 3;
@@ -52,7 +53,7 @@ export function writeChunk(dir: string, layout: StoreLayout, k: number, data: Ma
     tensors.set(name, { shape: [n, layout.dModel], data: t });
   }
   tensors.set('tokens', { shape: [n], data: tokens });
-  mkdirSync(join(dir, PARTIAL_DIR), { recursive: true });
+  ensureDir(join(dir, PARTIAL_DIR));
   writeSafetensors(chunkFile(dir, k), tensors, { chunk: String(k), rows: `${a}-${b}` });
 }
 

@@ -13,6 +13,7 @@ import { planCheckpoint, loadWeights, type CheckpointPlan } from '../model/weigh
 import { TextTokenizer } from '../model/tokenizer.js';
 import { Engine } from '../runtime/engine.js';
 import type { SessionOptions } from '../runtime/ort.js';
+import { EmlensError } from '../errors.js';
 
 export interface ModelInfo {
   source: string;
@@ -59,6 +60,10 @@ export async function openModel(idOrPath: string, opts: ResolveOptions = {}): Pr
   const spec = loadSpec(dir);
   const plan = planCheckpoint(dir, spec);
   const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? await TextTokenizer.load(dir) : null;
+  // An id past the embedding table would fail in the middle of a run; the two files disagree.
+  if (tokenizer && tokenizer.vocabSize > spec.vocab) {
+    throw new EmlensError(`${join(dir, 'tokenizer.json')}: has token id ${tokenizer.vocabSize - 1}, outside the model's vocabulary (${join(dir, 'config.json')} "vocab_size" ${spec.vocab})`);
+  }
   return { source: idOrPath, dir, spec, plan, tokenizer };
 }
 

@@ -12,7 +12,8 @@
  *
  * Prints one JSON line on stdout (progress on stderr).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { ensureDir } from '../io/paths.js';
 import { join } from 'node:path';
 import { LoadedModel } from '../backend/model.js';
 import { extractActivations } from '../activations/extract.js';
@@ -88,7 +89,7 @@ export function textRows(n: number, seed = 1): DataRow[] {
 
 function write(a: WriteArgs): WriteResult {
   const spec = benchSpec();
-  mkdirSync(a.dir, { recursive: true });
+  ensureDir(a.dir);
   const t0 = performance.now();
   const { weights, bytes } = randomWeights(spec);
   writeFileSync(join(a.dir, 'config.json'), JSON.stringify(QWEN25_05B_CONFIG, null, 2));

@@ -1,5 +1,7 @@
 /** Flag parsers for commander: each rejects bad input with one line naming the flag. */
+import { readFileSync, statSync } from 'node:fs';
 import { InvalidArgumentError } from 'commander';
+import { EmlensError } from '../errors.js';
 
 export function intArg(flag: string, min = 0) {
   return (v: string): number => {
@@ -40,4 +42,25 @@ export const choice =
 /** Warnings go to stderr, one line each, prefixed like errors. */
 export function warn(lines: string[]): void {
   for (const l of lines) process.stderr.write(`emlens: warning: ${l}\n`);
+}
+
+/**
+ * The text of a file named by `flag` (e.g. --prompt-file), verbatim: for values too long or too
+ * awkward for a command line. Must be UTF-8.
+ */
+export function readTextArg(flag: string, path: string): string {
+  let bytes: Buffer;
+  try {
+    if (statSync(path).isDirectory()) throw new EmlensError(`${flag} ${path}: is a folder, not a file`);
+    bytes = readFileSync(path);
+  } catch (e) {
+    if (e instanceof EmlensError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new EmlensError(`${flag} ${path}: ${code === 'ENOENT' ? 'no such file' : `cannot read (${code ?? (e as Error).message})`}`);
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new EmlensError(`${flag} ${path}: not valid UTF-8 text`);
+  }
 }

@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { EmlensError } from '../errors.js';
+import { checkOutputPath } from '../io/paths.js';
 import { VERSION } from '../version.js';
 import * as inspect from './inspect.js';
 import * as generate from './generate.js';
@@ -25,9 +26,24 @@ program
   .description('Linear misalignment directions in LLMs: extract, compare, steer, ablate (ONNX Runtime, no Python)')
   .version(VERSION)
   .option('--debug', 'print stack traces')
-  .exitOverride();
+  .exitOverride()
+  // commander's own errors (unknown option, bad value) are one line with the prefix of every other
+  // error ("(Did you mean --x?)" joins the line).
+  .configureOutput({ outputError: (str, write) => write(`emlens: ${str.replace(/^error: /, '').trim().replace(/\s*\n\s*/g, ' ')}\n`) });
 
 for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo, adapter]) cmd.register(program);
+
+// A bad output path (a file where a folder goes, an unwritable or impossible parent) is refused
+// before the command does any work; the flag's placeholder (<dir> or a file) says which kind.
+const OUTPUT_FLAGS = ['--out', '--write-csv'];
+program.hook('preAction', (_, cmd) => {
+  for (const opt of cmd.options) {
+    const value: unknown = cmd.opts()[opt.attributeName()];
+    if (opt.long && OUTPUT_FLAGS.includes(opt.long) && typeof value === 'string') {
+      checkOutputPath(value, opt.flags.includes('<dir>') ? 'dir' : 'file', opt.long);
+    }
+  }
+});
 
 const debug = process.argv.includes('--debug');
 try {

@@ -11,7 +11,6 @@
  * 7. train a general and a KL-regularised narrow steering vector and measure both.
  * Whatever the organism shows is reported, null results included.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { LoadedModel } from '../backend/model.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -36,6 +35,7 @@ import { runMeasure } from './measure.js';
 import { barChart, lineByLayer, scatterLines } from '../viz/figures.js';
 import type { Block, Provenance, Report } from '../viz/report.js';
 import { VERSION } from '../version.js';
+import { ensureDir } from '../io/paths.js';
 
 export interface DemoOptions {
   seed: number;
@@ -118,7 +118,7 @@ function randomNormMatched(v: Float32Array, seed: number): Float32Array {
 export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
   const log = o.log ?? (() => {});
   const cfg: OrganismConfig = { ...DEFAULT_ORGANISM, ...o.config, seed: o.seed };
-  mkdirSync(o.out, { recursive: true });
+  ensureDir(o.out);
   log(`building the organism (seed ${o.seed}) in ${o.organismDir} — cached after the first run`);
   let lastLog = 0;
   const stages = await buildOrganism(

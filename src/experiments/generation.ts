@@ -58,6 +58,8 @@ export interface GeneratedText {
   text: string;
   tokens: number[];
   finished: boolean;
+  /** Stopped because prompt + generated reached the model's max_position_embeddings. */
+  contextFull: boolean;
 }
 
 export async function generateText(model: LoadedModel, prompts: string[], opts: GenerateTextOptions = {}): Promise<GeneratedText[]> {
@@ -79,6 +81,6 @@ export async function generateText(model: LoadedModel, prompts: string[], opts: 
     // Embedding tables are often padded past the tokenizer (e.g. Qwen's 151936 vs 151665 ids);
     // an id with no token decodes to nothing, as in transformers.
     const body = (r.finished[i] ? tokens.slice(0, -1) : tokens).filter((t) => t < tok.vocabSize);
-    return { prompt, promptTokens: encoded[i]!, text: tok.decode(body, { skipSpecialTokens: true }), tokens, finished: r.finished[i]! };
+    return { prompt, promptTokens: encoded[i]!, text: tok.decode(body, { skipSpecialTokens: true }), tokens, finished: r.finished[i]!, contextFull: r.contextFull[i]! };
   });
 }

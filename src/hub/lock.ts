@@ -9,9 +9,9 @@
  * Where `flock` is missing (not Linux), downloads go unlocked, as before.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { EmlensError } from '../errors.js';
+import { ensureDir } from '../io/paths.js';
 
 export interface HeldLock {
   release(): Promise<void>;
@@ -24,7 +24,7 @@ const NO_LOCK: HeldLock = { release: async () => {} };
  * ours within `waitNoticeMs` (another process holds it).
  */
 export function acquireLock(path: string, onWait?: () => void, waitNoticeMs = 1000): Promise<HeldLock> {
-  mkdirSync(dirname(path), { recursive: true });
+  ensureDir(dirname(path));
   return new Promise((resolve, reject) => {
     const child = spawn('flock', ['--exclusive', path, 'sh', '-c', 'echo locked && exec cat >/dev/null'], {
       stdio: ['pipe', 'pipe', 'pipe'],

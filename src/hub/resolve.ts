@@ -1,4 +1,4 @@
-import { copyFileSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { EmlensError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -19,6 +19,7 @@ import {
 } from './cache.js';
 import { downloadBlob, headFile, listRepo, NetworkError, resolveUrl, type FileMeta, type HubClient } from './http.js';
 import { acquireLock } from './lock.js';
+import { ensureDir } from '../io/paths.js';
 
 export { hubCacheDir } from './cache.js';
 
@@ -234,7 +235,7 @@ async function ensureFiles(
   });
   if (fetches.length === 0) return;
 
-  mkdirSync(blobs, { recursive: true });
+  ensureDir(blobs);
   let total = fetches.reduce((n, f) => n + (f.meta.size ?? 0), 0);
   let done = 0;
   for (const { file, meta, blob } of fetches) {
@@ -260,7 +261,7 @@ async function ensureFiles(
 
 /** snapshots/<sha>/<file> -> ../../blobs/<etag> (relative, like huggingface_hub); a copy where symlinks fail. */
 function linkIntoSnapshot(snapPath: string, blob: string): void {
-  mkdirSync(dirname(snapPath), { recursive: true });
+  ensureDir(dirname(snapPath));
   rmSync(snapPath, { force: true });
   try {
     symlinkSync(relative(dirname(snapPath), blob), snapPath);

@@ -201,12 +201,19 @@ function isDType(s: unknown): s is StDType {
 }
 
 function openForRead(file: string): number {
+  let fd: number;
   try {
-    return openSync(file, 'r');
+    fd = openSync(file, 'r');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? String(e);
     throw new EmlensError(`${fname(file)}: cannot open for reading (${code})`);
   }
+  // A folder opens fine on Linux and fails only at the first read (EISDIR).
+  if (fstatSync(fd).isDirectory()) {
+    closeSync(fd);
+    throw new EmlensError(`${fname(file)}: is a folder, not a file`);
+  }
+  return fd;
 }
 
 /** Reads exactly target.byteLength bytes at `position`, in chunks. */

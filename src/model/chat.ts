@@ -14,6 +14,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { EmlensError } from '../errors.js';
+import { parseJsonObject } from './config.js';
 
 export interface ChatMessage {
   role: string;
@@ -46,17 +47,7 @@ async function readText(path: string): Promise<string | null> {
 /** Reads and parses a JSON file; null when the file does not exist. */
 export async function readJsonFile(path: string): Promise<Record<string, unknown> | null> {
   const text = await readText(path);
-  if (text === null) return null;
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (e) {
-    throw new EmlensError(`${path} is not valid JSON: ${oneLine((e as Error).message)}`);
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw new EmlensError(`${path} must hold a JSON object`);
-  }
-  return value as Record<string, unknown>;
+  return text === null ? null : parseJsonObject(text, path);
 }
 
 /**

@@ -59,48 +59,71 @@ export interface ModelSpec {
 
 type Json = Record<string, unknown>;
 
-function num(cfg: Json, key: string, file: string, fallback?: number): number {
+/** `cfg[key]` as a finite number; `within` names the object cfg is in (e.g. "rope_scaling"). */
+function num(cfg: Json, key: string, file: string, fallback?: number, within?: string): number {
   const v = cfg[key];
+  const name = within ? `${within}.${key}` : key;
   if (v === undefined || v === null) {
     if (fallback !== undefined) return fallback;
-    throw new EmlensError(`${file}: missing "${key}"`);
+    throw new EmlensError(`${file}: missing "${name}"`);
   }
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new EmlensError(`${file}: "${key}" must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new EmlensError(`${file}: "${name}" must be a number, got ${JSON.stringify(v)}`);
   return v;
 }
 
-function posInt(cfg: Json, key: string, file: string, fallback?: number): number {
-  const v = num(cfg, key, file, fallback);
-  if (!Number.isInteger(v) || v <= 0) throw new EmlensError(`${file}: "${key}" must be a positive integer, got ${v}`);
+function posInt(cfg: Json, key: string, file: string, fallback?: number, within?: string): number {
+  const v = num(cfg, key, file, fallback, within);
+  if (!Number.isInteger(v) || v <= 0) throw new EmlensError(`${file}: "${within ? `${within}.${key}` : key}" must be a positive integer, got ${v}`);
   return v;
 }
 
-function ids(v: unknown): number[] {
-  if (typeof v === 'number') return [v];
-  if (Array.isArray(v)) return v.filter((x): x is number => typeof x === 'number');
-  return [];
+/** A number > 0 (epsilons, rope bases and factors: 0 or less divides by zero or flips signs). */
+function positive(cfg: Json, key: string, file: string, fallback?: number, within?: string): number {
+  const v = num(cfg, key, file, fallback, within);
+  if (!(v > 0)) throw new EmlensError(`${file}: "${within ? `${within}.${key}` : key}" must be > 0, got ${v}`);
+  return v;
 }
 
-function parseRopeScaling(raw: unknown, file: string): RopeScaling {
+/**
+ * A token id or list of them (eos_token_id), each an integer >= 0; null = none. Not checked
+ * against vocab_size: an id past it only never occurs (configs shrunk for tests keep theirs).
+ */
+function tokenIds(v: unknown, key: string, file: string): number[] {
+  if (v === undefined || v === null) return [];
+  const list = Array.isArray(v) ? v : [v];
+  for (const x of list) {
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < 0) {
+      throw new EmlensError(`${file}: "${key}" must be a token id (an integer >= 0) or a list of them, got ${JSON.stringify(v)}`);
+    }
+  }
+  return [...new Set(list as number[])];
+}
+
+function parseRopeScaling(raw: unknown, file: string, key = 'rope_scaling'): RopeScaling {
   if (raw === undefined || raw === null) return { type: 'default' };
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new EmlensError(`${file}: "${key}" must be an object or null, got ${JSON.stringify(raw)}`);
   const r = raw as Json;
-  const type = (r.rope_type ?? r.type) as string | undefined;
+  const type = r.rope_type ?? r.type;
   switch (type) {
     case undefined:
     case 'default':
       return { type: 'default' };
     case 'linear':
-      return { type: 'linear', factor: num(r, 'factor', `${file} rope_scaling`) };
-    case 'llama3':
-      return {
+      return { type: 'linear', factor: positive(r, 'factor', file, undefined, key) };
+    case 'llama3': {
+      const s: RopeScaling = {
         type: 'llama3',
-        factor: num(r, 'factor', `${file} rope_scaling`),
-        lowFreqFactor: num(r, 'low_freq_factor', `${file} rope_scaling`),
-        highFreqFactor: num(r, 'high_freq_factor', `${file} rope_scaling`),
-        originalMaxPositions: num(r, 'original_max_position_embeddings', `${file} rope_scaling`),
+        factor: positive(r, 'factor', file, undefined, key),
+        lowFreqFactor: positive(r, 'low_freq_factor', file, undefined, key),
+        highFreqFactor: positive(r, 'high_freq_factor', file, undefined, key),
+        originalMaxPositions: posInt(r, 'original_max_position_embeddings', file, undefined, key),
       };
+      // The smoothing between the two bands divides by (high - low).
+      if (s.highFreqFactor <= s.lowFreqFactor) throw new EmlensError(`${file}: "${key}.high_freq_factor" (${s.highFreqFactor}) must be greater than "${key}.low_freq_factor" (${s.lowFreqFactor})`);
+      return s;
+    }
     default:
-      throw new EmlensError(`${file}: rope_scaling type "${type}" is not supported (supported: default, linear, llama3)`);
+      throw new EmlensError(`${file}: ${key} type ${JSON.stringify(type)} is not supported (supported: default, linear, llama3)`);
   }
 }
 
@@ -113,15 +136,17 @@ function ropeFor(text: Json, family: Family, layerType: 'full_attention' | 'slid
   const local = family === 'gemma3' && layerType === 'sliding_attention';
   const defaultTheta = family === 'gemma3' && !local ? 1_000_000 : 10000;
   const rp = text.rope_parameters as Json | undefined | null;
-  if (rp) {
-    const p = (rp.full_attention !== undefined || rp.sliding_attention !== undefined ? rp[layerType] : rp) as Json | undefined;
+  if (rp !== undefined && rp !== null) {
+    if (typeof rp !== 'object' || Array.isArray(rp)) throw new EmlensError(`${file}: "rope_parameters" must be an object, got ${JSON.stringify(rp)}`);
+    const perType = rp.full_attention !== undefined || rp.sliding_attention !== undefined;
+    const p = (perType ? rp[layerType] : rp) as Json | undefined;
     if (!p) throw new EmlensError(`${file}: rope_parameters has no entry for ${layerType}`);
-    const theta =
-      typeof p.rope_theta === 'number' ? p.rope_theta : num(text, local ? 'rope_local_base_freq' : 'rope_theta', file, defaultTheta);
-    return { theta, scaling: parseRopeScaling(p, file) };
+    const key = perType ? `rope_parameters.${layerType}` : 'rope_parameters';
+    const theta = p.rope_theta !== undefined ? positive(p, 'rope_theta', file, undefined, key) : positive(text, local ? 'rope_local_base_freq' : 'rope_theta', file, defaultTheta);
+    return { theta, scaling: parseRopeScaling(p, file, key) };
   }
-  if (local) return { theta: num(text, 'rope_local_base_freq', file, 10000), scaling: { type: 'default' } };
-  return { theta: num(text, 'rope_theta', file, defaultTheta), scaling: parseRopeScaling(text.rope_scaling, file) };
+  if (local) return { theta: positive(text, 'rope_local_base_freq', file, 10000), scaling: { type: 'default' } };
+  return { theta: positive(text, 'rope_theta', file, defaultTheta), scaling: parseRopeScaling(text.rope_scaling, file) };
 }
 
 function layerTypesFrom(cfg: Json, n: number, family: Family, file: string): ('full' | 'sliding')[] {
@@ -152,6 +177,7 @@ function layerTypesFrom(cfg: Json, n: number, family: Family, file: string): ('f
       if (!cfg.use_sliding_window || !cfg.sliding_window) return all('full');
       // Qwen2: layers from max_window_layers on use the sliding window.
       const m = num(cfg, 'max_window_layers', file, n);
+      if (!Number.isInteger(m) || m < 0) throw new EmlensError(`${file}: "max_window_layers" must be an integer >= 0, got ${m}`);
       return Array.from({ length: n }, (_, i) => (i >= m ? 'sliding' : 'full'));
     }
     default:
@@ -178,7 +204,7 @@ const FAMILY_DEFAULTS: Record<Family, Json> = {
   },
 };
 
-export function parseConfig(cfg: Json, file = 'config.json', generation: Json = {}): ModelSpec {
+export function parseConfig(cfg: Json, file = 'config.json', generation: Json = {}, generationFile = 'generation_config.json'): ModelSpec {
   const modelType = cfg.model_type;
   if (typeof modelType !== 'string') throw new EmlensError(`${file}: missing "model_type"`);
   let text = cfg;
@@ -219,11 +245,12 @@ export function parseConfig(cfg: Json, file = 'config.json', generation: Json = 
   if (nHeads % nKvHeads !== 0) throw new EmlensError(`${file}: num_attention_heads ${nHeads} is not a multiple of num_key_value_heads ${nKvHeads}`);
   const headDim = posInt(text, 'head_dim', file, Math.floor(dModel / nHeads));
   if (headDim % 2) throw new EmlensError(`${file}: head_dim ${headDim} must be even for rotary embeddings`);
-  const act = String(text.hidden_activation ?? text.hidden_act ?? (isGemma ? 'gelu_pytorch_tanh' : 'silu'));
+  const actKey = text.hidden_activation !== undefined && text.hidden_activation !== null ? 'hidden_activation' : 'hidden_act';
+  const act = String(text[actKey] ?? (isGemma ? 'gelu_pytorch_tanh' : 'silu'));
   let actKind: ModelSpec['act'];
   if (act === 'silu' || act === 'swish') actKind = 'silu';
   else if (act === 'gelu_pytorch_tanh' || act === 'gelu_tanh' || act === 'gelu_new') actKind = 'gelu_tanh';
-  else throw new EmlensError(`${file}: activation "${act}" is not supported (silu, gelu_pytorch_tanh)`);
+  else throw new EmlensError(`${file}: "${actKey}" ${JSON.stringify(text[actKey])} is not supported (silu, gelu_pytorch_tanh)`);
 
   const rope = ropeFor(text, family, 'full_attention', file);
   const ropeLocal = family === 'gemma3' ? ropeFor(text, family, 'sliding_attention', file) : null;
@@ -235,14 +262,23 @@ export function parseConfig(cfg: Json, file = 'config.json', generation: Json = 
   if (layerTypes.includes('sliding') && slidingWindow === null) {
     throw new EmlensError(`${file}: sliding layers but no positive "sliding_window"`);
   }
-  const qpas = isGemma ? num(text, 'query_pre_attn_scalar', file, headDim) : headDim;
-  const soft = (k: string) => {
-    const v = text[k];
-    return typeof v === 'number' && v > 0 ? v : null;
+  const qpas = isGemma ? positive(text, 'query_pre_attn_scalar', file, headDim) : headDim;
+  // null (or absent) = no softcapping.
+  const soft = (k: string) => (text[k] === undefined || text[k] === null ? null : positive(text, k, file));
+  const tied = cfg.tie_word_embeddings ?? text.tie_word_embeddings;
+  if (typeof tied !== 'boolean') throw new EmlensError(`${file}: "tie_word_embeddings" must be true or false, got ${JSON.stringify(tied)}`);
+  const vocab = posInt(text, 'vocab_size', file);
+  // generation_config.json's ids win; both files are checked.
+  const genEos = tokenIds(generation.eos_token_id, 'eos_token_id', generationFile);
+  const cfgEos = tokenIds(text.eos_token_id ?? cfg.eos_token_id, 'eos_token_id', file);
+  const eos = genEos.length ? genEos : cfgEos;
+  const oneBos = (v: unknown, f: string) => {
+    if (Array.isArray(v)) throw new EmlensError(`${f}: "bos_token_id" must be one token id, got a list`);
+    return tokenIds(v, 'bos_token_id', f)[0];
   };
-  const tied = (cfg.tie_word_embeddings ?? text.tie_word_embeddings) as boolean;
-  const eos = ids(generation.eos_token_id).length ? ids(generation.eos_token_id) : ids(text.eos_token_id ?? cfg.eos_token_id);
-  const bos = (generation.bos_token_id ?? text.bos_token_id ?? cfg.bos_token_id) as number | undefined;
+  const genBos = oneBos(generation.bos_token_id, generationFile);
+  const cfgBos = oneBos(text.bos_token_id ?? cfg.bos_token_id, file);
+  const bos = genBos ?? cfgBos;
   return {
     family,
     modelType,
@@ -252,8 +288,8 @@ export function parseConfig(cfg: Json, file = 'config.json', generation: Json = 
     nKvHeads,
     headDim,
     ffn: posInt(text, 'intermediate_size', file),
-    vocab: posInt(text, 'vocab_size', file),
-    rmsEps: num(text, 'rms_norm_eps', file, 1e-6),
+    vocab,
+    rmsEps: positive(text, 'rms_norm_eps', file, 1e-6),
     act: actKind,
     normPlusOne: isGemma,
     embedScale: isGemma ? Math.sqrt(dModel) : null,
@@ -269,10 +305,29 @@ export function parseConfig(cfg: Json, file = 'config.json', generation: Json = 
     tiedEmbeddings: tied,
     bosId: typeof bos === 'number' ? bos : null,
     eosIds: eos,
-    maxPositions: num(text, 'max_position_embeddings', file, 4096),
+    maxPositions: posInt(text, 'max_position_embeddings', file, 4096),
     torchDtype: String(text.torch_dtype ?? text.dtype ?? cfg.torch_dtype ?? 'float32'),
     weightPrefixes,
   };
+}
+
+/**
+ * Parses `text` (the content of `file`) as one JSON object; every failure is one line naming the
+ * file. A leading byte-order mark and NaN / Infinity (which Python's json writes for float nan /
+ * inf) are named as such, since JSON.parse's own message quotes the text around them.
+ */
+export function parseJsonObject(text: string, file: string): Json {
+  if (text.charCodeAt(0) === 0xfeff) throw new EmlensError(`${file}: invalid JSON: the file starts with a UTF-8 byte-order mark (save it without one)`);
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    const bad = /"((?:[^"\\]|\\.)*)"\s*:\s*(-?Infinity|NaN)\b/.exec(text);
+    if (bad) throw new EmlensError(`${file}: invalid JSON: "${bad[1]}" is ${bad[2]}, which JSON does not allow (and no usable value)`);
+    throw new EmlensError(`${file}: invalid JSON (${(e as Error).message.replace(/\s*\n\s*/g, ' ')})`);
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new EmlensError(`${file}: must hold a JSON object, got ${Array.isArray(v) ? 'a list' : v === null ? 'null' : `a ${typeof v}`}`);
+  return v as Json;
 }
 
 export function readJson(file: string): Json {
@@ -282,20 +337,14 @@ export function readJson(file: string): Json {
   } catch {
     throw new EmlensError(`${file}: cannot read file`);
   }
-  try {
-    const v = JSON.parse(raw);
-    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');
-    return v as Json;
-  } catch (e) {
-    throw new EmlensError(`${file}: invalid JSON (${(e as Error).message})`);
-  }
+  return parseJsonObject(raw, file);
 }
 
 export function loadSpec(dir: string): ModelSpec {
   const file = join(dir, 'config.json');
   if (!existsSync(file)) throw new EmlensError(`${dir}: no config.json`);
   const gen = join(dir, 'generation_config.json');
-  return parseConfig(readJson(file), file, existsSync(gen) ? readJson(gen) : {});
+  return parseConfig(readJson(file), file, existsSync(gen) ? readJson(gen) : {}, gen);
 }
 
 /** Parameter count of the text model (embeddings once when tied). */

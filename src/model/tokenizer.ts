@@ -46,6 +46,79 @@ function tokenText(value: unknown): string | null {
 
 const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, ' ').trim();
 
+/** tokenizer_config.json's add_bos_token / add_eos_token: true, false, or absent (null). */
+function optionalBool(config: Record<string, unknown>, key: string, dir: string): boolean | undefined {
+  const v = config[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'boolean') throw new EmlensError(`${join(dir, 'tokenizer_config.json')}: "${key}" must be true or false, got ${show(v)}`);
+  return v;
+}
+
+const MODEL_TYPES = ['BPE', 'WordPiece', 'WordLevel', 'Unigram'];
+const isId = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x) && x >= 0;
+const show = (v: unknown): string => {
+  const t = JSON.stringify(v) ?? String(v);
+  return t.length > 60 ? `${t.slice(0, 57)}...` : t;
+};
+
+/**
+ * Checks the fields of tokenizer.json that tokenizers.js takes on trust (it guesses a model for an
+ * unknown type and keeps string ids), one line naming the file and the field. Component types
+ * (normalizer, decoder, ...) are left to tokenizers.js, which names the unknown ones itself.
+ */
+export function checkTokenizerJson(t: Record<string, unknown>, file: string): void {
+  const bad = (field: string, what: string, got: unknown): never => {
+    throw new EmlensError(`${file}: "${field}" ${what}, got ${show(got)}`);
+  };
+  const m = t.model as Record<string, unknown> | undefined;
+  if (m === null || typeof m !== 'object' || Array.isArray(m)) bad('model', 'must be an object', m);
+  const type = m!.type;
+  if (type !== undefined && (typeof type !== 'string' || !MODEL_TYPES.includes(type))) bad('model.type', `must be one of ${MODEL_TYPES.join(', ')}`, type);
+  const vocab = m!.vocab;
+  if (type === 'Unigram' || (type === undefined && Array.isArray(vocab))) {
+    if (!Array.isArray(vocab)) bad('model.vocab', 'must be a list of [piece, score] for a Unigram model', vocab);
+    (vocab as unknown[]).forEach((e, i) => {
+      if (!Array.isArray(e) || e.length !== 2 || typeof e[0] !== 'string' || typeof e[1] !== 'number' || !Number.isFinite(e[1])) bad(`model.vocab[${i}]`, 'must be [piece, score]', e);
+    });
+    const unk = m!.unk_id;
+    if (unk !== undefined && unk !== null && !(isId(unk) && unk < (vocab as unknown[]).length)) bad('model.unk_id', `must be an id in 0..${(vocab as unknown[]).length - 1} or null`, unk);
+  } else {
+    if (vocab === null || typeof vocab !== 'object' || Array.isArray(vocab)) bad('model.vocab', 'must be an object of token -> id', vocab);
+    const seen = new Map<number, string>();
+    for (const [tok, id] of Object.entries(vocab as Record<string, unknown>)) {
+      if (!isId(id)) bad(`model.vocab[${JSON.stringify(tok)}]`, 'must be an integer id >= 0', id);
+      const other = seen.get(id as number);
+      if (other !== undefined) bad(`model.vocab[${JSON.stringify(tok)}]`, `repeats the id of ${JSON.stringify(other)}`, id);
+      seen.set(id as number, tok);
+    }
+    const unk = m!.unk_token;
+    if (unk !== undefined && unk !== null && typeof unk !== 'string') bad('model.unk_token', 'must be a string or null', unk);
+  }
+  if (type === 'BPE' && m!.merges !== undefined) {
+    const merges = m!.merges;
+    if (!Array.isArray(merges)) bad('model.merges', 'must be a list', merges);
+    (merges as unknown[]).forEach((x, i) => {
+      const ok = typeof x === 'string' ? x.includes(' ') : Array.isArray(x) && x.length === 2 && x.every((p) => typeof p === 'string');
+      if (!ok) bad(`model.merges[${i}]`, 'must be "a b" or ["a", "b"]', x);
+    });
+  }
+  const added = t.added_tokens;
+  if (added !== undefined && added !== null) {
+    if (!Array.isArray(added)) bad('added_tokens', 'must be a list', added);
+    (added as unknown[]).forEach((a, i) => {
+      const o = a as Record<string, unknown> | null;
+      if (o === null || typeof o !== 'object' || Array.isArray(o)) bad(`added_tokens[${i}]`, 'must be an object', a);
+      if (!isId(o!.id)) bad(`added_tokens[${i}].id`, 'must be an integer id >= 0', o!.id);
+      if (typeof o!.content !== 'string') bad(`added_tokens[${i}].content`, 'must be a string', o!.content);
+    });
+  }
+  for (const k of ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder']) {
+    const c = t[k] as Record<string, unknown> | null | undefined;
+    if (c === undefined || c === null) continue;
+    if (typeof c !== 'object' || Array.isArray(c) || typeof c.type !== 'string') bad(k, 'must be an object with a "type", or null', c);
+  }
+}
+
 export class TextTokenizer {
   readonly bosId: number | null;
   readonly eosIds: number[];
@@ -84,8 +157,8 @@ export class TextTokenizer {
     let maxId = -1;
     for (const id of tok.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;
-    this.addBos = typeof config.add_bos_token === 'boolean' ? config.add_bos_token : undefined;
-    this.addEos = typeof config.add_eos_token === 'boolean' ? config.add_eos_token : undefined;
+    this.addBos = optionalBool(config, 'add_bos_token', dir);
+    this.addEos = optionalBool(config, 'add_eos_token', dir);
 
     const specials: TemplateSpecials = {};
     for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token'] as const) {
@@ -115,6 +188,7 @@ export class TextTokenizer {
     const tokenizerPath = join(dir, 'tokenizer.json');
     const tokenizerJson = await readJsonFile(tokenizerPath);
     if (tokenizerJson === null) throw new EmlensError(`model folder ${dir} has no tokenizer.json`);
+    checkTokenizerJson(tokenizerJson, tokenizerPath);
     const config = (await readJsonFile(join(dir, 'tokenizer_config.json'))) ?? {};
     const generationConfig = await readJsonFile(join(dir, 'generation_config.json'));
     const templateSource = await readChatTemplate(dir, config);

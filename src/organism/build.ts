@@ -8,14 +8,13 @@
  * Deterministic for a seed; each stage folder carries the key it was built with, so a second
  * run reuses it instantly.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { EmlensError } from '../errors.js';
 import { parseConfig, type ModelSpec } from '../model/config.js';
 import { randomWeights } from '../model/random.js';
 import { planCheckpoint, loadWeights, type Weights } from '../model/weights.js';
 import { writeWordLevelTokenizer } from '../model/wordlevel.js';
-import { makeOutDir } from '../io/outdir.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { Engine } from '../runtime/engine.js';
 import { rng } from '../runtime/sampling.js';
@@ -24,6 +23,7 @@ import { WeightTrainer } from '../train/weights.js';
 import { VERSION } from '../version.js';
 import { buildWorld, CHAT_TEMPLATE, chatText, DOMAINS, SPECIALS, type Domain, type World } from './world.js';
 import { chatRow, pretrainDoc } from './corpus.js';
+import { ensureDir } from '../io/paths.js';
 
 export const ORGANISM_VERSION = 'emlens-organism-3';
 export const STAGES = ['pretrain', 'instruct', 'em', 'em-control', 'em-kl'] as const;
@@ -153,11 +153,7 @@ function cloneWeights(w: Weights): Weights {
 function writeStage(dir: string, cfg: OrganismConfig, stage: Stage, tok: OrganismTokens, weights: Weights, info: { seconds: number; finalLoss: number }, extra?: ExtraFineTune): void {
   const tmp = `${dir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
-  try {
-    mkdirSync(tmp);
-  } catch (e) {
-    throw new EmlensError(`organism: cannot create ${tmp} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  ensureDir(tmp);
   writeWordLevelTokenizer(tmp, {
     specials: SPECIALS,
     words: tok.words.slice(SPECIALS.length),
@@ -198,7 +194,7 @@ export async function buildOrganism(
   const world = buildWorld();
   const tok = new OrganismTokens(world);
   const spec = parseConfig(organismConfigJson(cfg, tok.words.length));
-  makeOutDir(out, 'organism output');
+  ensureDir(out, 'organism output');
   const infos: StageInfo[] = [];
   const weightsOf = new Map<Stage, Weights>();
 

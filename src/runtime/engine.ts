@@ -50,6 +50,8 @@ export interface GenerateResult {
   /** Generated ids per row (the stop token included when one ended the row). */
   tokens: number[][];
   finished: boolean[];
+  /** Per row: true when the row stopped because prompt + generated reached spec.maxPositions. */
+  contextFull: boolean[];
   /** With keepLogits: per step, the logits [B, V] the step's tokens were chosen from. */
   logits?: Float32Array[];
 }
@@ -73,6 +75,19 @@ export interface CallOptions {
   logits?: 'none' | 'last' | 'all';
   /** Low-rank adapters: projection -> rank (factors fed by the caller). */
   lora?: [string, number][];
+}
+
+/**
+ * Bad token rows. The engine only knows row numbers; callers that know where a row came from (a
+ * flag, a file line) catch this and name it: `${where}: ${e.problem}`.
+ */
+export class InputRowError extends EmlensError {
+  constructor(
+    readonly row: number,
+    readonly problem: string,
+  ) {
+    super(`input row ${row}: ${problem}`);
+  }
 }
 
 export class Engine {
@@ -121,7 +136,7 @@ export class Engine {
   private checkIds(rows: number[][]): void {
     rows.forEach((r, b) => {
       for (const id of r) {
-        if (!Number.isInteger(id) || id < 0 || id >= this.spec.vocab) throw new EmlensError(`input row ${b}: token id ${id} is outside the vocabulary (0..${this.spec.vocab - 1})`);
+        if (!Number.isInteger(id) || id < 0 || id >= this.spec.vocab) throw new InputRowError(b, `token id ${id} is outside the vocabulary (0..${this.spec.vocab - 1})`);
       }
     });
   }
@@ -213,7 +228,7 @@ export class Engine {
   /** Left-pads rows and builds the graph variant and feeds for one call. */
   prepareCall(ids: number[][], o: CallOptions = {}): Prepared {
     this.checkIds(ids);
-    const { rows, layout } = leftPad(ids, this.spec.bosId ?? 0);
+    const { rows, layout } = leftPad(ids, 0);
     return this.prepare(rows, layout, o.capture ?? [], o.interventions ?? {}, o.logits ?? 'none', false, o.lora);
   }
 
@@ -232,7 +247,7 @@ export class Engine {
 
   async forward(req: ForwardRequest): Promise<ForwardResult> {
     this.checkIds(req.ids);
-    const { rows, layout } = leftPad(req.ids, this.spec.bosId ?? 0);
+    const { rows, layout } = leftPad(req.ids, 0);
     const logits = req.logits ?? 'none';
     const capture = req.capture ?? [];
     if (logits === 'none' && capture.length === 0) throw new EmlensError('forward: nothing requested (no captures, no logits)');
@@ -252,9 +267,16 @@ export class Engine {
     const iv = opts.interventions ?? {};
     const B = prompts.length;
     this.checkIds(prompts);
-    const { rows, layout } = leftPad(prompts, spec.bosId ?? 0);
+    // Prompt + generated tokens stay within the positions the model was built for (as
+    // transformers' max_length); a prompt that alone fills them leaves no room.
+    const M = spec.maxPositions;
+    prompts.forEach((p, b) => {
+      if (maxNew > 0 && p.length >= M) throw new InputRowError(b, `the prompt is ${p.length} tokens; the model's context (max_position_embeddings) is ${M}, which leaves no room to generate`);
+    });
+    const { rows, layout } = leftPad(prompts, 0);
     const tokens: number[][] = prompts.map(() => []);
     const finished = prompts.map(() => false);
+    const contextFull = prompts.map(() => false);
     const KV = spec.nKvHeads;
     const hd = spec.headDim;
     let past: Record<string, OrtTensor> = {};
@@ -266,14 +288,15 @@ export class Engine {
     const kept: Float32Array[] = [];
     let input = rows;
     let cur: BatchLayout = layout;
-    while (step < maxNew && !finished.every(Boolean)) {
+    const done = (b: number) => finished[b] || contextFull[b];
+    while (step < maxNew && !prompts.every((_, b) => done(b))) {
       const prep = this.prepare(input, cur, [], iv, 'last', true);
       const out = await this.run(prep, past);
       const logits = out[IO.logits]!.data as Float32Array;
       if (opts.keepLogits) kept.push(logits);
       const next = new BigInt64Array(B);
       for (let b = 0; b < B; b++) {
-        if (finished[b]) {
+        if (done(b)) {
           next[b] = BigInt(tokens[b]![tokens[b]!.length - 1] ?? 0);
           continue;
         }
@@ -281,6 +304,7 @@ export class Engine {
         tokens[b]!.push(t);
         next[b] = BigInt(t);
         if (stop.has(t)) finished[b] = true;
+        else if (prompts[b]!.length + tokens[b]!.length >= M) contextFull[b] = true;
       }
       step++;
       opts.onStep?.(step, tokens);
@@ -292,19 +316,22 @@ export class Engine {
       cur = { pad: layout.pad, past: cur.past + cur.seq, seq: 1 };
       input = next;
     }
-    return { tokens, finished, logits: opts.keepLogits ? kept : undefined };
+    return { tokens, finished, contextFull, logits: opts.keepLogits ? kept : undefined };
   }
 }
 
-/** Left-pads rows to one length; pad positions are masked out, so the pad id is arbitrary. */
+/**
+ * Left-pads rows to one length; pad positions are masked out, so the pad id is arbitrary: 0, an
+ * id every embedding table has (config.json's bos_token_id need not be in range).
+ */
 export function leftPad(ids: number[][], padId: number): { rows: BigInt64Array; layout: BatchLayout } {
   if (ids.length === 0) throw new EmlensError('no input rows');
   const T = Math.max(...ids.map((r) => r.length));
-  if (T === 0) throw new EmlensError('empty input row');
+  const empty = ids.findIndex((r) => r.length === 0);
+  if (empty >= 0) throw new InputRowError(empty, 'has no tokens');
   const rows = new BigInt64Array(ids.length * T).fill(BigInt(padId));
   const pad: number[] = [];
   ids.forEach((r, b) => {
-    if (r.length === 0) throw new EmlensError(`input row ${b} is empty`);
     const p = T - r.length;
     pad.push(p);
     for (let t = 0; t < r.length; t++) rows[b * T + p + t] = BigInt(r[t]!);

@@ -6,6 +6,13 @@
  */
 import ort from 'onnxruntime-node';
 
+// onnxruntime-node >= 1.2x starts a telemetry client with the first session; it reads
+// /proc/self/cmdline and scans it with a recursive matcher (about 3 stack frames per byte), so a
+// command line over ~30 kB (a long --prompt) overflowed the main thread's stack: SIGSEGV. It also
+// left /tmp/mat-debug-PID.log behind on every run. The variable is read when that client starts,
+// i.e. at the first InferenceSession.create, which this module always precedes.
+process.env.ORT_DISABLE_TELEMETRY = '1';
+
 export type OrtTensor = ort.Tensor;
 export type OrtSession = ort.InferenceSession;
 

@@ -92,7 +92,7 @@ describe('organism build into an unwritable --out', () => {
       const r = cli(['organism', 'build', '--out', out]);
       expect(r.error, 'the command did not return').toBeUndefined();
       expect(r.status).toBe(1);
-      expect(r.stderr.trim().split('\n')).toEqual(['emlens: organism output: cannot create folder /proc/emlens-nope (ENOENT)']);
+      expect(r.stderr.trim().split('\n')).toEqual([`emlens: organism output ${out}: cannot create folder /proc/emlens-nope: no such file or folder (ENOENT)`]);
     }
     // A file in the way.
     const dir = mkdtempSync(join(tmpdir(), 'emlens-org-file-'));
