@@ -13,7 +13,6 @@ import { planCheckpoint, loadWeights, type CheckpointPlan } from '../model/weigh
 import { TextTokenizer } from '../model/tokenizer.js';
 import { Engine } from '../runtime/engine.js';
 import type { SessionOptions } from '../runtime/ort.js';
-import { EmlensError } from '../errors.js';
 
 export interface ModelInfo {
   source: string;
