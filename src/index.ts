@@ -7,7 +7,11 @@ export { orthonormalize, type Interventions, type SteerSpec, type AblateSpec } f
 export { loadSpec, parseConfig, type ModelSpec, type Family } from './model/config.js';
 export { TextTokenizer, type ChatMessage, type EncodedChat } from './model/tokenizer.js';
 export { resolveModel, hubCacheDir } from './hub/resolve.js';
-export { readSafetensorsHeader, readTensorF32, openWeights, writeSafetensors, writeShardedSafetensors } from './io/safetensors.js';
+export { readSafetensorsHeader } from './io/safetensors/header.js';
+export { readTensorF32 } from './io/safetensors/read.js';
+export { writeSafetensors } from './io/safetensors/write.js';
+export { writeShardedSafetensors } from './io/safetensors/shards.js';
+export { openWeights } from './model/weight-files.js';
 export { readDirectionFile, writeDirectionFile, type DirectionFile } from './io/directions.js';
 export { generateText, steeringFromFile, ablationFromFile } from './experiments/generation.js';
 export {

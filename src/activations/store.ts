@@ -17,7 +17,8 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rea
 import { join } from 'node:path';
 import { EmlensError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { readSafetensorsHeader, writeSafetensors, type StWriteTensor } from '../io/safetensors.js';
+import { readSafetensorsHeader } from '../io/safetensors/header.js';
+import { type StWriteTensor, writeSafetensors } from '../io/safetensors/write.js';
 
 export const PARTIAL_DIR = '.partial';
 export const SHARD_LIMIT = 2 * 1024 ** 3;

@@ -7,7 +7,9 @@ import { basename } from 'node:path';
 import { existsSync } from 'node:fs';
 import { EmlensError } from '../errors.js';
 import { parseHookName, type HookKind } from '../hooks/names.js';
-import { readSafetensorsHeader, readTensorF32, writeSafetensors, type StWriteTensor } from './safetensors.js';
+import { readSafetensorsHeader } from './safetensors/header.js';
+import { readTensorF32 } from './safetensors/read.js';
+import { type StWriteTensor, writeSafetensors } from './safetensors/write.js';
 
 export interface DirectionFile {
   file: string;

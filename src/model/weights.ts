@@ -5,7 +5,9 @@
  */
 import { basename } from 'node:path';
 import { EmlensError } from '../errors.js';
-import { openWeights, readTensorF32, type StTensorInfo, type WeightIndex } from '../io/safetensors.js';
+import type { StTensorInfo } from '../io/safetensors/header.js';
+import { readTensorF32 } from '../io/safetensors/read.js';
+import { openWeights, type WeightIndex } from './weight-files.js';
 import type { ModelSpec } from './config.js';
 
 export interface Weight {

@@ -4,18 +4,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EmlensError } from '../../src/errors.js';
-import {
-  bf16ToF32,
-  f16ToF32,
-  f32ToBf16,
-  f32ToF16,
-  openWeights,
-  readSafetensorsHeader,
-  readTensorF32,
-  writeSafetensors,
-  writeShardedSafetensors,
-  type StWriteTensor,
-} from '../../src/io/safetensors.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/safetensors/dtype.js';
+import { readSafetensorsHeader } from '../../src/io/safetensors/header.js';
+import { readTensorF32 } from '../../src/io/safetensors/read.js';
+import { writeShardedSafetensors } from '../../src/io/safetensors/shards.js';
+import { type StWriteTensor, writeSafetensors } from '../../src/io/safetensors/write.js';
+import { openWeights } from '../../src/model/weight-files.js';
 import { rng } from '../../src/runtime/sampling.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
