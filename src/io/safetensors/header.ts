@@ -129,17 +129,33 @@ export function readSafetensorsHeader(file: string): StHeader {
     tensors.set(name, { name, dtype, shape: dims.slice(), begin: dataStart + b, end: dataStart + e, file });
   }
 
-  // Overlaps (holes are fine). Empty tensors occupy nothing.
+  // The format requires the tensors to tile the data section: no overlaps, no holes, nothing
+  // after the last one. A hole or a tail means the header length or the offsets are off (a
+  // header length shrunk into its padding reads every tensor shifted). Empty tensors take no bytes.
   const ranges = [...tensors.values()].filter((x) => x.end > x.begin).sort((x, y) => x.begin - y.begin);
-  for (let i = 1; i < ranges.length; i++) {
-    const prev = ranges[i - 1]!;
-    const cur = ranges[i]!;
-    if (cur.begin < prev.end) {
+  let at = dataStart;
+  let prev: StTensorInfo | undefined;
+  for (const cur of ranges) {
+    if (prev && cur.begin < prev.end) {
       throw new EmlensError(
         `${f}: ${tname(cur.name)}: data offsets [${cur.begin - dataStart}, ${cur.end - dataStart}) overlap ` +
           `${tname(prev.name)} at [${prev.begin - dataStart}, ${prev.end - dataStart})`,
       );
     }
+    if (cur.begin > at) {
+      throw new EmlensError(
+        `${f}: bytes [${at - dataStart}, ${cur.begin - dataStart}) of the data section belong to no tensor ` +
+          `(${prev ? `between ${tname(prev.name)} and ` : 'before '}${tname(cur.name)}); the format allows no holes`,
+      );
+    }
+    at = cur.end;
+    prev = cur;
+  }
+  if (at !== fileSize) {
+    throw new EmlensError(
+      `${f}: file is ${fileSize} bytes but 8 + header ${headerLen} + tensor data ${at - dataStart} make ${at}: ` +
+        `${fileSize - at} bytes after the last tensor (wrong header length or offsets)`,
+    );
   }
 
   return { file, tensors, metadata: Object.fromEntries(metadata) };
