@@ -107,3 +107,14 @@ export function swapBytes(b: Uint8Array, size: number): void {
     }
   }
 }
+
+/**
+ * Index of the first NaN or ±Inf (all exponent bits set) among the fp32 bit patterns
+ * bits[from..to), or -1. Integer compares on the bits: one cheap pass for every stored dtype.
+ */
+export function firstNonFinite(bits: Int32Array, from = 0, to = bits.length): number {
+  for (let i = from; i < to; i++) {
+    if ((bits[i]! & 0x7f800000) === 0x7f800000) return i;
+  }
+  return -1;
+}
