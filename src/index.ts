@@ -12,19 +12,18 @@ export { readTensorF32 } from './io/safetensors/read.js';
 export { writeSafetensors } from './io/safetensors/write.js';
 export { writeShardedSafetensors } from './io/safetensors/shards.js';
 export { openWeights } from './model/weight-files.js';
-export { readDirectionFile, writeDirectionFile, type DirectionFile } from './io/directions.js';
+export { readDirectionFile, writeDirectionFile, type DirectionFile, type DirectionFormat } from './io/directions.js';
+/** Former names of readDirectionFile / DirectionFile (one loader for every format). */
+export { readDirectionFile as loadDirections, type DirectionFile as LoadedDirections } from './io/directions.js';
 export { generateText, steeringFromFile, ablationFromFile } from './experiments/generation.js';
 export {
   computeDirections,
   runDirections,
   writeDirections,
-  loadDirections,
   openPair,
   directionFormat,
   type DirectionsOptions,
   type DirectionsResult,
-  type DirectionFormat,
-  type LoadedDirections,
   type WeightMode,
 } from './experiments/directions.js';
 export { compareDirections, compareReport, type CompareResult } from './experiments/compare.js';

@@ -3,20 +3,19 @@
  * direction file (safetensors), a llama.cpp control vector (GGUF) or numpy arrays (.npy).
  *
  * Also the pieces the other direction experiments share: opening a pos/neg pair of extraction
- * folders (same model, hook and layers), reading a direction file in any of the three formats,
- * and the provenance of both kinds of input.
+ * folders (same model, hook and layers) and the provenance of both kinds of input.
  */
-import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
-import { basename, extname } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { extname } from 'node:path';
 import { openActivations, type Activations } from '../activations/read.js';
 import { EmlensError } from '../errors.js';
 import type { DirectionMethod } from '../directions/common.js';
 import { norm } from '../directions/common.js';
 import { meanDiff } from '../directions/meandiff.js';
 import { pcaDiffFit } from '../directions/pca.js';
-import { readDirectionFile, writeDirectionFile } from '../io/directions.js';
-import { readControlVectorGguf, writeControlVectorGguf } from '../io/gguf.js';
-import { readDirectionsNpy, writeDirectionsNpy } from '../io/npy.js';
+import { DIRECTION_FORMATS, writeDirectionFile, type DirectionFile, type DirectionFormat } from '../io/directions.js';
+import { writeControlVectorGguf } from '../io/gguf.js';
+import { writeDirectionsNpy } from '../io/npy.js';
 import type { HookKind } from '../hooks/names.js';
 import { sha256File } from '../model/fingerprint.js';
 import type { Provenance } from '../viz/report.js';
@@ -25,8 +24,7 @@ import { VERSION } from '../version.js';
 export type WeightMode = 'rows' | 'tokens';
 export const WEIGHT_MODES: readonly WeightMode[] = ['rows', 'tokens'];
 export const DIRECTION_METHODS: readonly DirectionMethod[] = ['mean-diff', 'pca'];
-export type DirectionFormat = 'safetensors' | 'gguf' | 'npy';
-export const DIRECTION_FORMATS: readonly DirectionFormat[] = ['safetensors', 'gguf', 'npy'];
+export { DIRECTION_FORMATS, type DirectionFormat };
 
 /** An extraction folder, checked to exist and be finished. */
 export function openActivationsDir(dir: string, flag: string): Activations {
@@ -250,49 +248,7 @@ export function runDirections(o: DirectionsOptions & { out: string; format?: Dir
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading direction files of any format, and provenance.
-
-export interface LoadedDirections {
-  file: string;
-  format: DirectionFormat;
-  kind: HookKind;
-  /** layer -> vector */
-  layers: Map<number, Float32Array>;
-  /** string metadata (GGUF: the string KVs, `emlens.` prefix removed) */
-  metadata: Record<string, string>;
-  sha256: string;
-}
-
-/** Reads a direction file by its content: GGUF control vector, .npy (+ sidecar), or safetensors. */
-export function loadDirections(file: string): LoadedDirections {
-  if (!existsSync(file)) throw new EmlensError(`${file}: no such direction file`);
-  if (!statSync(file).isFile()) throw new EmlensError(`${file}: not a file`);
-  const head = Buffer.alloc(6);
-  const fd = openSync(file, 'r');
-  try {
-    readSync(fd, head, 0, 6, 0);
-  } finally {
-    closeSync(fd);
-  }
-  const magic = head.toString('latin1');
-  const sha256 = sha256File(file);
-  if (magic.startsWith('GGUF')) {
-    const g = readControlVectorGguf(file);
-    if (g.architecture !== 'controlvector') throw new EmlensError(`${basename(file)}: GGUF general.architecture is "${g.architecture}", not a control vector`);
-    const metadata: Record<string, string> = {};
-    for (const [k, v] of g.kv) {
-      if (typeof v === 'string' && k !== 'general.architecture') metadata[k.startsWith('emlens.') ? k.slice(7) : k] = v;
-    }
-    if (g.layers.size === 0) throw new EmlensError(`${basename(file)}: holds no direction tensors`);
-    return { file, format: 'gguf', kind: 'resid_post', layers: g.layers, metadata, sha256 };
-  }
-  if (magic === '\x93NUMPY') {
-    const n = readDirectionsNpy(file);
-    return { file, format: 'npy', kind: n.kind, layers: n.layers, metadata: n.metadata, sha256 };
-  }
-  const f = readDirectionFile(file);
-  return { file, format: 'safetensors', kind: f.kind, layers: f.layers, metadata: f.metadata, sha256 };
-}
+// Provenance. (Direction files of any format are read by io/directions.ts readDirectionFile.)
 
 /** Provenance of an extraction folder: where its rows and model came from. */
 export function activationsProvenance(label: string, a: Activations): Provenance {
@@ -318,10 +274,10 @@ export function activationsProvenance(label: string, a: Activations): Provenance
 }
 
 /** Provenance of a direction file: path, sha256 of its bytes, format, layers and its metadata. */
-export function directionsProvenance(label: string, f: LoadedDirections): Provenance {
+export function directionsProvenance(label: string, f: DirectionFile): Provenance {
   const fields: Provenance['fields'] = {
     file: f.file,
-    sha256: f.sha256,
+    sha256: sha256File(f.file),
     format: f.format,
     hook: f.kind,
     layers: [...f.layers.keys()].sort((a, b) => a - b).join(','),
