@@ -142,7 +142,7 @@ export function projectAnalysis(o: ProjectOptions): ProjectResult {
   const projs = new Map<number, Float64Array>();
   const out: LayerProjection[] = [];
   for (const l of layers) {
-    const p = projections(acts.layer(l), d, dir.layers.get(l)!);
+    const p = projections(acts.layer(l), d, dir.layers.get(l)!, `${o.direction}: the direction of layer ${l}`);
     projs.set(l, p);
     const by = new Map<string, number[]>(groups.map((g) => [g, []]));
     rowGroup.forEach((g, i) => {

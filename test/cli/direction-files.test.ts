@@ -1,8 +1,9 @@
 /**
- * `emlens generate --steer/--ablate` reads the three formats `emlens directions` writes (GGUF
- * control vector, .npy + sidecar, safetensors): the steered and ablated tokens equal the
- * library's engine run with the vectors the test itself put in the files. A folder, or an
- * all-zero direction to ablate, is one line naming it.
+ * Direction files in the commands that read them. `emlens generate --steer/--ablate` reads the
+ * three formats `emlens directions` writes (GGUF control vector, .npy + sidecar, safetensors):
+ * the steered and ablated tokens equal the library's engine run with the vectors the test itself
+ * put in the files. A folder, an all-zero direction to ablate, a NaN direction given to project:
+ * one line naming the file and layer.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -14,6 +15,9 @@ import { hookName } from '../../src/hooks/names.js';
 import { writeDirectionFile } from '../../src/io/directions.js';
 import { writeControlVectorGguf } from '../../src/io/gguf.js';
 import { writeDirectionsNpy } from '../../src/io/npy.js';
+import { projections } from '../../src/directions/separation.js';
+import { EmlensError } from '../../src/errors.js';
+import { writePlanted } from '../helpers/planted.js';
 
 const ROOT = resolve(__dirname, '../..');
 const BIN = join(ROOT, 'dist/cli/main.js');
@@ -69,5 +73,26 @@ describe('generate reads every direction format', () => {
     const zero = join(dir, 'zero.safetensors');
     writeDirectionFile(zero, new Map([[1, new Float32Array(64).fill(1)], [3, new Float32Array(64)]]), {});
     expectOneLineError(emlens('generate', '--model', AID, '--prompt', 'x', '--ablate', zero), /--ablate .*zero\.safetensors: the direction of layer 3 is all zero; there is nothing to project out/);
+  });
+});
+
+describe('a NaN direction names its file and layer', () => {
+  it('emlens project: the loader refuses it (npy had no check before)', () => {
+    const d = 4;
+    const acts = writePlanted(join(dir, 'acts'), { layers: new Map([[1, Float32Array.from({ length: 3 * d }, (_, i) => i % 5)]]), d, labels: [{ label: 0 }, { label: 1 }, { label: 1 }] });
+    const npy = join(dir, 'nan.npy');
+    writeDirectionsNpy(npy, new Map([[1, Float32Array.of(1, NaN, 0, 2)]]), {});
+    expectOneLineError(emlens('project', '--acts', acts, '--direction', npy, '--out', join(dir, 'p.html')), /nan\.npy: row 0 \(layer 1\): value at index 1 is NaN/);
+  });
+
+  it('projections: the message says what the direction is', () => {
+    let msg = '';
+    try {
+      projections(new Float32Array(4), 2, Float32Array.of(NaN, 1), 'dirs.npy, layer 3');
+    } catch (e) {
+      expect(e).toBeInstanceOf(EmlensError);
+      msg = (e as Error).message;
+    }
+    expect(msg).toBe('dirs.npy, layer 3: has norm NaN, cannot normalise');
   });
 });
