@@ -209,6 +209,9 @@ describe('refused: inputs that cannot give a direction, and --out names emlens d
     expectOneLineError(
       emlens('directions', '--pos', shifted, '--neg', a, '--out', join(dir, 'novar.safetensors'), '--method', 'pca'),
       new RegExp(`pca at layer 1 \\(--pos ${shifted}, --neg ${a}\\): the paired differences have no variance`),
+    );    expectOneLineError(
+      emlens('stability', '--pos', shifted, '--neg', a, '--out', join(dir, 'novar.html'), '--method', 'pca', '--bootstrap', '4'),
+      new RegExp(`pca at layer 1 \\(--pos ${shifted}, --neg ${a}\\): the paired differences have no variance`),
     );
   });
 
