@@ -108,13 +108,15 @@ export function swapBytes(b: Uint8Array, size: number): void {
   }
 }
 
-/**
- * Index of the first NaN or ±Inf (all exponent bits set) among the fp32 bit patterns
- * bits[from..to), or -1. Integer compares on the bits: one cheap pass for every stored dtype.
- */
+/** Whether an fp32 bit pattern is NaN or ±Inf (all exponent bits set). */
+export function nonFiniteBits(x: number): boolean {
+  return (x & 0x7f800000) === 0x7f800000;
+}
+
+/** Index of the first NaN or ±Inf among the fp32 bit patterns bits[from..to), or -1. */
 export function firstNonFinite(bits: Int32Array, from = 0, to = bits.length): number {
   for (let i = from; i < to; i++) {
-    if ((bits[i]! & 0x7f800000) === 0x7f800000) return i;
+    if (nonFiniteBits(bits[i]!)) return i;
   }
   return -1;
 }

@@ -2,17 +2,14 @@
 import { closeSync } from 'node:fs';
 import { EmlensError } from '../../errors.js';
 import { DTYPE_SIZE, fmtShape, fname, numelOf, tname } from './common.js';
-import { CONVERT_CHUNK, f16ToF32Table, firstNonFinite, LITTLE_ENDIAN, swapBytes } from './dtype.js';
+import { CONVERT_CHUNK, f16ToF32Table, firstNonFinite, LITTLE_ENDIAN, nonFiniteBits, swapBytes } from './dtype.js';
 import { openForRead, readFully } from './file.js';
 import type { StTensorInfo } from './header.js';
-
-/** Values converted and checked per block: small enough to stay in cache between the two. */
-const CHECK_BLOCK = 1 << 16;
 
 /**
  * Reads one tensor's bytes (only those) and converts them to a fresh Float32Array
  * (own ArrayBuffer, byteOffset 0). F32, F16, BF16 and F64 only. With `finite`, every value is
- * checked once, block by block as it is converted, and the first NaN or Inf is an error naming file, tensor and
+ * checked once, during or right after the conversion, and the first NaN or Inf is an error naming file, tensor and
  * index (weights: one bad value would poison every activation downstream, silently).
  */
 export function readTensorF32(info: StTensorInfo, opts: { finite?: boolean } = {}): Float32Array {
@@ -31,38 +28,39 @@ export function readTensorF32(info: StTensorInfo, opts: { finite?: boolean } = {
   }
   const out = new Float32Array(n);
   if (n === 0) return out;
-  // The finite check runs on each block right after it is converted, while it is in cache.
   const bits = new Int32Array(out.buffer);
-  let bad = -1;
-  const check = (from: number, to: number): void => {
-    if (opts.finite && bad < 0) bad = firstNonFinite(bits, from, to);
-  };
+  let bad = -1; // first non-finite index, found by the 16-bit widening loops or a scan after
   const fd = openForRead(info.file);
   try {
     if (dtype === 'F32') {
       const raw = new Uint8Array(out.buffer);
-      for (let i = 0; i < n; i += CHECK_BLOCK) {
-        const m = Math.min(CHECK_BLOCK, n - i);
-        const part = raw.subarray(4 * i, 4 * (i + m));
-        readFully(fd, part, info.begin + 4 * i, info.file);
-        if (!LITTLE_ENDIAN) swapBytes(part, 4);
-        check(i, i + m);
-      }
+      readFully(fd, raw, info.begin, info.file);
+      if (!LITTLE_ENDIAN) swapBytes(raw, 4);
+      if (opts.finite) bad = firstNonFinite(bits);
     } else if (dtype === 'BF16' || dtype === 'F16') {
       // Read the 16-bit values into the upper half of the output buffer and widen in place,
       // front to back: writing out[i] (bytes 4i..4i+3) never clobbers an unread source value
       // (source i+1 lives at byte 2n+2i+2 >= 4i+4). Saves a second buffer for huge tensors.
+      // The finite check rides along in the same loop (a second pass would cost more).
       const raw = new Uint8Array(out.buffer, 2 * n, 2 * n);
       readFully(fd, raw, info.begin, info.file);
       if (!LITTLE_ENDIAN) swapBytes(raw, 2);
       const src = new Uint16Array(out.buffer, 2 * n, n);
-      const lut = dtype === 'F16' ? f16ToF32Table() : null;
-      for (let i = 0; i < n; i += CHECK_BLOCK) {
-        const end = Math.min(n, i + CHECK_BLOCK);
-        if (lut) for (let k = i; k < end; k++) bits[k] = lut[src[k]!]!;
-        else for (let k = i; k < end; k++) bits[k] = src[k]! << 16;
-        check(i, end);
+      if (dtype === 'BF16') {
+        for (let i = 0; i < n; i++) {
+          const x = src[i]! << 16;
+          bits[i] = x;
+          if (bad < 0 && nonFiniteBits(x)) bad = i;
+        }
+      } else {
+        const lut = f16ToF32Table();
+        for (let i = 0; i < n; i++) {
+          const x = lut[src[i]!]! | 0;
+          bits[i] = x;
+          if (bad < 0 && nonFiniteBits(x)) bad = i;
+        }
       }
+      if (!opts.finite) bad = -1;
     } else {
       const chunk = new Float64Array(Math.min(n, CONVERT_CHUNK));
       const raw = new Uint8Array(chunk.buffer);
@@ -72,8 +70,8 @@ export function readTensorF32(info: StTensorInfo, opts: { finite?: boolean } = {
         readFully(fd, part, info.begin + i * 8, info.file);
         if (!LITTLE_ENDIAN) swapBytes(part, 8);
         out.set(chunk.subarray(0, m), i);
-        check(i, i + m);
       }
+      if (opts.finite) bad = firstNonFinite(bits);
     }
   } finally {
     closeSync(fd);
