@@ -7,20 +7,23 @@ export { orthonormalize, type Interventions, type SteerSpec, type AblateSpec } f
 export { loadSpec, parseConfig, type ModelSpec, type Family } from './model/config.js';
 export { TextTokenizer, type ChatMessage, type EncodedChat } from './model/tokenizer.js';
 export { resolveModel, hubCacheDir } from './hub/resolve.js';
-export { readSafetensorsHeader, readTensorF32, openWeights, writeSafetensors, writeShardedSafetensors } from './io/safetensors.js';
-export { readDirectionFile, writeDirectionFile, type DirectionFile } from './io/directions.js';
+export { readSafetensorsHeader } from './io/safetensors/header.js';
+export { readTensorF32 } from './io/safetensors/read.js';
+export { writeSafetensors } from './io/safetensors/write.js';
+export { writeShardedSafetensors } from './io/safetensors/shards.js';
+export { openWeights } from './model/weight-files.js';
+export { readDirectionFile, writeDirectionFile, type DirectionFile, type DirectionFormat } from './io/directions.js';
+/** Former names of readDirectionFile / DirectionFile (one loader for every format). */
+export { readDirectionFile as loadDirections, type DirectionFile as LoadedDirections } from './io/directions.js';
 export { generateText, steeringFromFile, ablationFromFile } from './experiments/generation.js';
 export {
   computeDirections,
   runDirections,
   writeDirections,
-  loadDirections,
   openPair,
   directionFormat,
   type DirectionsOptions,
   type DirectionsResult,
-  type DirectionFormat,
-  type LoadedDirections,
   type WeightMode,
 } from './experiments/directions.js';
 export { compareDirections, compareReport, type CompareResult } from './experiments/compare.js';

@@ -2,7 +2,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { EmlensError } from '../errors.js';
-import { readSafetensorsHeader, readTensorF32, type StTensorInfo } from '../io/safetensors.js';
+import { readSafetensorsHeader, type StTensorInfo } from '../io/safetensors/header.js';
+import { readTensorF32 } from '../io/safetensors/read.js';
 import { readJson } from '../model/config.js';
 import type { ExtractMeta } from './extract.js';
 

@@ -17,7 +17,8 @@ import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readSync, rena
 import { join } from 'node:path';
 import { EmlensError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { readSafetensorsHeader, writeSafetensors, type StWriteTensor } from '../io/safetensors.js';
+import { readSafetensorsHeader } from '../io/safetensors/header.js';
+import { type StWriteTensor, writeSafetensors } from '../io/safetensors/write.js';
 import { ensureDir } from '../io/paths.js';
 
 export const PARTIAL_DIR = '.partial';

@@ -19,7 +19,7 @@ import { LoadedModel } from '../backend/model.js';
 import { extractActivations } from '../activations/extract.js';
 import type { DataRow } from '../data/rows.js';
 import { hookName } from '../hooks/names.js';
-import { writeSafetensors, type StWriteTensor } from '../io/safetensors.js';
+import { type StWriteTensor, writeSafetensors } from '../io/safetensors/write.js';
 import { weightsFingerprint } from '../model/fingerprint.js';
 import { writeWordLevelTokenizer } from '../model/wordlevel.js';
 import type { ForwardRequest, ForwardResult } from '../runtime/engine.js';

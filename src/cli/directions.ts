@@ -26,7 +26,7 @@ export function register(program: Command): void {
     .option('--weight <w>', 'mean-diff pooling: rows (every row counts once) | tokens (token-weighted, as the reference code)', choice('--weight', WEIGHT_MODES), 'rows')
     .option(
       '--format <f>',
-      'safetensors | gguf (llama.cpp control vector: direction.N = blocks.N.hook_resid_post; layer 0 is dropped with a warning, llama.cpp cannot steer block 0) | npy (FILE + FILE.layers.json); default from the --out extension (.gguf, .npy), else safetensors',
+      'safetensors | gguf (llama.cpp control vector: direction.N = blocks.N.hook_resid_post; layer 0 is dropped with a warning, llama.cpp cannot steer block 0) | npy (FILE + FILE.layers.json); must agree with the --out extension (.safetensors, .gguf or .npy), which alone decides by default',
       choice('--format', DIRECTION_FORMATS),
     )
     .action((o: Opts) => {

@@ -56,6 +56,8 @@ export interface PcaDiffResult {
 export interface PcaOptions {
   /** Lanczos stops when the Ritz residual falls below tol * eigenvalue (default 1e-10) */
   tol?: number;
+  /** what errors are about, e.g. the layer and folders (default "pca") */
+  what?: string;
 }
 
 /** repeng pca_diff direction: unit norm, sign so that pos projects above neg on most pairs. */
@@ -87,7 +89,8 @@ export function pcaDiffFit(pos: Rows, neg: Rows, d: number, opts: PcaOptions = {
       raw += v * v;
     }
   }
-  if (!Number.isFinite(raw)) throw new EmlensError('pca: activations hold non-finite values');
+  const what = opts.what ?? 'pca';
+  if (!Number.isFinite(raw)) throw new EmlensError(`${what}: activations hold non-finite values`);
   for (let j = 0; j < d; j++) mean[j] /= n;
   let total = 0;
   for (let i = 0; i < n; i++) {
@@ -102,7 +105,7 @@ export function pcaDiffFit(pos: Rows, neg: Rows, d: number, opts: PcaOptions = {
   // (activations ~1e2, rounding ~1e-5): sklearn would return noise; we refuse.
   if (!(total > 1e-12 * raw)) {
     throw new EmlensError(
-      'pca: the paired differences have no variance around their mean (repeng pca_diff centers them, so a difference shared by every pair carries no direction); use mean-diff',
+      `${what}: the paired differences have no variance around their mean (repeng pca_diff centers them, so a difference shared by every pair carries no direction); use mean-diff`,
     );
   }
 

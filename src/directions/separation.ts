@@ -5,11 +5,11 @@
 import { EmlensError } from '../errors.js';
 import { rowCount, unit, type Rows, type Vec } from './common.js';
 
-/** Projection of every row of a `[rows, d]` buffer onto dir / |dir| (float64). */
-export function projections(acts: Rows, d: number, dir: Vec): Float64Array {
+/** Projection of every row of a `[rows, d]` buffer onto dir / |dir| (float64); `what` names dir in errors. */
+export function projections(acts: Rows, d: number, dir: Vec, what = 'projections: the direction'): Float64Array {
   const n = rowCount(acts, d);
-  if (dir.length !== d) throw new EmlensError(`projections: direction has width ${dir.length}, rows have ${d}`);
-  const u = unit(dir);
+  if (dir.length !== d) throw new EmlensError(`${what}: has width ${dir.length}, rows have ${d}`);
+  const u = unit(dir, what);
   const out = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     const off = i * d;

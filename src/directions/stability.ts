@@ -54,10 +54,13 @@ export interface CosineSummary {
   failed: number;
 }
 
-/** The direction of the given method from all rows (float64 for mean-diff, unit float32 for pca). */
-export function computeDirection(pos: Rows, neg: Rows, d: number, opts: Omit<ResampleOptions, 'seed'> = {}): Float32Array | Float64Array {
+/**
+ * The direction of the given method from all rows (float64 for mean-diff, unit float32 for pca);
+ * `what` names the data in errors (e.g. the layer and folders).
+ */
+export function computeDirection(pos: Rows, neg: Rows, d: number, opts: Omit<ResampleOptions, 'seed'> & { what?: string } = {}): Float32Array | Float64Array {
   return (opts.method ?? 'mean-diff') === 'pca'
-    ? pcaDiff(pos, neg, d)
+    ? pcaDiff(pos, neg, d, { what: opts.what })
     : meanDiff64(pos, neg, d, { posWeights: opts.posWeights, negWeights: opts.negWeights });
 }
 

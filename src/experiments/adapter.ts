@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { EmlensError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { readDirectionFile } from '../io/directions.js';
-import { readSafetensorsHeader, readTensorF32, writeSafetensors, type StWriteTensor } from '../io/safetensors.js';
+import { readSafetensorsHeader, readTensorF32, writeSafetensors, type StWriteTensor } from '../io/safetensors/index.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, planAdapter } from '../model/adapter.js';
 import { sha256File } from '../model/fingerprint.js';
 import { VERSION } from '../version.js';

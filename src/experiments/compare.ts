@@ -11,7 +11,8 @@ import { norm } from '../directions/common.js';
 import { crossLayerMatrix, layerCosines, type LayerCosine } from '../directions/similarity.js';
 import { heatmap, lineByLayer } from '../viz/figures.js';
 import type { Block, Report } from '../viz/report.js';
-import { directionsProvenance, loadDirections, parametersProvenance, type LoadedDirections } from './directions.js';
+import { readDirectionFile, type DirectionFile } from '../io/directions.js';
+import { directionsProvenance, parametersProvenance } from './directions.js';
 
 export interface PairComparison {
   /** indices into files */
@@ -28,7 +29,7 @@ export interface PairComparison {
 }
 
 export interface CompareResult {
-  files: LoadedDirections[];
+  files: DirectionFile[];
   /** short unique names of the files (basenames, paths where basenames collide) */
   names: string[];
   pairs: PairComparison[];
@@ -41,11 +42,11 @@ const mean = (xs: number[]) => (xs.length ? xs.reduce((s, x) => s + x, 0) / xs.l
 
 export function compareDirections(files: string[]): CompareResult {
   if (files.length < 2) throw new EmlensError(`compare needs at least two direction files, got ${files.length}`);
-  const loaded = files.map((f) => loadDirections(f));
+  const loaded = files.map((f) => readDirectionFile(f));
   const bases = loaded.map((f) => basename(f.file));
   const names = bases.map((b, i) => (bases.indexOf(b) !== bases.lastIndexOf(b) ? loaded[i]!.file : b));
   const warnings: string[] = [];
-  const width = (f: LoadedDirections) => f.layers.values().next().value!.length;
+  const width = (f: DirectionFile) => f.layers.values().next().value!.length;
   for (let i = 1; i < loaded.length; i++) {
     if (width(loaded[i]!) !== width(loaded[0]!)) {
       throw new EmlensError(`${loaded[0]!.file} has width ${width(loaded[0]!)}, ${loaded[i]!.file} has ${width(loaded[i]!)}: directions of different models cannot be compared`);

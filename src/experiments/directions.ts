@@ -3,10 +3,9 @@
  * direction file (safetensors), a llama.cpp control vector (GGUF) or numpy arrays (.npy).
  *
  * Also the pieces the other direction experiments share: opening a pos/neg pair of extraction
- * folders (same model, hook and layers), reading a direction file in any of the three formats,
- * and the provenance of both kinds of input.
+ * folders (same model, hook and layers) and the provenance of both kinds of input.
  */
-import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { existsSync, realpathSync, statSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { openActivations, type Activations } from '../activations/read.js';
 import { EmlensError } from '../errors.js';
@@ -14,9 +13,10 @@ import type { DirectionMethod } from '../directions/common.js';
 import { norm } from '../directions/common.js';
 import { meanDiff } from '../directions/meandiff.js';
 import { pcaDiffFit } from '../directions/pca.js';
-import { readDirectionFile, writeDirectionFile } from '../io/directions.js';
-import { readControlVectorGguf, writeControlVectorGguf } from '../io/gguf.js';
-import { readDirectionsNpy, writeDirectionsNpy } from '../io/npy.js';
+import { DIRECTION_EXTENSIONS, DIRECTION_FORMATS, writeDirectionFile, type DirectionFile, type DirectionFormat } from '../io/directions.js';
+import { writeControlVectorGguf } from '../io/gguf.js';
+import { writeDirectionsNpy } from '../io/npy.js';
+import { firstNonFinite } from '../io/safetensors/dtype.js';
 import type { HookKind } from '../hooks/names.js';
 import { sha256File } from '../model/fingerprint.js';
 import type { Provenance } from '../viz/report.js';
@@ -25,8 +25,7 @@ import { VERSION } from '../version.js';
 export type WeightMode = 'rows' | 'tokens';
 export const WEIGHT_MODES: readonly WeightMode[] = ['rows', 'tokens'];
 export const DIRECTION_METHODS: readonly DirectionMethod[] = ['mean-diff', 'pca'];
-export type DirectionFormat = 'safetensors' | 'gguf' | 'npy';
-export const DIRECTION_FORMATS: readonly DirectionFormat[] = ['safetensors', 'gguf', 'npy'];
+export { DIRECTION_FORMATS, type DirectionFormat };
 
 /** An extraction folder, checked to exist and be finished. */
 export function openActivationsDir(dir: string, flag: string): Activations {
@@ -53,6 +52,9 @@ export interface ActivationPair {
 export function openPair(posDir: string, negDir: string): ActivationPair {
   const pos = openActivationsDir(posDir, '--pos');
   const neg = openActivationsDir(negDir, '--neg');
+  if (realpathSync(posDir) === realpathSync(negDir)) {
+    throw new EmlensError(`--pos and --neg are the same folder (${posDir}); a direction needs two different sets`);
+  }
   const pm = pos.meta;
   const nm = neg.meta;
   if (pm.model.weights_sha256 !== nm.model.weights_sha256) {
@@ -149,12 +151,20 @@ export function computeDirections(o: DirectionsOptions): DirectionsResult {
   for (const l of pair.layers) {
     const p = pos.layer(l);
     const n = neg.layer(l);
+    checkFinite(p, d, `--pos ${pos.dir}`, l);
+    checkFinite(n, d, `--neg ${neg.dir}`, l);
+    if (p.length === n.length && p.every((x, i) => x === n[i])) {
+      throw new EmlensError(`--pos ${pos.dir} and --neg ${neg.dir} hold identical activations at layer ${l}; the direction would be zero`);
+    }
     if (method === 'pca') {
-      const fit = pcaDiffFit(p, n, d);
+      const fit = pcaDiffFit(p, n, d, { what: `pca at layer ${l} (--pos ${pos.dir}, --neg ${neg.dir})` });
       layers.set(l, fit.direction);
       perLayer.push({ layer: l, norm: norm(fit.direction), explainedVarianceRatio: fit.explainedVarianceRatio, votes: fit.votes });
     } else {
       const v = meanDiff(p, n, d, { posWeights, negWeights });
+      if (!v.some((x) => x !== 0)) {
+        throw new EmlensError(`--pos ${pos.dir} and --neg ${neg.dir} have equal means at layer ${l}; the mean-diff direction would be zero`);
+      }
       layers.set(l, v);
       perLayer.push({ layer: l, norm: norm(v) });
     }
@@ -191,14 +201,30 @@ export function computeDirections(o: DirectionsOptions): DirectionsResult {
   return { method, weight, hook: pair.hook, layers, perLayer, metadata, pair, warnings: [...pair.warnings] };
 }
 
-/** The format of --out: --format when given, else from the extension (.gguf, .npy), else safetensors. */
+/** A NaN or Inf activation would make a NaN direction: refuse it, naming folder, layer and row. */
+function checkFinite(acts: Float32Array, d: number, what: string, layer: number): void {
+  const bad = firstNonFinite(new Int32Array(acts.buffer, acts.byteOffset, acts.length));
+  if (bad >= 0) throw new EmlensError(`${what}: layer ${layer}, row ${Math.floor(bad / d)} holds ${acts[bad]} (column ${bad % d})`);
+}
+
+/**
+ * The format of --out, from its extension (.safetensors, .gguf, .npy; any case). Another or no
+ * extension is an error, and so is a --format that disagrees with it.
+ */
 export function directionFormat(file: string, explicit?: DirectionFormat): DirectionFormat {
-  if (explicit) {
-    if (!DIRECTION_FORMATS.includes(explicit)) throw new EmlensError(`--format must be one of ${DIRECTION_FORMATS.join(', ')}, got "${String(explicit)}"`);
-    return explicit;
-  }
+  if (explicit && !DIRECTION_FORMATS.includes(explicit)) throw new EmlensError(`--format must be one of ${DIRECTION_FORMATS.join(', ')}, got "${String(explicit)}"`);
   const ext = extname(file).toLowerCase();
-  return ext === '.gguf' ? 'gguf' : ext === '.npy' ? 'npy' : 'safetensors';
+  const byExt = DIRECTION_FORMATS.find((f) => DIRECTION_EXTENSIONS[f] === ext);
+  const accepted = DIRECTION_FORMATS.map((f) => DIRECTION_EXTENSIONS[f]);
+  const list = `${accepted.slice(0, -1).join(', ')} or ${accepted[accepted.length - 1]}`;
+  if (!byExt) {
+    throw new EmlensError(`--out ${file}: emlens writes direction files as ${list}${ext ? `, not ${extname(file)}` : '; the name has no extension'}`);
+  }
+  if (explicit && explicit !== byExt) {
+    const suggestion = basename(file, extname(file)) + DIRECTION_EXTENSIONS[explicit];
+    throw new EmlensError(`--out ${file} is a ${ext} name but --format is ${explicit}; use ${suggestion} or drop --format`);
+  }
+  return byExt;
 }
 
 export interface WrittenDirections {
@@ -250,49 +276,7 @@ export function runDirections(o: DirectionsOptions & { out: string; format?: Dir
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading direction files of any format, and provenance.
-
-export interface LoadedDirections {
-  file: string;
-  format: DirectionFormat;
-  kind: HookKind;
-  /** layer -> vector */
-  layers: Map<number, Float32Array>;
-  /** string metadata (GGUF: the string KVs, `emlens.` prefix removed) */
-  metadata: Record<string, string>;
-  sha256: string;
-}
-
-/** Reads a direction file by its content: GGUF control vector, .npy (+ sidecar), or safetensors. */
-export function loadDirections(file: string): LoadedDirections {
-  if (!existsSync(file)) throw new EmlensError(`${file}: no such direction file`);
-  if (!statSync(file).isFile()) throw new EmlensError(`${file}: not a file`);
-  const head = Buffer.alloc(6);
-  const fd = openSync(file, 'r');
-  try {
-    readSync(fd, head, 0, 6, 0);
-  } finally {
-    closeSync(fd);
-  }
-  const magic = head.toString('latin1');
-  const sha256 = sha256File(file);
-  if (magic.startsWith('GGUF')) {
-    const g = readControlVectorGguf(file);
-    if (g.architecture !== 'controlvector') throw new EmlensError(`${basename(file)}: GGUF general.architecture is "${g.architecture}", not a control vector`);
-    const metadata: Record<string, string> = {};
-    for (const [k, v] of g.kv) {
-      if (typeof v === 'string' && k !== 'general.architecture') metadata[k.startsWith('emlens.') ? k.slice(7) : k] = v;
-    }
-    if (g.layers.size === 0) throw new EmlensError(`${basename(file)}: holds no direction tensors`);
-    return { file, format: 'gguf', kind: 'resid_post', layers: g.layers, metadata, sha256 };
-  }
-  if (magic === '\x93NUMPY') {
-    const n = readDirectionsNpy(file);
-    return { file, format: 'npy', kind: n.kind, layers: n.layers, metadata: n.metadata, sha256 };
-  }
-  const f = readDirectionFile(file);
-  return { file, format: 'safetensors', kind: f.kind, layers: f.layers, metadata: f.metadata, sha256 };
-}
+// Provenance. (Direction files of any format are read by io/directions.ts readDirectionFile.)
 
 /** Provenance of an extraction folder: where its rows and model came from. */
 export function activationsProvenance(label: string, a: Activations): Provenance {
@@ -318,10 +302,10 @@ export function activationsProvenance(label: string, a: Activations): Provenance
 }
 
 /** Provenance of a direction file: path, sha256 of its bytes, format, layers and its metadata. */
-export function directionsProvenance(label: string, f: LoadedDirections): Provenance {
+export function directionsProvenance(label: string, f: DirectionFile): Provenance {
   const fields: Provenance['fields'] = {
     file: f.file,
-    sha256: f.sha256,
+    sha256: sha256File(f.file),
     format: f.format,
     hook: f.kind,
     layers: [...f.layers.keys()].sort((a, b) => a - b).join(','),

@@ -22,7 +22,7 @@ export interface AblateRequest {
 
 /** Steering: scale * v (v as stored) added to blocks.L.hook_resid_post at every position. */
 export function steeringFromFile(model: LoadedModel, req: SteerRequest): SteerSpec {
-  const f = readDirectionFile(req.file, model.spec);
+  const f = readDirectionFile(req.file, model.spec, '--steer');
   if (req.layer < 0 || req.layer >= model.spec.nLayers) {
     throw new EmlensError(`--layer ${req.layer} is out of range (model has ${model.spec.nLayers} layers: 0..${model.spec.nLayers - 1})`);
   }
@@ -33,12 +33,13 @@ export function steeringFromFile(model: LoadedModel, req: SteerRequest): SteerSp
 
 /** Ablation: the unit-normalised direction of each listed layer projected out at that layer. */
 export function ablationFromFile(model: LoadedModel, req: AblateRequest): AblateSpec[] {
-  const f = readDirectionFile(req.file, model.spec);
+  const f = readDirectionFile(req.file, model.spec, '--ablate');
   const layers = req.layers === 'all' ? [...f.layers.keys()].sort((a, b) => a - b) : req.layers;
   return layers.map((l) => {
     if (l >= model.spec.nLayers) throw new EmlensError(`--ablate-layers: layer ${l} is out of range (model has ${model.spec.nLayers} layers)`);
     const v = f.layers.get(l);
     if (!v) throw new EmlensError(`${req.file}: no direction for layer ${l} (file covers ${[...f.layers.keys()].join(', ')})`);
+    if (!v.some((x) => x !== 0)) throw new EmlensError(`--ablate ${req.file}: the direction of layer ${l} is all zero; there is nothing to project out`);
     return { hook: hookName(l, f.kind), directions: [v] };
   });
 }

@@ -3,7 +3,7 @@ import { basename } from 'node:path';
 import { EmlensError } from '../errors.js';
 import type { LoadedModel } from '../backend/model.js';
 import { readJsonl } from '../data/rows.js';
-import { readSafetensorsHeader } from '../io/safetensors.js';
+import { readSafetensorsHeader } from '../io/safetensors/header.js';
 import { sha256File, weightsFingerprint } from '../model/fingerprint.js';
 import { klRow, narrowRow } from '../train/batch.js';
 import { readSolution, type Solution } from '../train/trainer.js';

@@ -19,7 +19,8 @@ import { rng } from '../runtime/sampling.js';
 import type { Activations } from '../activations/read.js';
 import { histograms, lineByLayer } from '../viz/figures.js';
 import type { Block, Report } from '../viz/report.js';
-import { activationsProvenance, directionsProvenance, loadDirections, openActivationsDir, parametersProvenance, type LoadedDirections } from './directions.js';
+import { readDirectionFile, type DirectionFile } from '../io/directions.js';
+import { activationsProvenance, directionsProvenance, openActivationsDir, parametersProvenance } from './directions.js';
 
 /** More distinct values than this and the label is not a grouping (e.g. a 0-100 score). */
 export const MAX_GROUPS = 12;
@@ -60,7 +61,7 @@ export interface LayerProjection {
 
 export interface ProjectResult {
   acts: Activations;
-  direction: LoadedDirections;
+  direction: DirectionFile;
   label: string;
   /** distinct label values, sorted (numerically when all are numbers) */
   groups: string[];
@@ -98,7 +99,7 @@ function stats(value: string, xs: number[]): GroupStats {
 
 export function projectAnalysis(o: ProjectOptions): ProjectResult {
   const acts = openActivationsDir(o.acts, '--acts');
-  const dir = loadDirections(o.direction);
+  const dir = readDirectionFile(o.direction);
   const warnings: string[] = [];
   const d = acts.meta.model.d_model;
   const width = dir.layers.values().next().value!.length;
@@ -198,7 +199,7 @@ export function projectAnalysis(o: ProjectOptions): ProjectResult {
     return separation(pos, neg);
   };
   for (const l of layers) {
-    const p = projections(acts.layer(l), d, dir.layers.get(l)!);
+    const p = projections(acts.layer(l), d, dir.layers.get(l)!, `${o.direction}: the direction of layer ${l}`);
     projs.set(l, p);
     const by = new Map<string, number[]>(groups.map((g) => [g, []]));
     rowGroup.forEach((g, i) => {

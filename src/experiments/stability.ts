@@ -120,7 +120,7 @@ export function stabilityAnalysis(o: StabilityOptions): StabilityResult {
   for (const l of pair.layers) {
     const p = pos.layer(l);
     const q = neg.layer(l);
-    const full = computeDirection(p, q, d, opts);
+    const full = computeDirection(p, q, d, { ...opts, what: `pca at layer ${l} (--pos ${pos.dir}, --neg ${neg.dir})` });
     const boot = bootstrapStability(p, q, d, { ...opts, seed, n: B });
     let sh: SplitHalfResult | null = null;
     if (canSplit) sh = splitHalf(p, q, d, { ...opts, seed: seed + 1, repeats: B });

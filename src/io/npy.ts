@@ -165,25 +165,36 @@ export function writeDirectionsNpy(
   writeFileAtomic(file + NPY_SIDECAR_SUFFIX, [JSON.stringify(sidecar, null, 2) + '\n']);
 }
 
-/** Reads FILE and FILE.layers.json back into layer -> vector. */
+/**
+ * Reads FILE and FILE.layers.json back into layer -> vector. The sidecar's "layers" must be
+ * distinct non-negative integers, one per row of a 2-D [layers, d_model] array.
+ */
 export function readDirectionsNpy(file: string): NpyDirections {
   const name = basename(file);
   const side = file + NPY_SIDECAR_SUFFIX;
-  if (!existsSync(side)) throw new EmlensError(`${name}: sidecar ${basename(side)} is missing (it lists the layers of the array's rows)`);
+  const sname = basename(side);
+  if (!existsSync(side)) throw new EmlensError(`${name}: sidecar ${sname} is missing (it lists the layers of the array's rows)`);
   let meta: { layers?: unknown; hook?: unknown; metadata?: unknown };
   try {
     meta = JSON.parse(readFileSync(side, 'utf8'));
   } catch (e) {
-    throw new EmlensError(`${basename(side)}: not valid JSON (${(e as Error).message})`);
+    throw new EmlensError(`${sname}: not valid JSON (${(e as Error).message})`);
   }
   const { data, shape } = readNpy(file);
   const ls = meta.layers;
-  if (!Array.isArray(ls) || !ls.every((l) => Number.isInteger(l) && l >= 0)) throw new EmlensError(`${basename(side)}: "layers" must be a list of layer indices`);
-  if (shape.length !== 2 || shape[0] !== ls.length) {
-    throw new EmlensError(`${name}: array shape [${shape}] does not match the ${ls.length} layers of ${basename(side)}`);
-  }
+  if (!Array.isArray(ls)) throw new EmlensError(`${sname}: "layers" must be a list of layer indices`);
+  const seen = new Map<number, number>();
+  ls.forEach((l: unknown, k) => {
+    if (typeof l !== 'number' || !Number.isInteger(l) || l < 0) {
+      throw new EmlensError(`${sname}: "layers" entry ${k} is ${JSON.stringify(l)}, not a layer index (a non-negative integer)`);
+    }
+    if (seen.has(l)) throw new EmlensError(`${sname}: "layers" lists layer ${l} twice (entries ${seen.get(l)} and ${k})`);
+    seen.set(l, k);
+  });
+  if (shape.length !== 2) throw new EmlensError(`${name}: array shape [${shape}] is not [layers, d_model]`);
+  if (shape[0] !== ls.length) throw new EmlensError(`${name}: the array has ${shape[0]} rows but ${sname} lists ${ls.length} layers`);
   const kind = (meta.hook ?? 'resid_post') as HookKind;
-  if (!['resid_pre', 'resid_mid', 'resid_post'].includes(kind)) throw new EmlensError(`${basename(side)}: unknown hook "${String(kind)}"`);
+  if (!['resid_pre', 'resid_mid', 'resid_post'].includes(kind)) throw new EmlensError(`${sname}: unknown hook "${String(kind)}"`);
   const d = shape[1]!;
   const layers = new Map<number, Float32Array>();
   (ls as number[]).forEach((l, k) => layers.set(l, data.slice(k * d, k * d + d)));

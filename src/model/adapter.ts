@@ -20,7 +20,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { EmlensError } from '../errors.js';
-import { readSafetensorsHeader, readTensorF32, type StTensorInfo } from '../io/safetensors.js';
+import { readSafetensorsHeader, readTensorF32, type StTensorInfo } from '../io/safetensors/index.js';
 import type { ModelSpec } from './config.js';
 import { expectedTensors, type Weights } from './weights.js';
 
@@ -403,7 +403,7 @@ export function mergeAdapter(weights: Weights, plan: AdapterPlan): void {
     const A = readTensorF32(m.A);
     const B = readTensorF32(m.B);
     for (const [t, v] of [['lora_A', A], ['lora_B', B]] as const) {
-      if (v.some((x) => !Number.isFinite(x))) throw new EmlensError(`${plan.weightsFile}: "${m.key}.${t}.weight" holds non-finite values`);
+      if (v.some((x: number) => !Number.isFinite(x))) throw new EmlensError(`${plan.weightsFile}: "${m.key}.${t}.weight" holds non-finite values`);
     }
     const [out, inn] = w.shape as [number, number];
     const r = m.rank;

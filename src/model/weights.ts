@@ -5,7 +5,9 @@
  */
 import { basename } from 'node:path';
 import { EmlensError } from '../errors.js';
-import { openWeights, readTensorF32, type StTensorInfo, type WeightIndex } from '../io/safetensors.js';
+import type { StTensorInfo } from '../io/safetensors/header.js';
+import { readTensorF32 } from '../io/safetensors/read.js';
+import { openWeights, type WeightIndex } from './weight-files.js';
 import type { ModelSpec } from './config.js';
 
 export interface Weight {
@@ -104,16 +106,12 @@ export function planCheckpoint(dir: string, s: ModelSpec): CheckpointPlan {
   return { index, tensors };
 }
 
-/** Reads every planned tensor as fp32. */
+/** Reads every planned tensor as fp32; a NaN or Inf anywhere is an error (file, tensor, index). */
 export function loadWeights(plan: CheckpointPlan, onTensor?: (done: number, total: number) => void): Weights {
   const out: Weights = new Map();
   let i = 0;
   for (const [name, info] of plan.tensors) {
-    const data = readTensorF32(info);
-    for (let k = 0; k < data.length; k += 4099) {
-      // Spot check: a NaN/Inf weight means a corrupt file, and would poison every activation silently.
-      if (!Number.isFinite(data[k]!)) throw new EmlensError(`${basename(info.file)}: tensor "${name}" holds non-finite values`);
-    }
+    const data = readTensorF32(info, { finite: true });
     out.set(name, { shape: info.shape, data });
     onTensor?.(++i, plan.tensors.size);
   }

@@ -15,7 +15,7 @@ import { parseConfig, type ModelSpec } from '../model/config.js';
 import { randomWeights } from '../model/random.js';
 import { planCheckpoint, loadWeights, type Weights } from '../model/weights.js';
 import { writeWordLevelTokenizer } from '../model/wordlevel.js';
-import { writeSafetensors } from '../io/safetensors.js';
+import { writeSafetensors } from '../io/safetensors/write.js';
 import { Engine } from '../runtime/engine.js';
 import { rng } from '../runtime/sampling.js';
 import type { TrainRow } from '../train/batch.js';

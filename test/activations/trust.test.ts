@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { TextTokenizer } from '../../src/model/tokenizer.js';
 import { wordLevelUnknowns } from '../../src/model/wordlevel.js';
-import { readSafetensorsHeader } from '../../src/io/safetensors.js';
+import { readSafetensorsHeader } from '../../src/io/safetensors/index.js';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { addTokenizer, WORDS, writeChatDataset } from '../helpers/datasets.js';
 

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeDirectionFile } from '../../src/io/directions.js';
-import { readSafetensorsHeader, readTensorF32 } from '../../src/io/safetensors.js';
+import { readSafetensorsHeader, readTensorF32 } from '../../src/io/safetensors/index.js';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { addTokenizer } from '../helpers/datasets.js';
 import { loraConfig, mergeInF64, moduleKeys, randomLoras, randomValues, writePlainCheckpoint, writeTinyAdapter } from '../helpers/tiny-adapters.js';

@@ -8,7 +8,7 @@ import { judgeRequests } from '../../src/eval/judge.js';
 import { LocalJudge } from '../../src/eval/judges/local.js';
 import { openJudge } from '../../src/eval/judges/index.js';
 import { parseQuestions } from '../../src/eval/questions.js';
-import { writeSafetensors } from '../../src/io/safetensors.js';
+import { writeSafetensors } from '../../src/io/safetensors/index.js';
 import { writeWordLevelTokenizer } from '../../src/model/wordlevel.js';
 import { TEMPLATE } from '../helpers/datasets.js';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';

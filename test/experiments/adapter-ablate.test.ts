@@ -11,7 +11,7 @@ import { LoadedModel } from '../../src/backend/model.js';
 import { EmlensError } from '../../src/errors.js';
 import { ablateAdapter } from '../../src/experiments/adapter.js';
 import { writeDirectionFile } from '../../src/io/directions.js';
-import { readSafetensorsHeader, readTensorF32 } from '../../src/io/safetensors.js';
+import { readSafetensorsHeader, readTensorF32 } from '../../src/io/safetensors/index.js';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { loraConfig, moduleKeys, randomLoras, randomValues, writeTinyAdapter } from '../helpers/tiny-adapters.js';
 

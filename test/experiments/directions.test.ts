@@ -158,6 +158,76 @@ describe('planted: known mean differences are recovered exactly', () => {
   });
 });
 
+describe('refused: inputs that cannot give a direction, and --out names emlens does not write', () => {
+  const d = 8;
+  const n = 4;
+  let a: string;
+  let copy: string;
+  let permuted: string;
+  let nan: string;
+  let shifted: string;
+  beforeAll(() => {
+    const acts = new Map([[1, dyadic(n * d, 1)], [2, dyadic(n * d, 2)]]);
+    a = writePlanted(join(dir, 'same-a'), { layers: acts, d });
+    copy = writePlanted(join(dir, 'same-copy'), { layers: acts, d }); // the same rows, another folder
+    // The same rows in reverse order: equal means (mean-diff zero), but pairs that differ (pca fine).
+    const rev = (x: Float32Array) => Float32Array.from({ length: n * d }, (_, k) => x[(n - 1 - Math.floor(k / d)) * d + (k % d)]!);
+    permuted = writePlanted(join(dir, 'same-permuted'), { layers: new Map([...acts].map(([l, x]) => [l, rev(x)])), d });
+    const bad = dyadic(n * d, 2);
+    bad[2 * d + 5] = NaN;
+    nan = writePlanted(join(dir, 'nan-acts'), { layers: new Map([[1, dyadic(n * d, 7)], [2, bad]]), d });
+    // Every pair differs by the same vector: mean-diff is fine, pca has nothing to fit.
+    shifted = writePlanted(join(dir, 'shifted'), { layers: new Map([...acts].map(([l, x]) => [l, add(x, dyadic(d, 40 + l), d)])), d });
+  });
+
+  it('--pos and --neg the same folder, or holding identical activations: an error, nothing written', () => {
+    const out = join(dir, 'same.safetensors');
+    expectOneLineError(emlens('directions', '--pos', a, '--neg', a, '--out', out), /--pos and --neg are the same folder \(.*same-a\)/);
+    expectOneLineError(emlens('directions', '--pos', a, '--neg', join(dir, '.', 'same-a'), '--out', out), /--pos and --neg are the same folder/);
+    for (const method of ['mean-diff', 'pca']) {
+      expectOneLineError(
+        emlens('directions', '--pos', a, '--neg', copy, '--out', out, '--method', method),
+        new RegExp(`--pos ${a} and --neg ${copy} hold identical activations at layer 1; the direction would be zero`),
+      );
+    }
+    expectOneLineError(
+      emlens('directions', '--pos', a, '--neg', permuted, '--out', out),
+      new RegExp(`--pos ${a} and --neg ${permuted} have equal means at layer 1; the mean-diff direction would be zero`),
+    );
+    expect(existsSync(out)).toBe(false);
+    expect(emlens('directions', '--pos', a, '--neg', permuted, '--out', out, '--method', 'pca').code).toBe(0);
+  });
+
+  it('NaN activations: an error naming the folder, layer and row', () => {
+    const out = join(dir, 'nan.safetensors');
+    expectOneLineError(emlens('directions', '--pos', nan, '--neg', a, '--out', out), new RegExp(`--pos ${nan}: layer 2, row 2 holds NaN \\(column 5\\)`));
+    expectOneLineError(emlens('directions', '--pos', a, '--neg', nan, '--out', out, '--method', 'pca'), new RegExp(`--neg ${nan}: layer 2, row 2 holds NaN \\(column 5\\)`));
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('pca without variance names the layer and both folders', () => {
+    expectOneLineError(
+      emlens('directions', '--pos', shifted, '--neg', a, '--out', join(dir, 'novar.safetensors'), '--method', 'pca'),
+      new RegExp(`pca at layer 1 \\(--pos ${shifted}, --neg ${a}\\): the paired differences have no variance`),
+    );    expectOneLineError(
+      emlens('stability', '--pos', shifted, '--neg', a, '--out', join(dir, 'novar.html'), '--method', 'pca', '--bootstrap', '4'),
+      new RegExp(`pca at layer 1 \\(--pos ${shifted}, --neg ${a}\\): the paired differences have no variance`),
+    );
+  });
+
+  it('--out extension: must be .safetensors, .gguf or .npy, and agree with --format', () => {
+    const run = (out: string, ...more: string[]) => emlens('directions', '--pos', shifted, '--neg', a, '--out', join(dir, out), ...more);
+    expectOneLineError(run('d.pt'), /--out .*d\.pt: emlens writes direction files as \.safetensors, \.gguf or \.npy, not \.pt/);
+    expectOneLineError(run('dirs'), /--out .*dirs: emlens writes direction files as \.safetensors, \.gguf or \.npy; the name has no extension/);
+    expectOneLineError(run('x.gguf', '--format', 'npy'), /--out .*x\.gguf is a \.gguf name but --format is npy; use x\.npy or drop --format/);
+    expectOneLineError(run('x.safetensors', '--format', 'gguf'), /--format is gguf/);
+    for (const out of ['d.pt', 'dirs', 'x.gguf', 'x.npy', 'x.safetensors']) expect(existsSync(join(dir, out)), out).toBe(false);
+    const ok = run('X.GGUF', '--format', 'gguf');
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(readDirectionFile(join(dir, 'X.GGUF')).format).toBe('gguf');
+  });
+});
+
 describe('real pipeline: tiny checkpoint -> extract -> directions', () => {
   let model: LoadedModel;
   let mdir: string;
@@ -235,8 +305,8 @@ describe('real pipeline: tiny checkpoint -> extract -> directions', () => {
     expect(f.metadata).toMatchObject({ model: mdir, weight: 'tokens', pos_rows: '12', neg_rows: '12', hook: 'resid_post' });
     expect(f.metadata.weights_sha256).toMatch(/^[0-9a-f]{64}$/);
 
-    // --format overrides the extension.
-    const gf = join(dir, 'real-cv.bin');
+    // --format may repeat what the extension says.
+    const gf = join(dir, 'real-cv.gguf');
     const g = emlens('directions', '--pos', acts.pos, '--neg', acts.neg, '--out', gf, '--weight', 'tokens', '--format', 'gguf');
     expect(g.code, g.stderr).toBe(0);
     expect(g.stderr).toMatch(/warning: layer 0 left out/);
@@ -288,7 +358,11 @@ describe('real pipeline: tiny checkpoint -> extract -> directions', () => {
     expectOneLineError(emlens('directions', '--pos', acts.pos, '--neg', acts.neg, '--out', out, '--format', 'pt'), /--format must be one of safetensors, gguf, npy/);
     expectOneLineError(emlens('directions', '--pos', acts.pos, '--neg', acts.neg), /required option '--out <file>' not specified/);
     // A GGUF of layer 0 alone cannot exist.
-    expectOneLineError(emlens('directions', '--pos', l0, '--neg', l0, '--out', join(dir, 'l0.gguf')), /the only layer is 0, and llama\.cpp control vectors cannot steer block 0/);
+    const file2 = writeChatDataset(dir, 'other2.jsonl', 5, 11);
+    const ds2 = readJsonl(file2);
+    const l0b = join(dir, 'acts-l0b');
+    await extractActivations(model, ds2.rows, { outDir: l0b, layers: [0], hook: 'resid_post', dataset: { file: file2, sha256: ds2.sha256, selection: {} } });
+    expectOneLineError(emlens('directions', '--pos', l0, '--neg', l0b, '--out', join(dir, 'l0.gguf')), /the only layer is 0, and llama\.cpp control vectors cannot steer block 0/);
     expect(existsSync(out)).toBe(false);
   });
 });

@@ -269,7 +269,7 @@ describe('emlens compare', () => {
     expectOneLineError(emlens('compare', files.md, '--out', out), /compare needs at least two direction files, got 1/);
     expectOneLineError(emlens('compare', files.md, join(dir, 'missing.safetensors'), '--out', out), /missing\.safetensors: no such direction file/);
     expectOneLineError(emlens('compare', files.md, files.narrow, '--out', out), /has width \d+, .*narrow\.safetensors has 3: directions of different models cannot be compared/);
-    expectOneLineError(emlens('compare', files.md, acts.pos, '--out', out), /not a file/);
+    expectOneLineError(emlens('compare', files.md, acts.pos, '--out', out), /: is a folder, not a direction file/);
   });
 });
 

@@ -48,14 +48,9 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  bf16ToF32,
-  f16ToF32,
-  f32ToBf16,
-  f32ToF16,
-  writeSafetensors,
-  writeShardedSafetensors,
-} from '../../src/io/safetensors.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/safetensors/dtype.js';
+import { writeShardedSafetensors } from '../../src/io/safetensors/shards.js';
+import { writeSafetensors } from '../../src/io/safetensors/write.js';
 import { rng } from '../../src/runtime/sampling.js';
 
 export type TinyFamily = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3_text' | 'gemma3';

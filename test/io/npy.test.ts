@@ -122,7 +122,7 @@ describe('direction files as .npy', () => {
     writeNpy(file, new Float32Array(6), [2, 3]);
     expect(() => readDirectionsNpy(file)).toThrow(/sidecar/);
     fs.writeFileSync(file + NPY_SIDECAR_SUFFIX, JSON.stringify({ layers: [1, 2, 3] }));
-    expect(() => readDirectionsNpy(file)).toThrow(/does not match/);
+    expect(() => readDirectionsNpy(file)).toThrow(/the array has 2 rows but lone\.npy\.layers\.json lists 3 layers/);
     expect(() => writeDirectionsNpy(path.join(tmp, 'm.npy'), new Map([[0, new Float32Array(2)], [1, new Float32Array(3)]]))).toThrow(/width/);
   });
 });

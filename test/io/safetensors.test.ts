@@ -4,18 +4,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EmlensError } from '../../src/errors.js';
-import {
-  bf16ToF32,
-  f16ToF32,
-  f32ToBf16,
-  f32ToF16,
-  openWeights,
-  readSafetensorsHeader,
-  readTensorF32,
-  writeSafetensors,
-  writeShardedSafetensors,
-  type StWriteTensor,
-} from '../../src/io/safetensors.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/safetensors/dtype.js';
+import { readSafetensorsHeader } from '../../src/io/safetensors/header.js';
+import { readTensorF32 } from '../../src/io/safetensors/read.js';
+import { writeShardedSafetensors } from '../../src/io/safetensors/shards.js';
+import { type StWriteTensor, writeSafetensors } from '../../src/io/safetensors/write.js';
+import { openWeights } from '../../src/model/weight-files.js';
 import { rng } from '../../src/runtime/sampling.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -325,15 +319,46 @@ describe('writeSafetensors / readSafetensorsHeader / readTensorF32', () => {
     expectStError(() => readTensorF32(h.tensors.get('u')!), 'unaligned.safetensors', '"u"', 'U8');
   });
 
-  it('allows holes between tensors', () => {
+  it('refuses holes, leading gaps and bytes past the last tensor (the format requires full coverage)', () => {
     const data = new Uint8Array(24);
     new Float32Array(data.buffer).set([1, 2, 0, 0, 5, 6]);
-    const file = craft('holes.safetensors', {
+    const hole = craft('holes.safetensors', {
       x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
       y: { dtype: 'F32', shape: [2], data_offsets: [16, 24] },
     }, data);
-    const h = readSafetensorsHeader(file);
-    expect(Array.from(readTensorF32(h.tensors.get('y')!))).toEqual([5, 6]);
+    expectStError(() => readSafetensorsHeader(hole), 'holes.safetensors', '[8, 16)', '"x"', '"y"');
+    const lead = craft('lead.safetensors', { y: { dtype: 'F32', shape: [2], data_offsets: [16, 24] } }, data);
+    expectStError(() => readSafetensorsHeader(lead), 'lead.safetensors', '[0, 16)', '"y"');
+    const tail = craft('tail.safetensors', { x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, data);
+    expectStError(() => readSafetensorsHeader(tail), 'tail.safetensors', 'tensor data 8', '16 bytes after the last tensor');
+    const stray = craft('stray.safetensors', {}, Uint8Array.of(1, 2, 3));
+    expectStError(() => readSafetensorsHeader(stray), 'stray.safetensors', '3 bytes');
+    // Empty tensors take no bytes, wherever their (equal) offsets point inside the data.
+    const empty = craft('empty.safetensors', {
+      x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+      e: { dtype: 'F32', shape: [0], data_offsets: [4, 4] },
+      y: { dtype: 'F32', shape: [2], data_offsets: [8, 16] },
+    }, data.subarray(0, 16));
+    expect(Array.from(readTensorF32(readSafetensorsHeader(empty).tensors.get('y')!))).toEqual([0, 0]);
+  });
+
+  it('a header length shrunk into its trailing spaces is caught, not read 2 bytes off', () => {
+    const file = path.join(freshDir(), 'shifted.safetensors');
+    // Metadata length chosen so that the writer pads the header with at least 2 spaces.
+    let meta = 'x';
+    const padOf = (m: string) => {
+      const json = `{"__metadata__":{"k":${JSON.stringify(m)}},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`;
+      return (8 - (Buffer.byteLength(json) % 8)) % 8;
+    };
+    while (padOf(meta) < 2) meta += 'x';
+    writeSafetensors(file, { w: { shape: [2], data: Float32Array.of(1.5, -2) } }, { k: meta });
+    const bytes = fs.readFileSync(file);
+    const n = Number(bytes.readBigUInt64LE(0));
+    expect(bytes.subarray(8 + n - 2, 8 + n).toString('latin1')).toBe('  ');
+    expect(Array.from(readTensorF32(readSafetensorsHeader(file).tensors.get('w')!))).toEqual([1.5, -2]);
+    bytes.writeBigUInt64LE(BigInt(n - 2), 0);
+    fs.writeFileSync(file, bytes);
+    expectStError(() => readSafetensorsHeader(file), 'shifted.safetensors', `${bytes.length} bytes`, '2 bytes');
   });
 });
 

@@ -99,6 +99,6 @@ describe('organism build into an unwritable --out', () => {
     writeFileSync(join(dir, 'f'), 'x');
     const r = cli(['organism', 'build', '--out', join(dir, 'f', 'org')]);
     expect(r.status).toBe(1);
-    expect(r.stderr.trim().split('\n')).toEqual([`emlens: organism output: ${join(dir, 'f')} exists and is not a folder`]);
+    expect(r.stderr.trim().split('\n')).toEqual([`emlens: --out ${join(dir, 'f', 'org')}: ${join(dir, 'f')} is a file, not a folder`]);
   });
 });

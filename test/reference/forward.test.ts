@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openWeights, readTensorF32 } from '../../src/io/safetensors.js';
+import { readTensorF32 } from '../../src/io/safetensors/read.js';
+import { openWeights } from '../../src/model/weight-files.js';
 import { TINY_FAMILIES, tinyConfig, writeTinyCheckpoint, type TinyFamily } from '../helpers/tiny-checkpoints.js';
 import { attentionAllowed, referenceForward, resolveSpec, type RefOutput, type RefWeights } from './forward.js';
 

@@ -10,7 +10,7 @@ import { LoadedModel } from '../../src/backend/model.js';
 import { evaluateBatch, initSolution, trainSolution, type Solution, type TrainConfig } from '../../src/train/trainer.js';
 import type { TrainRow } from '../../src/train/batch.js';
 import { adamwInit, adamwStep, linearSchedule } from '../../src/train/adamw.js';
-import { writeSafetensors } from '../../src/io/safetensors.js';
+import { writeSafetensors } from '../../src/io/safetensors/write.js';
 import { hookName } from '../../src/hooks/names.js';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { seqIds } from '../helpers/compare.js';
