@@ -8,7 +8,7 @@
  * Norms are those of what is added: ‖α·s‖ for a steering vector, ‖α·B A‖_F for a rank-1 adapter.
  */
 import type { LoadedModel } from '../backend/model.js';
-import { rng } from '../runtime/sampling.js';
+import { randomNormMatched, rng } from '../runtime/random.js';
 import { packBatches, type TrainRow } from '../train/batch.js';
 import { evaluateBatch, solutionNorm, type Solution } from '../train/trainer.js';
 
@@ -49,34 +49,12 @@ export async function datasetLoss(model: LoadedModel, sol: Solution | null, rows
   return { ce: ceN ? ceSum / ceN : NaN, kl: klN ? klSum / klN : NaN };
 }
 
-function gaussian(r: () => number, n: number): Float64Array {
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const u = 1 - r();
-    const rad = Math.sqrt(-2 * Math.log(u));
-    const t = 2 * Math.PI * r();
-    out[i] = rad * Math.cos(t);
-    if (i + 1 < n) out[i + 1] = rad * Math.sin(t);
-  }
-  return out;
-}
-
 /** x' = √(1−ε²)·x + ε·y with y ~ N(0, I) orthogonalised to x and rescaled to ‖x‖. */
 export function perturb(x: Float32Array, eps: number, seed: number): Float32Array {
-  const y = gaussian(rng(seed), x.length);
-  let xx = 0;
-  let xy = 0;
-  for (let i = 0; i < x.length; i++) {
-    xx += x[i]! * x[i]!;
-    xy += x[i]! * y[i]!;
-  }
-  if (xx === 0) return Float32Array.from(x);
-  for (let i = 0; i < x.length; i++) y[i]! -= (xy / xx) * x[i]!;
-  let yy = 0;
-  for (let i = 0; i < x.length; i++) yy += y[i]! * y[i]!;
-  const k = Math.sqrt(xx / yy);
+  if (x.every((v) => v === 0)) return Float32Array.from(x);
+  const y = randomNormMatched(x, rng(seed), { orthogonal: true });
   const c = Math.sqrt(1 - eps * eps);
-  return Float32Array.from(x, (xi, i) => c * xi + eps * k * y[i]!);
+  return Float32Array.from(x, (xi, i) => c * xi + eps * y[i]!);
 }
 
 /** Perturbs a solution's parameters as one flattened vector. */
@@ -99,12 +77,11 @@ export function perturbSolution(sol: Solution, eps: number, seed: number): Solut
   };
 }
 
-/** A random solution of the same kind, layer and added norm. */
+/** A random solution of the same kind and layer, each factor norm-matched (so the added norm matches too). */
 export function randomLike(sol: Solution, seed: number): Solution {
   const r = rng(seed);
-  const params = sol.params.map((p) => Float32Array.from(gaussian(r, p.length)));
-  const rand: Solution = { ...sol, params };
-  return scaled(rand, addedNorm(sol) / addedNorm(rand));
+  const params = sol.params.map((p) => randomNormMatched(p, r));
+  return { ...sol, params };
 }
 
 export interface EfficiencyResult {

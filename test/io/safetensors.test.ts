@@ -16,7 +16,7 @@ import {
   writeShardedSafetensors,
   type StWriteTensor,
 } from '../../src/io/safetensors.js';
-import { rng } from '../../src/runtime/sampling.js';
+import { rng } from '../../src/runtime/random.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const realDir = path.resolve(here, '../../../shared/models/aidreams260k');
