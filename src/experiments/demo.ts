@@ -300,8 +300,8 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
   const narrowSol = join(o.out, 'steer-narrow.safetensors');
   log('training a general and a KL-regularised narrow steering vector on the instruct model');
   const quiet = () => {};
-  await runTraining(models.instruct!, { data: narrowFile, out: generalFile, config: { ...trainCfg, klLambda: 0 }, onStep: quiet });
-  await runTraining(models.instruct!, { data: narrowFile, klData: klFile, out: narrowSol, config: { ...trainCfg, klLambda: 30 }, onStep: quiet });
+  await runTraining(models.instruct!, { data: narrowFile, out: generalFile, overwrite: true, config: { ...trainCfg, klLambda: 0 }, onStep: quiet });
+  await runTraining(models.instruct!, { data: narrowFile, klData: klFile, out: narrowSol, overwrite: true, config: { ...trainCfg, klLambda: 30 }, onStep: quiet });
   const meas = await runMeasure(models.instruct!, { solutions: [generalFile, narrowSol], data: narrowFile, generic: genericFile, n: 100, seeds: 3, batchTokens: 4096 });
   const steerEval: [string, EmTable][] = [];
   for (const [name, f] of [['general', generalFile], ['narrow', narrowSol]] as const) {

@@ -16,8 +16,8 @@ export interface MeasureRequest {
   solutions: string[];
   data: string;
   generic?: string;
-  /** rows of the narrow set used (the paper: 100) */
-  n: number;
+  /** Rows of each set used; the sets must hold that many. Absent: the first 100 (the paper's), or all if fewer. */
+  n?: number;
   seeds: number;
   batchTokens: number;
   onProgress?: (done: number, total: number) => void;
@@ -31,6 +31,9 @@ export interface MeasureResult {
   report: Report;
 }
 
+/** Rows of each set used when --n is not given (the paper's 100). */
+export const DEFAULT_ROWS = 100;
+
 export async function runMeasure(model: LoadedModel, req: MeasureRequest): Promise<MeasureResult> {
   const tok = model.tokenizer;
   if (!tok) throw new EmlensError(`${model.dir}: no tokenizer.json`);
@@ -40,10 +43,17 @@ export async function runMeasure(model: LoadedModel, req: MeasureRequest): Promi
     if (s.params.every((p) => p.every((x) => x === 0))) throw new EmlensError(`${req.solutions[i]}: the solution is all zeros`);
   });
   const names = req.solutions.map((f) => basename(f).replace(/\.safetensors$/, ''));
+  names.forEach((n, i) => {
+    if (names.indexOf(n) !== i) throw new EmlensError(`--solutions: ${req.solutions[names.indexOf(n)]} and ${req.solutions[i]} share the name "${n}" in the report; rename one`);
+  });
   const narrowSet = readJsonl(req.data);
-  const rows = narrowSet.rows.slice(0, req.n).map((r) => narrowRow(tok, r, `${req.data}:${r.line}`));
   const genericSet = req.generic ? readJsonl(req.generic) : null;
-  const generic = genericSet ? genericSet.rows.slice(0, req.n).map((r) => klRow(tok, r)) : [];
+  for (const set of [narrowSet, genericSet]) {
+    if (set && req.n !== undefined && set.rows.length < req.n) throw new EmlensError(`--n ${req.n}: ${set.file} has only ${set.rows.length} rows`);
+  }
+  const n = req.n ?? DEFAULT_ROWS;
+  const rows = narrowSet.rows.slice(0, n).map((r) => narrowRow(tok, r, `${req.data}:${r.line}`));
+  const generic = genericSet ? genericSet.rows.slice(0, n).map((r) => klRow(tok, r, `${req.generic}:${r.line}`)) : [];
 
   const total = sols.length * (9 + 8 + EPSILONS.length * req.seeds + (generic.length ? 8 : 0));
   let done = 0;

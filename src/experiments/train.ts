@@ -12,6 +12,8 @@ export interface TrainRequest {
   klData?: string;
   out: string;
   resume?: boolean;
+  /** Replace an existing OUT and discard an earlier run's checkpoint. */
+  overwrite?: boolean;
   referenceCe?: boolean;
   config: TrainConfig;
   onStep?: (log: StepLog, total: number) => void;
@@ -34,13 +36,13 @@ export async function runTraining(model: LoadedModel, req: TrainRequest): Promis
   const tok = model.tokenizer;
   if (!tok) throw new EmlensError(`${model.dir}: no tokenizer.json; training needs the tokenizer`);
   const narrowSet = readJsonl(req.data);
+  if (req.referenceCe && !narrowSet.rows.some((r) => r.kind === 'chat')) throw new EmlensError(`--reference-ce changes how chat rows are scored; ${req.data} has none (text rows are scored on every token anyway)`);
   const narrow = narrowSet.rows.map((r) => narrowRow(tok, r, `${req.data}:${r.line}`, req.referenceCe));
   const klSet = req.klData ? readJsonl(req.klData) : null;
-  if (req.config.klLambda > 0 && !klSet) throw new EmlensError('--kl-weight needs --kl-data');
-  const kl = klSet ? klSet.rows.map((r) => klRow(tok, r)) : [];
+  const kl = klSet ? klSet.rows.map((r) => klRow(tok, r, `${req.klData}:${r.line}`)) : [];
   const weightsSha = weightsFingerprint(model.plan.index.files);
   const dataKey = `${weightsSha}:${narrowSet.sha256}:${klSet?.sha256 ?? ''}:${req.referenceCe ? 'refce' : ''}`;
-  const r = await trainSolution(model, narrow, kl, req.config, req.out, { resume: req.resume, dataKey, onStep: req.onStep ?? stepPrinter() });
+  const r = await trainSolution(model, narrow, kl, req.config, req.out, { resume: req.resume, overwrite: req.overwrite, dataKey, onStep: req.onStep ?? stepPrinter() });
   const last = r.history[r.history.length - 1];
   writeSolution(req.out, model, r.solution, {
     emlens_version: VERSION,
@@ -52,7 +54,7 @@ export async function runTraining(model: LoadedModel, req: TrainRequest): Promis
     data_sha256: narrowSet.sha256,
     kl_data: req.klData ?? '',
     kl_data_sha256: klSet?.sha256 ?? '',
-    ce_on: req.referenceCe ? 'all tokens (reference)' : 'response tokens',
+    ce_on: req.referenceCe ? 'all tokens (reference)' : 'response tokens of chat rows, every token after the first of text rows',
     hyperparameters: JSON.stringify(req.config),
     final_loss: String(last?.loss ?? ''),
     final_ce: String(last?.ce ?? ''),

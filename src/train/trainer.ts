@@ -212,23 +212,30 @@ export async function trainSolution(
   kl: TrainRow[],
   cfg: TrainConfig,
   out: string,
-  o: { resume?: boolean; dataKey: string; onStep?: (log: StepLog, total: number) => void },
+  o: { resume?: boolean; overwrite?: boolean; dataKey: string; onStep?: (log: StepLog, total: number) => void },
 ): Promise<TrainResult> {
   if (narrow.length === 0) throw new EmlensError('no narrow rows to train on');
   if (cfg.klLambda > 0 && kl.length === 0) throw new EmlensError('--kl-weight needs --kl-data rows');
+  if (cfg.klLambda === 0 && kl.length > 0) throw new EmlensError('--kl-data needs --kl-weight > 0 (with λ = 0 its rows would be ignored)');
+  if (cfg.steps !== undefined && cfg.epochs !== undefined) throw new EmlensError('--steps and --epochs both fix the length of the run: give one of them');
+  if (o.resume && o.overwrite) throw new EmlensError('--resume continues the checkpoint in OUT.ckpt/ and --overwrite discards it: give one of them');
   const sol = initSolution(model, cfg.kind, cfg.layer, cfg.alpha, cfg.seed);
   const st = adamwInit(sol.params);
   const plan = stepPlan(narrow, cfg);
+  if (cfg.warmup >= plan.length) throw new EmlensError(`--warmup ${cfg.warmup} is not below the ${plan.length} steps of the run: the learning rate would never reach --lr nor decay`);
   let history: StepLog[] = [];
   let start = 0;
   if (o.resume) {
     const ck = loadCheckpoint(out, sol, st, cfg, o.dataKey);
-    if (ck) {
-      start = ck.step;
-      history = ck.history;
-    }
+    if (!ck) throw new EmlensError(`${ckptDir(out)}: no checkpoint to resume${existsSync(out) ? ` (${out} is there: that run finished)` : ''}; run without --resume to start`);
+    start = ck.step;
+    history = ck.history;
+  } else if (o.overwrite) {
+    rmSync(ckptDir(out), { recursive: true, force: true });
   } else if (existsSync(ckptDir(out))) {
-    throw new EmlensError(`${ckptDir(out)}: a checkpoint of an earlier run is there; add --resume to continue it, or delete it`);
+    throw new EmlensError(`${ckptDir(out)}: a checkpoint of an earlier run is there; add --resume to continue it, or --overwrite to start over`);
+  } else if (existsSync(out)) {
+    throw new EmlensError(`${out}: already exists; add --overwrite to replace it, or choose another --out`);
   }
   let klCursor = 0;
   for (let step = 0; step < start; step++) klCursor += plan[step]!.length;
