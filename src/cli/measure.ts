@@ -36,7 +36,7 @@ export function register(program: Command): void {
       const json = o.out.replace(/\.html?$/, '') + '.json';
       writeFileAtomic(json, [JSON.stringify({ names: r.names, efficiency: r.efficiency, robustness: r.robustness, influence: r.influence }, null, 2)]);
       r.names.forEach((n, k) => {
-        console.log(`${n}: L=${r.efficiency.loss[k]!.toFixed(4)} (base ${r.efficiency.baseLoss.toFixed(4)}), |added|=${r.efficiency.addedNorm[k]!.toFixed(3)}, robustness@0.5=${r.robustness.mean[k]![6]!.toFixed(1)}%${r.influence ? `, KL@max=${r.influence.kl[k]![r.influence.kl[k]!.length - 1]!.toExponential(2)} (random ${r.influence.randomKl[k]![r.influence.randomKl[k]!.length - 1]!.toExponential(2)})` : ''}`);
+        console.log(`${n}: L=${r.efficiency.loss[k]!.toFixed(4)} (base ${r.efficiency.baseLoss.toFixed(4)}), ${r.efficiency.axes.find((a) => a.solutions.includes(k))!.kind === 'steer' ? '|a*s|' : '|a*BA|_F'}=${r.efficiency.addedNorm[k]!.toFixed(3)}, robustness@0.5=${r.robustness.mean[k]![r.robustness.epsilons.indexOf(0.5)]!.toFixed(1)}%${r.influence ? `, KL@max=${r.influence.kl[k]![r.influence.kl[k]!.length - 1]!.toExponential(2)} (random ${r.influence.randomKl[k]![r.influence.randomKl[k]!.length - 1]!.toExponential(2)})` : ''}`);
       });
       console.log(`${o.out} (+ ${json})`);
     });
