@@ -32,6 +32,17 @@ function stepPrinter(): (log: StepLog, total: number) => void {
   };
 }
 
+/** Below this relative change of the first batch's loss, training is reported as having learned nothing. */
+export const STALLED_BELOW = 0.01;
+
+/** One line when training did not move the loss (e.g. lr or alpha far too small), else null. */
+export function stalledWarning(r: TrainResult): string | null {
+  const { before, after } = r.firstBatch;
+  const rel = Math.abs(after - before) / Math.max(Math.abs(before), 1e-12);
+  if (rel >= STALLED_BELOW) return null;
+  return `training moved the loss of its first batch by only ${(100 * rel).toPrecision(2)}% (${before.toFixed(4)} → ${after.toFixed(4)}): it learned next to nothing; raise --lr or --alpha`;
+}
+
 export async function runTraining(model: LoadedModel, req: TrainRequest): Promise<TrainResult> {
   const tok = model.tokenizer;
   if (!tok) throw new EmlensError(`${model.dir}: no tokenizer.json; training needs the tokenizer`);
