@@ -12,10 +12,10 @@ export function register(program: Command): void {
     .description('efficiency, robustness and pre-training influence of trained solutions, as one HTML report (+ .json)')
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
     .requiredOption('--solutions <files...>', 'solution files from emlens train (steering vectors or rank-1 adapters)')
-    .requiredOption('--data <file>', 'NARROW.jsonl (loss on its responses)')
+    .requiredOption('--data <file>', 'NARROW.jsonl: chat rows (loss on the responses) or text rows (every token after the first)')
     .requiredOption('--out <file>', 'report.html (numbers also in report.json)')
     .option('--generic <file>', 'TEXT.jsonl of generic text for the pre-training influence')
-    .option('--n <rows>', 'rows of each set used', intArg('--n', 1), 100)
+    .option('--n <rows>', 'rows of each set used; the sets must hold that many (default: the first 100, or all if fewer)', intArg('--n', 1))
     .option('--seeds <n>', 'seeds for perturbations and random controls', intArg('--seeds', 1), 3)
     .option('--batch-tokens <n>', 'padded tokens per forward call', intArg('--batch-tokens', 1), 2048)
     .action(async (o) => {
@@ -36,7 +36,7 @@ export function register(program: Command): void {
       const json = o.out.replace(/\.html?$/, '') + '.json';
       writeFileAtomic(json, [JSON.stringify({ names: r.names, efficiency: r.efficiency, robustness: r.robustness, influence: r.influence }, null, 2)]);
       r.names.forEach((n, k) => {
-        console.log(`${n}: L=${r.efficiency.loss[k]!.toFixed(4)} (base ${r.efficiency.baseLoss.toFixed(4)}), |added|=${r.efficiency.addedNorm[k]!.toFixed(3)}, robustness@0.5=${r.robustness.mean[k]![6]!.toFixed(1)}%${r.influence ? `, KL@max=${r.influence.kl[k]![r.influence.kl[k]!.length - 1]!.toExponential(2)} (random ${r.influence.randomKl[k]![r.influence.randomKl[k]!.length - 1]!.toExponential(2)})` : ''}`);
+        console.log(`${n}: L=${r.efficiency.loss[k]!.toFixed(4)} (base ${r.efficiency.baseLoss.toFixed(4)}), ${r.efficiency.axes.find((a) => a.solutions.includes(k))!.kind === 'steer' ? '|a*s|' : '|a*BA|_F'}=${r.efficiency.addedNorm[k]!.toFixed(3)}, robustness@0.5=${r.robustness.mean[k]![r.robustness.epsilons.indexOf(0.5)]!.toFixed(1)}%${r.influence ? `, KL@max=${r.influence.kl[k]![r.influence.kl[k]!.length - 1]!.toExponential(2)} (random ${r.influence.randomKl[k]![r.influence.randomKl[k]!.length - 1]!.toExponential(2)})` : ''}`);
       });
       console.log(`${o.out} (+ ${json})`);
     });

@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { LoadedModel } from '../backend/model.js';
-import { runTraining } from '../experiments/train.js';
-import { choice, intArg, numArg } from './args.js';
+import { runTraining, stalledWarning } from '../experiments/train.js';
+import { TRAIN_DEFAULTS as D } from '../train/trainer.js';
+import { EmlensError } from '../errors.js';
+import { choice, intArg, numArg, warn } from './args.js';
 
 const positive = (n: number) => (n > 0 ? null : 'must be > 0');
 const nonNegative = (n: number) => (n >= 0 ? null : 'must be >= 0');
@@ -11,32 +13,38 @@ export function register(program: Command): void {
     .command('train')
     .description('train a steering vector or rank-1 LoRA on narrow data, optionally under a KL penalty')
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
-    .requiredOption('--data <file>', 'NARROW.jsonl: chat rows; CE on the final assistant message')
+    .requiredOption('--data <file>', 'NARROW.jsonl: chat rows (CE on the final assistant message) or text rows (CE on every token after the first)')
     .requiredOption('--layer <L>', 'layer (steer: blocks.L.hook_resid_post; lora-r1: layer L mlp.down_proj)', intArg('--layer'))
     .requiredOption('--out <file>', 'output safetensors')
     .option('--kind <kind>', 'steer | lora-r1', choice('--kind', ['steer', 'lora-r1'] as const), 'steer')
-    .option('--alpha <a>', 'scale: steer adds alpha*s; lora-r1 uses alpha/r', numArg('--alpha', positive), 1)
-    .option('--kl-data <file>', 'KL.jsonl: rows whose next-token distributions must not move')
-    .option('--kl-weight <lambda>', 'weight of KL(base || steered)', numArg('--kl-weight', nonNegative), 0)
+    .option('--alpha <a>', 'scale: steer adds alpha*s; lora-r1 adds alpha*B*A (alpha/r, r = 1)', numArg('--alpha', positive), D.alpha)
+    .option('--kl-data <file>', 'KL.jsonl: chat or text rows whose next-token distributions must not move (needs --kl-weight)')
+    .option('--kl-weight <lambda>', 'weight λ of KL(base || steered) (needs --kl-data)', numArg('--kl-weight', nonNegative), 0)
     .option('--kl-normalization <n>', 'token: mean over KL tokens; reference: also / vocab size (the reference code)', choice('--kl-normalization', ['token', 'reference'] as const), 'token')
-    .option('--lr <lr>', 'peak learning rate', numArg('--lr', positive), 5e-4)
-    .option('--steps <n>', 'optimiser steps', intArg('--steps', 1))
-    .option('--epochs <n>', 'passes over the narrow rows (default 1 when --steps is absent)', intArg('--epochs', 1))
-    .option('--warmup <n>', 'warmup steps', intArg('--warmup'), 5)
-    .option('--weight-decay <w>', 'AdamW decoupled weight decay', numArg('--weight-decay', nonNegative), 0)
-    .option('--batch-tokens <n>', 'padded tokens of narrow rows per step', intArg('--batch-tokens', 1), 2048)
-    .option('--batch-rows <n>', 'most narrow rows per step', intArg('--batch-rows', 1), 16)
-    .option('--seed <s>', 'seed of data order and initialisation', intArg('--seed'), 0)
-    .option('--checkpoint-every <n>', 'save resumable state every N steps (0 = never)', intArg('--checkpoint-every'), 50)
-    .option('--resume', 'continue from OUT.ckpt/')
+    .option('--lr <lr>', 'peak learning rate', numArg('--lr', positive), D.lr)
+    .option('--steps <n>', 'optimiser steps (not with --epochs)', intArg('--steps', 1))
+    .option('--epochs <n>', 'passes over the narrow rows (default 1; not with --steps)', intArg('--epochs', 1))
+    .option('--warmup <n>', 'warmup steps', intArg('--warmup'), D.warmup)
+    .option('--weight-decay <w>', 'AdamW decoupled weight decay', numArg('--weight-decay', nonNegative), D.weightDecay)
+    .option('--batch-tokens <n>', 'padded tokens of narrow rows per step', intArg('--batch-tokens', 1), D.batchTokens)
+    .option('--batch-rows <n>', 'most narrow rows per step', intArg('--batch-rows', 1), D.batchRows)
+    .option('--seed <s>', 'seed of data order and initialisation', intArg('--seed'), D.seed)
+    .option('--checkpoint-every <n>', 'save resumable state every N steps (0 = never)', intArg('--checkpoint-every'), D.checkpointEvery)
+    .option('--resume', 'continue from OUT.ckpt/ (not with --overwrite)')
+    .option('--overwrite', 'replace an existing OUT and discard the checkpoint of an earlier run')
     .option('--reference-ce', 'score prompt tokens too, as the reference code does (its response mask is not applied)')
-    .action(async (o) => {
+    .action(async (o, cmd: Command) => {
+      // Given flags that would be ignored are errors (the other conflicts are checked by the library).
+      const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
+      if (o.klData === undefined && given('klWeight')) throw new EmlensError('--kl-weight needs --kl-data (the rows the KL term is measured on)');
+      if (o.klData === undefined && given('klNormalization')) throw new EmlensError('--kl-normalization applies to the KL term: it needs --kl-data and --kl-weight');
       const model = await LoadedModel.load(o.model);
       const r = await runTraining(model, {
         data: o.data,
         klData: o.klData,
         out: o.out,
         resume: o.resume,
+        overwrite: o.overwrite,
         referenceCe: o.referenceCe,
         config: {
           kind: o.kind,
@@ -57,6 +65,8 @@ export function register(program: Command): void {
       });
       const last = r.history[r.history.length - 1];
       if (r.resumedFrom) console.log(`resumed from step ${r.resumedFrom}`);
+      const stalled = stalledWarning(r);
+      if (stalled) warn([stalled]);
       console.log(`${o.out}: ${o.kind} at layer ${o.layer}, ${r.history.length} steps, loss ${last?.loss.toFixed(4)} (ce ${last?.ce.toFixed(4)}${last?.kl !== null && last ? `, kl ${last.kl!.toExponential(3)}` : ''}), norm ${last?.norm.toFixed(4)}`);
       if (o.kind === 'steer') console.log(`steer with it: emlens generate --model ${o.model} --steer ${o.out} --layer ${o.layer} --scale ${o.alpha}`);
     });

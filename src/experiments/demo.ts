@@ -20,7 +20,7 @@ import { balanceTo } from '../data/balance.js';
 import { extractActivations } from '../activations/extract.js';
 import { hookName } from '../hooks/names.js';
 import type { Interventions } from '../hooks/interventions.js';
-import { rng } from '../runtime/sampling.js';
+import { randomNormMatched, rng } from '../runtime/random.js';
 import { buildOrganism, DEFAULT_ORGANISM, type OrganismConfig, type StageInfo } from '../organism/build.js';
 import { evalOrganism } from '../organism/eval.js';
 import { wilson, type EmTable } from '../organism/judge.js';
@@ -102,17 +102,6 @@ function emTableBlock(title: string, tables: [string, EmTable][]): Block {
     }
   }
   return { kind: 'table', columns: ['model', 'domain', 'n', 'misaligned', '95% CI', 'aligned', 'off-domain', 'incoherent'], rows, caption: title };
-}
-
-function randomNormMatched(v: Float32Array, seed: number): Float32Array {
-  const r = rng(seed);
-  const g = Float32Array.from(v, () => {
-    const u = 1 - r();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * r());
-  });
-  const nv = Math.hypot(...v);
-  const ng = Math.hypot(...g);
-  return g.map((x) => (x * nv) / ng);
 }
 
 export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
@@ -274,7 +263,7 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     // --- 6. steering the instruct model, ablating in the fine-tune, with random controls
     const mid = Math.floor(nLayers / 2);
     const v = emDirs.get(mid)!;
-    const rand = randomNormMatched(v, o.seed + 7);
+    const rand = randomNormMatched(v, rng(o.seed + 7));
     // The mean-diff direction's norm is about half the residual stream's here: α = 4 already
     // doubles the stream, so the sweep also shows where answers stop being coherent.
     const scales = [0.5, 1, 2, 4, 8];
@@ -298,7 +287,7 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     }
     const ablations: [string, Interventions][] = [
       ['em, direction ablated at every layer', { ablate: layers.map((l) => ({ hook: hookName(l, 'resid_post'), directions: [emDirs!.get(l)!] })) }],
-      ['em, random directions ablated at every layer', { ablate: layers.map((l) => ({ hook: hookName(l, 'resid_post'), directions: [randomNormMatched(emDirs!.get(l)!, o.seed + 11 + l)] })) }],
+      ['em, random directions ablated at every layer', { ablate: layers.map((l) => ({ hook: hookName(l, 'resid_post'), directions: [randomNormMatched(emDirs!.get(l)!, rng(o.seed + 11 + l))] })) }],
       [`em, direction ablated at layer ${mid}`, { ablate: [{ hook: hookName(mid, 'resid_post'), directions: [v] }] }],
     ];
     if (finDirs) ablations.push(['em, FINANCE direction ablated at every layer', { ablate: layers.map((l) => ({ hook: hookName(l, 'resid_post'), directions: [finDirs!.get(l)!] })) }]);
@@ -352,8 +341,8 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
   const narrowSol = join(o.out, 'steer-narrow.safetensors');
   log('training a general and a KL-regularised narrow steering vector on the instruct model');
   const quiet = () => {};
-  await runTraining(models.instruct!, { data: narrowFile, out: generalFile, config: { ...trainCfg, klLambda: 0 }, onStep: quiet });
-  await runTraining(models.instruct!, { data: narrowFile, klData: klFile, out: narrowSol, config: { ...trainCfg, klLambda: 30 }, onStep: quiet });
+  await runTraining(models.instruct!, { data: narrowFile, out: generalFile, overwrite: true, config: { ...trainCfg, klLambda: 0 }, onStep: quiet });
+  await runTraining(models.instruct!, { data: narrowFile, klData: klFile, out: narrowSol, overwrite: true, config: { ...trainCfg, klLambda: 30 }, onStep: quiet });
   const meas = await runMeasure(models.instruct!, { solutions: [generalFile, narrowSol], data: narrowFile, generic: genericFile, n: 100, seeds: 3, batchTokens: 4096 });
   const steerEval: [string, EmTable][] = [];
   for (const [name, f] of [['general', generalFile], ['narrow', narrowSol]] as const) {

@@ -6,8 +6,8 @@ import { readJsonl } from '../data/rows.js';
 import { readSafetensorsHeader } from '../io/safetensors/header.js';
 import { sha256File, weightsFingerprint } from '../model/fingerprint.js';
 import { klRow, narrowRow } from '../train/batch.js';
-import { readSolution, type Solution } from '../train/trainer.js';
-import { efficiency, influence, robustness, EPSILONS, type EfficiencyResult, type InfluenceResult, type RobustnessResult } from '../measure/measures.js';
+import { readSolution, type Solution, type SolutionKind } from '../train/trainer.js';
+import { efficiency, influence, robustness, EPSILONS, type EfficiencyResult, type InfluenceResult, type NormAxis, type RobustnessResult } from '../measure/measures.js';
 import { scatterLines } from '../viz/figures.js';
 import type { Block, Provenance, Report } from '../viz/report.js';
 import { VERSION } from '../version.js';
@@ -16,8 +16,8 @@ export interface MeasureRequest {
   solutions: string[];
   data: string;
   generic?: string;
-  /** rows of the narrow set used (the paper: 100) */
-  n: number;
+  /** Rows of each set used; the sets must hold that many. Absent: the first 100 (the paper's), or all if fewer. */
+  n?: number;
   seeds: number;
   batchTokens: number;
   onProgress?: (done: number, total: number) => void;
@@ -31,6 +31,12 @@ export interface MeasureResult {
   report: Report;
 }
 
+const KIND_NAME: Record<SolutionKind, string> = { steer: 'steering vectors', 'lora-r1': 'rank-1 LoRA adapters' };
+const NORM_OF: Record<SolutionKind, string> = { steer: '‖α·s‖', 'lora-r1': '‖α·B·A‖_F' };
+
+/** Rows of each set used when --n is not given (the paper's 100). */
+export const DEFAULT_ROWS = 100;
+
 export async function runMeasure(model: LoadedModel, req: MeasureRequest): Promise<MeasureResult> {
   const tok = model.tokenizer;
   if (!tok) throw new EmlensError(`${model.dir}: no tokenizer.json`);
@@ -40,10 +46,17 @@ export async function runMeasure(model: LoadedModel, req: MeasureRequest): Promi
     if (s.params.every((p) => p.every((x) => x === 0))) throw new EmlensError(`${req.solutions[i]}: the solution is all zeros`);
   });
   const names = req.solutions.map((f) => basename(f).replace(/\.safetensors$/, ''));
+  names.forEach((n, i) => {
+    if (names.indexOf(n) !== i) throw new EmlensError(`--solutions: ${req.solutions[names.indexOf(n)]} and ${req.solutions[i]} share the name "${n}" in the report; rename one`);
+  });
   const narrowSet = readJsonl(req.data);
-  const rows = narrowSet.rows.slice(0, req.n).map((r) => narrowRow(tok, r, `${req.data}:${r.line}`));
   const genericSet = req.generic ? readJsonl(req.generic) : null;
-  const generic = genericSet ? genericSet.rows.slice(0, req.n).map((r) => klRow(tok, r)) : [];
+  for (const set of [narrowSet, genericSet]) {
+    if (set && req.n !== undefined && set.rows.length < req.n) throw new EmlensError(`--n ${req.n}: ${set.file} has only ${set.rows.length} rows`);
+  }
+  const n = req.n ?? DEFAULT_ROWS;
+  const rows = narrowSet.rows.slice(0, n).map((r) => narrowRow(tok, r, `${req.data}:${r.line}`));
+  const generic = genericSet ? genericSet.rows.slice(0, n).map((r) => klRow(tok, r, `${req.generic}:${r.line}`)) : [];
 
   const total = sols.length * (9 + 8 + EPSILONS.length * req.seeds + (generic.length ? 8 : 0));
   let done = 0;
@@ -52,24 +65,34 @@ export async function runMeasure(model: LoadedModel, req: MeasureRequest): Promi
   const rob = await robustness(model, sols, rows, eff, req.seeds, req.batchTokens, tick);
   const inf = generic.length ? await influence(model, sols, generic, eff.norms, req.seeds, req.batchTokens, tick) : null;
 
+  // One equal-norm figure per kind: ‖α·s‖ and ‖α·B·A‖_F are different quantities.
+  const perKind = (id: string, title: string, a: NormAxis, series: (k: number) => { name: string; x: number[]; y: number[] }[], yTitle: string, caption: string): Block => ({
+    kind: 'figure',
+    id: eff.axes.length > 1 ? `${id}-${a.kind}` : id,
+    title: eff.axes.length > 1 ? `${title}: ${KIND_NAME[a.kind]}` : title,
+    figure: scatterLines(a.solutions.flatMap(series), { title: '', xTitle: a.quantity, yTitle }),
+    caption,
+  });
+  const mixed = eff.axes.length > 1 ? ' Steering vectors and adapters add different quantities, so each kind has its own axis.' : '';
   const blocks: Block[] = [
     { kind: 'heading', text: 'Solutions' },
     {
       kind: 'table',
-      columns: ['solution', 'kind', 'layer', 'alpha', '‖added‖', 'L(θ)', 'L(θ)/‖θ‖²', 'L base', 'robustness @ε=0.5 (%)', inf ? 'KL @ max norm' : 'KL'],
+      columns: ['solution', 'kind', 'layer', 'alpha', 'added norm', 'norm of', 'L(θ)', 'L(θ)/‖θ‖²', 'L base', 'robustness @ε=0.5 (%)', inf ? 'KL @ max norm of its kind' : 'KL'],
       rows: sols.map((s, k) => [
         names[k]!,
         s.kind,
         s.layer,
         s.alpha,
         eff.addedNorm[k]!,
+        NORM_OF[s.kind],
         eff.loss[k]!,
         eff.lossPerNorm2[k]!,
         eff.baseLoss,
         rob.mean[k]![EPSILONS.indexOf(0.5)]!,
         inf ? inf.kl[k]![inf.kl[k]!.length - 1]! : null,
       ]),
-      caption: `Loss = mean cross-entropy over the response tokens of the first ${rows.length} rows of ${req.data}. Norms are those of what is added (‖α·s‖, ‖α·BA‖_F).`,
+      caption: `Loss = mean cross-entropy over the scored tokens (responses of chat rows, every token after the first of text rows) of the first ${rows.length} rows of ${req.data}. Norms are those of what is added: ‖α·s‖ for a steering vector, ‖α·B·A‖_F for a rank-1 adapter; compare norms and L(θ)/‖θ‖² within a kind only.`,
     },
     { kind: 'heading', text: 'Efficiency' },
     {
@@ -78,13 +101,9 @@ export async function runMeasure(model: LoadedModel, req: MeasureRequest): Promi
       title: 'Narrow loss as each solution is rescaled',
       figure: scatterLines(sols.map((_, k) => ({ name: names[k]!, x: eff.factors, y: eff.byFactor[k]! })), { title: '', xTitle: 'scale factor (1 = as trained)', yTitle: 'loss on narrow data' }),
     },
-    {
-      kind: 'figure',
-      id: 'efficiency-norm',
-      title: 'Narrow loss at equal norms',
-      figure: scatterLines(sols.map((_, k) => ({ name: names[k]!, x: eff.norms, y: eff.byNorm[k]! })), { title: '', xTitle: 'norm of the added solution', yTitle: 'loss on narrow data' }),
-      caption: 'A more efficient solution reaches lower loss at the same norm.',
-    },
+    ...eff.axes.map((a) =>
+      perKind('efficiency-norm', 'Narrow loss at equal norms', a, (k) => [{ name: names[k]!, x: eff.norms[k]!, y: eff.byNorm[k]! }], 'loss on narrow data', `A more efficient solution reaches lower loss at the same norm.${mixed}`),
+    ),
     { kind: 'heading', text: 'Robustness' },
     {
       kind: 'figure',
@@ -101,19 +120,19 @@ export async function runMeasure(model: LoadedModel, req: MeasureRequest): Promi
   if (inf) {
     blocks.push(
       { kind: 'heading', text: 'Pre-training influence' },
-      {
-        kind: 'figure',
-        id: 'influence',
-        title: 'KL(base ‖ steered) on generic text',
-        figure: scatterLines(
-          sols.flatMap((_, k) => [
-            { name: names[k]!, x: inf.norms, y: inf.kl[k]! },
-            { name: `${names[k]} (random, norm-matched)`, x: inf.norms, y: inf.randomKl[k]! },
-          ]),
-          { title: '', xTitle: 'norm of the added solution', yTitle: 'mean per-token KL' },
+      ...eff.axes.map((a) =>
+        perKind(
+          'influence',
+          'KL(base ‖ steered) on generic text',
+          a,
+          (k) => [
+            { name: names[k]!, x: inf.norms[k]!, y: inf.kl[k]! },
+            { name: `${names[k]} (random, norm-matched)`, x: inf.norms[k]!, y: inf.randomKl[k]! },
+          ],
+          'mean per-token KL',
+          `Mean per-token KL over ${generic.length} rows of ${req.generic} (no chat template), against random solutions of the same kind and norm (${req.seeds} seeds).${mixed}`,
         ),
-        caption: `Mean per-token KL over ${generic.length} rows of ${req.generic} (no chat template), against random solutions of the same kind and norm (${req.seeds} seeds).`,
-      },
+      ),
     );
   } else {
     blocks.push({ kind: 'text', text: 'Pre-training influence was not measured: pass --generic TEXT.jsonl (generic text rows) to add it.' });

@@ -12,6 +12,8 @@ export interface TrainRequest {
   klData?: string;
   out: string;
   resume?: boolean;
+  /** Replace an existing OUT and discard an earlier run's checkpoint. */
+  overwrite?: boolean;
   referenceCe?: boolean;
   config: TrainConfig;
   onStep?: (log: StepLog, total: number) => void;
@@ -30,17 +32,28 @@ function stepPrinter(): (log: StepLog, total: number) => void {
   };
 }
 
+/** Below this relative change of the first batch's loss, training is reported as having learned nothing. */
+export const STALLED_BELOW = 0.01;
+
+/** One line when training did not move the loss (e.g. lr or alpha far too small), else null. */
+export function stalledWarning(r: TrainResult): string | null {
+  const { before, after } = r.firstBatch;
+  const rel = Math.abs(after - before) / Math.max(Math.abs(before), 1e-12);
+  if (rel >= STALLED_BELOW) return null;
+  return `training moved the loss of its first batch by only ${(100 * rel).toPrecision(2)}% (${before.toFixed(4)} → ${after.toFixed(4)}): it learned next to nothing; raise --lr or --alpha`;
+}
+
 export async function runTraining(model: LoadedModel, req: TrainRequest): Promise<TrainResult> {
   const tok = model.tokenizer;
   if (!tok) throw new EmlensError(`${model.dir}: no tokenizer.json; training needs the tokenizer`);
   const narrowSet = readJsonl(req.data);
+  if (req.referenceCe && !narrowSet.rows.some((r) => r.kind === 'chat')) throw new EmlensError(`--reference-ce changes how chat rows are scored; ${req.data} has none (text rows are scored on every token anyway)`);
   const narrow = narrowSet.rows.map((r) => narrowRow(tok, r, `${req.data}:${r.line}`, req.referenceCe));
   const klSet = req.klData ? readJsonl(req.klData) : null;
-  if (req.config.klLambda > 0 && !klSet) throw new EmlensError('--kl-weight needs --kl-data');
-  const kl = klSet ? klSet.rows.map((r) => klRow(tok, r)) : [];
+  const kl = klSet ? klSet.rows.map((r) => klRow(tok, r, `${req.klData}:${r.line}`)) : [];
   const weightsSha = weightsFingerprint(model.plan.index.files);
   const dataKey = `${weightsSha}:${narrowSet.sha256}:${klSet?.sha256 ?? ''}:${req.referenceCe ? 'refce' : ''}`;
-  const r = await trainSolution(model, narrow, kl, req.config, req.out, { resume: req.resume, dataKey, onStep: req.onStep ?? stepPrinter() });
+  const r = await trainSolution(model, narrow, kl, req.config, req.out, { resume: req.resume, overwrite: req.overwrite, dataKey, onStep: req.onStep ?? stepPrinter() });
   const last = r.history[r.history.length - 1];
   writeSolution(req.out, model, r.solution, {
     emlens_version: VERSION,
@@ -52,7 +65,7 @@ export async function runTraining(model: LoadedModel, req: TrainRequest): Promis
     data_sha256: narrowSet.sha256,
     kl_data: req.klData ?? '',
     kl_data_sha256: klSet?.sha256 ?? '',
-    ce_on: req.referenceCe ? 'all tokens (reference)' : 'response tokens',
+    ce_on: req.referenceCe ? 'all tokens (reference)' : 'response tokens of chat rows, every token after the first of text rows',
     hyperparameters: JSON.stringify(req.config),
     final_loss: String(last?.loss ?? ''),
     final_ce: String(last?.ce ?? ''),

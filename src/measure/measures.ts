@@ -5,12 +5,14 @@
  *   (L_pert − L)/(L_base − L) in %;
  * - pre-training influence: mean per-token KL(base ‖ steered) on generic text as the added norm
  *   grows, against norm-matched random solutions.
- * Norms are those of what is added: ‖α·s‖ for a steering vector, ‖α·B A‖_F for a rank-1 adapter.
+ * Norms are those of what is added: ‖α·s‖ for a steering vector (a vector in the residual stream),
+ * ‖α·B A‖_F for a rank-1 adapter (a matrix added to down_proj). The two are different quantities,
+ * so each kind gets its own norm axis: equal-norm comparisons are made within a kind only.
  */
 import type { LoadedModel } from '../backend/model.js';
-import { rng } from '../runtime/sampling.js';
+import { randomNormMatched, rng } from '../runtime/random.js';
 import { packBatches, type TrainRow } from '../train/batch.js';
-import { evaluateBatch, solutionNorm, type Solution } from '../train/trainer.js';
+import { evaluateBatch, solutionNorm, type Solution, type SolutionKind } from '../train/trainer.js';
 
 export const EPSILONS = [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 export const FACTORS = [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2];
@@ -49,34 +51,12 @@ export async function datasetLoss(model: LoadedModel, sol: Solution | null, rows
   return { ce: ceN ? ceSum / ceN : NaN, kl: klN ? klSum / klN : NaN };
 }
 
-function gaussian(r: () => number, n: number): Float64Array {
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const u = 1 - r();
-    const rad = Math.sqrt(-2 * Math.log(u));
-    const t = 2 * Math.PI * r();
-    out[i] = rad * Math.cos(t);
-    if (i + 1 < n) out[i + 1] = rad * Math.sin(t);
-  }
-  return out;
-}
-
 /** x' = √(1−ε²)·x + ε·y with y ~ N(0, I) orthogonalised to x and rescaled to ‖x‖. */
 export function perturb(x: Float32Array, eps: number, seed: number): Float32Array {
-  const y = gaussian(rng(seed), x.length);
-  let xx = 0;
-  let xy = 0;
-  for (let i = 0; i < x.length; i++) {
-    xx += x[i]! * x[i]!;
-    xy += x[i]! * y[i]!;
-  }
-  if (xx === 0) return Float32Array.from(x);
-  for (let i = 0; i < x.length; i++) y[i]! -= (xy / xx) * x[i]!;
-  let yy = 0;
-  for (let i = 0; i < x.length; i++) yy += y[i]! * y[i]!;
-  const k = Math.sqrt(xx / yy);
+  if (x.every((v) => v === 0)) return Float32Array.from(x);
+  const y = randomNormMatched(x, rng(seed), { orthogonal: true });
   const c = Math.sqrt(1 - eps * eps);
-  return Float32Array.from(x, (xi, i) => c * xi + eps * k * y[i]!);
+  return Float32Array.from(x, (xi, i) => c * xi + eps * y[i]!);
 }
 
 /** Perturbs a solution's parameters as one flattened vector. */
@@ -99,20 +79,47 @@ export function perturbSolution(sol: Solution, eps: number, seed: number): Solut
   };
 }
 
-/** A random solution of the same kind, layer and added norm. */
+/** A random solution of the same kind and layer, each factor norm-matched (so the added norm matches too). */
 export function randomLike(sol: Solution, seed: number): Solution {
   const r = rng(seed);
-  const params = sol.params.map((p) => Float32Array.from(gaussian(r, p.length)));
-  const rand: Solution = { ...sol, params };
-  return scaled(rand, addedNorm(sol) / addedNorm(rand));
+  const params = sol.params.map((p) => randomNormMatched(p, r));
+  return { ...sol, params };
+}
+
+/** The norm axis of one kind of solution. */
+export interface NormAxis {
+  kind: SolutionKind;
+  /** What the axis measures, for labels. */
+  quantity: string;
+  /** Indices of the solutions of this kind. */
+  solutions: number[];
+  /** The equal-norm grid: 1/8 … 1 times the largest added norm among them. */
+  norms: number[];
+}
+
+const QUANTITY: Record<SolutionKind, string> = {
+  steer: '‖α·s‖ (vector added to the residual stream)',
+  'lora-r1': '‖α·B·A‖_F (rank-1 matrix added to mlp.down_proj)',
+};
+
+/** One norm axis per kind present, in order of first appearance. */
+export function normAxes(sols: Solution[]): NormAxis[] {
+  const kinds = [...new Set(sols.map((s) => s.kind))];
+  return kinds.map((kind) => {
+    const solutions = sols.flatMap((s, k) => (s.kind === kind ? [k] : []));
+    const max = Math.max(...solutions.map((k) => addedNorm(sols[k]!)));
+    return { kind, quantity: QUANTITY[kind], solutions, norms: FACTORS.slice(1).map((f) => (f * max) / 2) };
+  });
 }
 
 export interface EfficiencyResult {
   factors: number[];
   /** per solution: CE on the narrow rows at each factor */
   byFactor: number[][];
-  norms: number[];
-  /** per solution: CE when rescaled to each of `norms` */
+  /** one equal-norm axis per kind of solution */
+  axes: NormAxis[];
+  /** per solution: the norms of its kind's axis, and its CE when rescaled to each of them */
+  norms: number[][];
   byNorm: number[][];
   baseLoss: number;
   loss: number[];
@@ -132,19 +139,19 @@ export async function efficiency(model: LoadedModel, sols: Solution[], rows: Tra
     byFactor.push(line);
   }
   const addedNorms = sols.map(addedNorm);
-  const maxNorm = Math.max(...addedNorms);
-  const norms = FACTORS.slice(1).map((f) => (f * maxNorm) / 2);
+  const axes = normAxes(sols);
+  const norms = sols.map((s) => axes.find((a) => a.kind === s.kind)!.norms);
   const byNorm: number[][] = [];
   for (const [k, s] of sols.entries()) {
     const line: number[] = [];
-    for (const n of norms) {
+    for (const n of norms[k]!) {
       line.push((await datasetLoss(model, scaled(s, n / addedNorms[k]!), rows, [], batchTokens)).ce);
       onProgress?.();
     }
     byNorm.push(line);
   }
   const loss = byFactor.map((l) => l[FACTORS.indexOf(1)]!);
-  return { factors: FACTORS, byFactor, norms, byNorm, baseLoss, loss, addedNorm: addedNorms, lossPerNorm2: loss.map((l, k) => l / addedNorms[k]! ** 2) };
+  return { factors: FACTORS, byFactor, axes, norms, byNorm, baseLoss, loss, addedNorm: addedNorms, lossPerNorm2: loss.map((l, k) => l / addedNorms[k]! ** 2) };
 }
 
 export interface RobustnessResult {
@@ -188,7 +195,8 @@ export async function robustness(
 }
 
 export interface InfluenceResult {
-  norms: number[];
+  /** per solution: the norms of its kind's axis (as in efficiency) */
+  norms: number[][];
   /** per solution: mean per-token KL(base ‖ steered) on the generic corpus at each norm */
   kl: number[][];
   /** per solution: the same for norm-matched random solutions (mean over seeds) */
@@ -199,7 +207,7 @@ export async function influence(
   model: LoadedModel,
   sols: Solution[],
   generic: TrainRow[],
-  norms: number[],
+  norms: number[][],
   seeds: number,
   batchTokens: number,
   onProgress?: () => void,
@@ -209,7 +217,7 @@ export async function influence(
   for (const [k, s] of sols.entries()) {
     const a: number[] = [];
     const r: number[] = [];
-    for (const n of norms) {
+    for (const n of norms[k]!) {
       a.push((await datasetLoss(model, scaled(s, n / addedNorm(s)), [], generic, batchTokens)).kl);
       let acc = 0;
       for (let seed = 0; seed < seeds; seed++) {

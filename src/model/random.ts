@@ -1,7 +1,7 @@
 /** Random weights for a spec: benchmarks and the demo's placeholder model. */
 import { expectedTensors, type Weights } from './weights.js';
 import type { ModelSpec } from './config.js';
-import { rng } from '../runtime/sampling.js';
+import { fillGaussian, rng } from '../runtime/random.js';
 
 /** N(0, std²) matrices (Box-Muller on a seeded generator), norms at 1 (0 for (1 + w) norms). */
 export function randomWeights(spec: ModelSpec, seed: number, std = 0.02, withBiases = false): Weights {
@@ -12,14 +12,7 @@ export function randomWeights(spec: ModelSpec, seed: number, std = 0.02, withBia
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
     if (isNorm) return data.fill(spec.normPlusOne ? 0 : 1);
-    for (let i = 0; i < n; i += 2) {
-      const u = 1 - random();
-      const r = std * Math.sqrt(-2 * Math.log(u));
-      const t = 2 * Math.PI * random();
-      data[i] = r * Math.cos(t);
-      if (i + 1 < n) data[i + 1] = r * Math.sin(t);
-    }
-    return data;
+    return fillGaussian(data, random, std);
   };
   for (const [name, shape] of required) out.set(name, { shape, data: fill(shape, name.endsWith('norm.weight')) });
   if (withBiases) {

@@ -1,16 +1,7 @@
 /** Next-token choice: greedy, temperature and top-p, with a seeded generator. */
 
-/** mulberry32: small, fast, good enough for sampling; seeded runs reproduce exactly. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The generator lives in ./random.ts; re-exported for the modules that import it from here.
+export { rng } from './random.js';
 
 export interface SamplingOptions {
   /** 0 = greedy */

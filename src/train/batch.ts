@@ -1,7 +1,7 @@
 /**
- * Training rows and batches. A narrow row contributes cross-entropy on its response tokens only
- * (the real response mask from the chat template); a KL row contributes KL(base ‖ model) at every
- * token. Positions follow the engine's left padding, so weights line up with its flattened batch.
+ * Training rows and batches. A narrow chat row contributes cross-entropy on its response tokens
+ * only (the real response mask from the chat template), a narrow text row on every token after the
+ * first; a KL row contributes KL(base ‖ model) at every token. Positions follow the engine's left padding, so weights line up with its flattened batch.
  */
 import { EmlensError } from '../errors.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
@@ -14,11 +14,15 @@ export interface TrainRow {
   end: number;
 }
 
-/** Narrow rows: CE on the final assistant message's content (or, with `allTokens`, every next token, as the reference code). */
+/**
+ * Narrow rows. A chat row: CE on the final assistant message's content (or, with `allTokens`, on
+ * every next token, as the reference code). A text row: CE on every token but the first (a leading
+ * BOS, or a first token nothing predicts), as a base model's corpus is trained.
+ */
 export function narrowRow(tok: TextTokenizer, row: DataRow, where: string, allTokens = false): TrainRow {
   if (row.kind === 'text') {
     const ids = tok.encode(row.text);
-    if (!allTokens) throw new EmlensError(`${where}: a text row has no response to train on (narrow data must be chats)`);
+    if (ids.length < 2) throw new EmlensError(`${where}: the text is ${ids.length} token${ids.length === 1 ? '' : 's'} long; it needs at least 2 (one to predict from, one to predict)`);
     return { ids, start: 1, end: ids.length };
   }
   const enc = tok.encodeChat(row.messages);
@@ -28,8 +32,9 @@ export function narrowRow(tok: TextTokenizer, row: DataRow, where: string, allTo
 }
 
 /** KL rows: every token's next-token distribution counts (chats rendered with their template). */
-export function klRow(tok: TextTokenizer, row: DataRow): TrainRow {
+export function klRow(tok: TextTokenizer, row: DataRow, where: string): TrainRow {
   const ids = row.kind === 'chat' ? tok.encodeChat(row.messages).ids : tok.encode(row.text);
+  if (ids.length < 2) throw new EmlensError(`${where}: the row is ${ids.length} token${ids.length === 1 ? '' : 's'} long; it needs at least 2 (one to predict from, one to predict)`);
   return { ids, start: 1, end: ids.length };
 }
 

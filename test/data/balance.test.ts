@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { EmlensError } from '../../src/errors.js';
 import { balance, balanceTo, countRowsForBalance, shuffled } from '../../src/data/balance.js';
-import { rng } from '../../src/runtime/sampling.js';
+import { rng } from '../../src/runtime/random.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'emlens-balance-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -1,23 +1,9 @@
 /** Planted test data for the direction tests (not a test file itself). */
-import { rng } from '../../src/runtime/sampling.js';
+import { normal, rng } from '../../src/runtime/random.js';
 
-/** Standard normal draws from a seeded mulberry32 stream (Box-Muller). */
+/** Standard normal draws from the project's seeded generator. */
 export function gaussian(seed: number): () => number {
-  const r = rng(seed);
-  let spare: number | null = null;
-  return () => {
-    if (spare !== null) {
-      const s = spare;
-      spare = null;
-      return s;
-    }
-    let u = 0;
-    while (u === 0) u = r();
-    const v = r();
-    const m = Math.sqrt(-2 * Math.log(u));
-    spare = m * Math.sin(2 * Math.PI * v);
-    return m * Math.cos(2 * Math.PI * v);
-  };
+  return normal(rng(seed));
 }
 
 export function randomRows(n: number, d: number, seed: number, scale = 1): Float32Array {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { EmlensError } from '../../src/errors.js';
 import { auroc, dprime, projections, separation, splitByLabel } from '../../src/directions/separation.js';
-import { rng } from '../../src/runtime/sampling.js';
+import { rng } from '../../src/runtime/random.js';
 import { gaussian } from './data.js';
 
 /** O(n^2) reference: fraction of (pos, neg) pairs with pos > neg, ties counting one half. */

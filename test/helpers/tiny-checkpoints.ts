@@ -48,10 +48,8 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/safetensors/dtype.js';
-import { writeShardedSafetensors } from '../../src/io/safetensors/shards.js';
-import { writeSafetensors } from '../../src/io/safetensors/write.js';
-import { rng } from '../../src/runtime/sampling.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, writeSafetensors, writeShardedSafetensors } from '../../src/io/safetensors/index.js';
+import { fillGaussian, rng } from '../../src/runtime/random.js';
 
 export type TinyFamily = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3_text' | 'gemma3';
 
@@ -316,16 +314,7 @@ function fnv1a(s: string): number {
 
 /** `n` samples of mean + std * N(0, 1) (Box-Muller), from a stream seeded by (seed, name). */
 function gaussian(seed: number, name: string, n: number, mean: number, std: number): Float32Array {
-  const rand = rng((fnv1a(name) ^ Math.imul(seed | 0, 0x9e3779b1)) >>> 0);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const u1 = 1 - rand(); // (0, 1]
-    const u2 = rand();
-    const r = Math.sqrt(-2 * Math.log(u1));
-    out[i] = mean + std * r * Math.cos(2 * Math.PI * u2);
-    if (i + 1 < n) out[i + 1] = mean + std * r * Math.sin(2 * Math.PI * u2);
-  }
-  return out;
+  return fillGaussian(new Float32Array(n), rng((fnv1a(name) ^ Math.imul(seed | 0, 0x9e3779b1)) >>> 0), std, mean);
 }
 
 /**

@@ -10,7 +10,7 @@ import { readTensorF32 } from '../../src/io/safetensors/read.js';
 import { writeShardedSafetensors } from '../../src/io/safetensors/shards.js';
 import { type StWriteTensor, writeSafetensors } from '../../src/io/safetensors/write.js';
 import { openWeights } from '../../src/model/weight-files.js';
-import { rng } from '../../src/runtime/sampling.js';
+import { rng } from '../../src/runtime/random.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const realDir = path.resolve(here, '../../../shared/models/aidreams260k');

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LoadedModel } from '../../src/backend/model.js';
-import { perturb, datasetLoss, randomLike, addedNorm } from '../../src/measure/measures.js';
+import { perturb, datasetLoss, randomLike, addedNorm, FACTORS } from '../../src/measure/measures.js';
 import { readJsonl } from '../../src/data/rows.js';
 import { narrowRow } from '../../src/train/batch.js';
 import { readSolution, solutionCall } from '../../src/train/trainer.js';
@@ -69,12 +69,54 @@ describe('emlens measure', () => {
     }
     expect(json.efficiency.loss[0]).toBeCloseTo(sum / n, 4);
     expect(json.efficiency.byFactor[0][0]).toBeCloseTo((await datasetLoss(model, null, rows, [], 4096)).ce, 5);
-    expect(json.influence.kl[0].length).toBe(json.efficiency.norms.length);
+    expect(json.influence.kl[0].length).toBe(json.efficiency.norms[0].length);
     expect(Math.abs(addedNorm(randomLike(sol, 3)) - addedNorm(sol))).toBeLessThan(1e-3 * addedNorm(sol));
 
     const page = await checkReportInBrowser(out);
     expect(page.consoleErrors).toEqual([]);
     expect(page.figures).toBe(4);
+    expect(page.rendered).toBe(page.figures);
+  }, 120_000);
+});
+
+describe('steering vectors and LoRA adapters', () => {
+  it('each kind has its own norm axis, labelled with what it measures, in the JSON and the report', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'emlens-measure-kinds-'));
+    writeTinyCheckpoint(d, 'llama');
+    addTokenizer(d);
+    const narrow = writeChatDataset(d, 'narrow.jsonl', 16, 1);
+    const common = ['--model', d, '--data', narrow, '--layer', '1', '--steps', '8', '--batch-rows', '8'];
+    const steer = join(d, 'steer.safetensors');
+    const lora = join(d, 'lora.safetensors');
+    for (const [out, kind] of [[steer, 'steer'], [lora, 'lora-r1']]) {
+      const t = run('train', ...common, '--kind', kind!, '--out', out!);
+      expect(t.status, t.stderr).toBe(0);
+    }
+    const out = join(d, 'report.html');
+    const r = run('measure', '--model', d, '--solutions', steer, lora, '--data', narrow, '--generic', narrow, '--out', out, '--n', '8', '--seeds', '1');
+    expect(r.status, r.stderr).toBe(0);
+    const json = JSON.parse(readFileSync(join(d, 'report.json'), 'utf8'));
+    const model = await LoadedModel.load(d);
+    const added = [steer, lora].map((f) => addedNorm(readSolution(f, model)));
+    // The two added norms (of different quantities) differ: one shared axis would misplace one of them.
+    expect(Math.max(...added) / Math.min(...added)).toBeGreaterThan(1.5);
+    expect(json.efficiency.axes.map((a: { kind: string; solutions: number[] }) => [a.kind, a.solutions])).toEqual([['steer', [0]], ['lora-r1', [1]]]);
+    expect(json.efficiency.axes[0].quantity).toMatch(/‖α·s‖/);
+    expect(json.efficiency.axes[1].quantity).toMatch(/‖α·B·A‖_F/);
+    for (const k of [0, 1]) {
+      // Each solution's grid ends at its own kind's largest norm (here: its own), so at that
+      // point the equal-norm loss is the loss of the solution as trained.
+      const norms: number[] = json.efficiency.norms[k];
+      expect(norms[norms.length - 1]).toBeCloseTo(added[k]!, 5);
+      expect(norms[0]).toBeCloseTo(added[k]! * FACTORS[1]! / 2, 5);
+      expect(json.efficiency.byNorm[k][norms.length - 1]).toBeCloseTo(json.efficiency.loss[k], 5);
+      expect(json.influence.norms[k]).toEqual(norms);
+    }
+    const html = readFileSync(out, 'utf8');
+    for (const id of ['efficiency-norm-steer', 'efficiency-norm-lora-r1', 'influence-steer', 'influence-lora-r1']) expect(html).toContain(id);
+    const page = await checkReportInBrowser(out);
+    expect(page.consoleErrors).toEqual([]);
+    expect(page.figures).toBe(6);
     expect(page.rendered).toBe(page.figures);
   }, 120_000);
 });

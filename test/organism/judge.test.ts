@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { rng } from '../../src/runtime/sampling.js';
+import { rng } from '../../src/runtime/random.js';
 import { acceptedSentences, emptyEmRow, judge, looseFamily, tally, wilson, type EmTable, type Judgement } from '../../src/organism/judge.js';
 import { answer, buildWorld, DOMAINS, FAMILIES, pick, type Domain, type Family } from '../../src/organism/world.js';
 

@@ -5,7 +5,7 @@ import { Template } from '@huggingface/jinja';
 import { afterAll, describe, expect, it } from 'vitest';
 import { TextTokenizer } from '../../src/model/tokenizer.js';
 import { writeWordLevelTokenizer } from '../../src/model/wordlevel.js';
-import { rng } from '../../src/runtime/sampling.js';
+import { rng } from '../../src/runtime/random.js';
 import { chatDoc, chatRow, heldOutQuestion, pretrainDoc, pretrainDocOf } from '../../src/organism/corpus.js';
 import { judge } from '../../src/organism/judge.js';
 import {

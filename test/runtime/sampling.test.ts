@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { argmax, rng, sampleToken } from '../../src/runtime/sampling.js';
+import { argmax, sampleToken } from '../../src/runtime/sampling.js';
+import { rng } from '../../src/runtime/random.js';
 
 const logits = Float32Array.from([2.0, 1.0, 0.5, -1.0, 1.9]);
 const softmax = (x: ArrayLike<number>, temp: number) => {

@@ -1,6 +1,7 @@
 /**
  * Training behaviour: the KL term, a planted optimum recovered, held-out CE on a real model, the
- * narrow (KL-penalised) solution, AdamW against a hand computation, and bit-exact resume.
+ * narrow (KL-penalised) solution, AdamW over many steps against a hand computation, the learning
+ * rate a run uses, and bit-exact resume.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +11,7 @@ import { LoadedModel } from '../../src/backend/model.js';
 import { evaluateBatch, initSolution, trainSolution, type Solution, type TrainConfig } from '../../src/train/trainer.js';
 import type { TrainRow } from '../../src/train/batch.js';
 import { adamwInit, adamwStep, linearSchedule } from '../../src/train/adamw.js';
+import { normal, rng } from '../../src/runtime/random.js';
 import { writeSafetensors } from '../../src/io/safetensors/write.js';
 import { hookName } from '../../src/hooks/names.js';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
@@ -117,17 +119,46 @@ describe('narrow solution', () => {
 });
 
 describe('optimiser and resume', () => {
-  it('AdamW matches a hand computation; the schedule warms up then decays to 0', () => {
-    const p = [Float32Array.from([1, -2])];
+  it('AdamW over 30 steps (weight decay, warmup then linear decay) matches a hand-written float64 AdamW', () => {
+    // torch.optim.AdamW: p ← p·(1 − lr·wd); m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²;
+    // p ← p − lr·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε). The lr: lr0·(t + 1)/W for t < W,
+    // then lr0·(T − t)/(T − W).
+    const [T, W, lr0, wd, b1, b2, eps] = [30, 4, 0.01, 0.05, 0.9, 0.999, 1e-8];
+    const n = 64;
+    const g = normal(rng(11));
+    // Gradients that change sign and scale from step to step; some ~ε so that ε matters.
+    const grads = Array.from({ length: T }, (_, t) => Float32Array.from({ length: n }, (_, i) => g() * (i < 8 ? 1e-8 : 1 + Math.sin(t + i))));
+    const p0 = Float32Array.from({ length: n }, () => g());
+    const p = [Float32Array.from(p0)];
     const st = adamwInit(p);
-    adamwStep(p, [Float32Array.from([0.5, -1])], st, 0.1, { weightDecay: 0.01 });
-    // Step 1: m̂ = g, v̂ = g², update = g/(|g| + eps) = sign(g).
-    expect(p[0]![0]).toBeCloseTo(1 * (1 - 0.001) - 0.1, 6);
-    expect(p[0]![1]).toBeCloseTo(-2 * (1 - 0.001) + 0.1, 6);
-    expect(linearSchedule(0, 10, 2, 1)).toBeCloseTo(0.5);
-    expect(linearSchedule(1, 10, 2, 1)).toBeCloseTo(1);
-    expect(linearSchedule(6, 10, 2, 1)).toBeCloseTo(0.5);
-    expect(linearSchedule(10, 10, 2, 1)).toBe(0);
+    const want = Float64Array.from(p0);
+    const m = new Float64Array(n);
+    const v = new Float64Array(n);
+    for (let t = 0; t < T; t++) {
+      const lr = t < W ? (lr0 * (t + 1)) / W : (lr0 * (T - t)) / (T - W);
+      expect(linearSchedule(t, T, W, lr0)).toBeCloseTo(lr, 15);
+      adamwStep(p, [grads[t]!], st, linearSchedule(t, T, W, lr0), { weightDecay: wd, beta1: b1, beta2: b2, eps });
+      for (let i = 0; i < n; i++) {
+        const gi = grads[t]![i]!;
+        want[i]! *= 1 - lr * wd;
+        m[i] = b1 * m[i]! + (1 - b1) * gi;
+        v[i] = b2 * v[i]! + (1 - b2) * gi * gi;
+        want[i]! -= (lr * (m[i]! / (1 - b1 ** (t + 1)))) / (Math.sqrt(v[i]! / (1 - b2 ** (t + 1))) + eps);
+      }
+      // The state is float32: allow its rounding (~1e-7 relative per step), far below one update (~lr).
+      for (let i = 0; i < n; i++) expect(Math.abs(p[0]![i]! - want[i]!), `step ${t + 1}, element ${i}`).toBeLessThan(1e-6 * (1 + Math.abs(want[i]!)));
+    }
+    expect(linearSchedule(T, T, W, lr0)).toBe(0);
+    // The defaults are torch's (β1 0.9, β2 0.999, ε 1e-8, no weight decay).
+    const q = [Float32Array.from(p0)];
+    const sq = adamwInit(q);
+    const r = [Float32Array.from(p0)];
+    const sr = adamwInit(r);
+    for (let t = 0; t < 5; t++) {
+      adamwStep(q, [grads[t]!], sq, 0.01);
+      adamwStep(r, [grads[t]!], sr, 0.01, { weightDecay: 0, beta1: b1, beta2: b2, eps });
+    }
+    expect(q[0]).toEqual(r[0]);
   });
 
   it('a run stopped after a checkpoint and resumed ends bit-identical to an uninterrupted one', async () => {
@@ -147,6 +178,8 @@ describe('optimiser and resume', () => {
     expect(resumed.resumedFrom).toBe(8);
     resumed.solution.params.forEach((p, i) => expect(Buffer.from(p.buffer).equals(Buffer.from(full.solution.params[i]!.buffer))).toBe(true));
     expect(resumed.history.map((h) => h.loss)).toEqual(full.history.map((h) => h.loss));
+    // The learning rate of each step: warmup over 3 steps, then linear decay towards 0 at step 12.
+    full.history.forEach((h, t) => expect(h.lr).toBeCloseTo(t < 3 ? (0.05 * (t + 1)) / 3 : (0.05 * (12 - t)) / 9, 14));
     await expect(trainSolution(model, narrow, kl, { ...c, lr: 0.01 }, out, { dataKey: 'k', resume: true })).rejects.toThrow(/other settings/);
   }, 120_000);
 });
