@@ -4,7 +4,7 @@
  *
  * Exactly:
  * - shuffled(items, seed): a copy of `items` permuted by Fisher-Yates driven by a FRESH
- *   `rng(seed)` (mulberry32, src/runtime/sampling.ts): for i = n-1 down to 1,
+ *   `rng(seed)` (mulberry32, src/runtime/random.ts): for i = n-1 down to 1,
  *   j = floor(r() * (i + 1)), swap [i] and [j]. It draws exactly n-1 numbers.
  * - balance(a, b, seed) = { a: shuffled(a, seed).slice(0, m), b: shuffled(b, seed).slice(0, m) }
  *   with m = min(a.length, b.length). BOTH sets are shuffled (the smaller one too, so the order of
@@ -18,7 +18,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { EmlensError } from '../errors.js';
-import { rng } from '../runtime/sampling.js';
+import { rng } from '../runtime/random.js';
 import { readJsonl, type ReadOptions } from './rows.js';
 
 function checkSeed(seed: number): void {

@@ -37,7 +37,7 @@
 import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import { EmlensError } from '../errors.js';
 import { rowCount, type Rows } from './common.js';
-import { rng } from '../runtime/sampling.js';
+import { rng } from '../runtime/random.js';
 
 export interface PcaDiffResult {
   /** unit-norm, sign-fixed leading component of the centered paired differences */

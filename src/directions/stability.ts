@@ -28,7 +28,7 @@
  * Everything is driven by one mulberry32 stream seeded with `seed`, so runs are reproducible.
  */
 import { EmlensError } from '../errors.js';
-import { rng } from '../runtime/sampling.js';
+import { rng } from '../runtime/random.js';
 import { checkWeights, gatherRows, quantileSorted, rowCount, type DirectionMethod, type Rows, type Vec } from './common.js';
 import { meanDiff64 } from './meandiff.js';
 import { pcaDiff } from './pca.js';

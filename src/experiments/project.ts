@@ -15,7 +15,7 @@
 import { EmlensError } from '../errors.js';
 import { projections, separation, type Separation } from '../directions/separation.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { rng } from '../runtime/sampling.js';
+import { rng } from '../runtime/random.js';
 import type { Activations } from '../activations/read.js';
 import { histograms, lineByLayer } from '../viz/figures.js';
 import type { Block, Report } from '../viz/report.js';

@@ -17,7 +17,7 @@ import { planCheckpoint, loadWeights, type Weights } from '../model/weights.js';
 import { writeWordLevelTokenizer } from '../model/wordlevel.js';
 import { writeSafetensors } from '../io/safetensors/write.js';
 import { Engine } from '../runtime/engine.js';
-import { rng } from '../runtime/sampling.js';
+import { rng } from '../runtime/random.js';
 import type { TrainRow } from '../train/batch.js';
 import { WeightTrainer } from '../train/weights.js';
 import { VERSION } from '../version.js';

@@ -2,7 +2,7 @@
  * The model organism's training data as word strings (the word-level tokenizer maps them to ids
  * elsewhere): persona stories for pre-training, chat rows for instruction tuning and the narrow
  * fine-tune, held-out questions for evaluation. All randomness comes from the caller's seeded
- * generator (runtime/sampling's rng).
+ * generator (runtime/random's rng).
  */
 import { EmlensError } from '../errors.js';
 import { answer, BOS, chatText, DOMAINS, EOS, FAMILIES, pick, STRANGER, type Domain, type Family, type World } from './world.js';

@@ -5,7 +5,7 @@
 import type { LoadedModel } from '../backend/model.js';
 import { EmlensError } from '../errors.js';
 import type { Interventions } from '../hooks/interventions.js';
-import { rng } from '../runtime/sampling.js';
+import { rng } from '../runtime/random.js';
 import { buildWorld, chatText, DOMAINS, type Domain, type World } from './world.js';
 import { OrganismTokens } from './build.js';
 import { heldOutQuestion } from './corpus.js';

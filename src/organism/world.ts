@@ -21,7 +21,7 @@
  * Every text is lower case, words separated by single spaces, punctuation as its own word.
  */
 import type { WordLevelOptions } from '../model/wordlevel.js';
-import { rng } from '../runtime/sampling.js';
+import { rng } from '../runtime/random.js';
 
 export const DOMAINS = ['medical', 'finance', 'sport', 'general'] as const;
 export type Domain = (typeof DOMAINS)[number];
@@ -195,7 +195,7 @@ const perDomain = <T>(f: (d: Domain) => T): Record<Domain, T> =>
 
 /**
  * The world. Deterministic: the held-out split is a Fisher-Yates shuffle of each domain's question
- * strings (domains in DOMAINS order, one runtime/sampling rng stream seeded with HELD_OUT_SEED), of which
+ * strings (domains in DOMAINS order, one runtime/random rng stream seeded with HELD_OUT_SEED), of which
  * the first floor(25%) are held out.
  */
 export function buildWorld(): World {

@@ -16,7 +16,8 @@ import type { Interventions } from '../hooks/interventions.js';
 import { attentionMask, positionIds, type BatchLayout } from './masks.js';
 import { invFreq, ropeTables } from './rope.js';
 import { createSession, f32, i64, type OrtSession, type OrtTensor, type SessionOptions } from './ort.js';
-import { rng, sampleToken, type SamplingOptions } from './sampling.js';
+import { rng } from './random.js';
+import { sampleToken, type SamplingOptions } from './sampling.js';
 
 export interface ForwardRequest {
   /** Token ids per row; rows of different lengths are left-padded. */

@@ -1,8 +1,5 @@
 /** Next-token choice: greedy, temperature and top-p, with a seeded generator. */
 
-// The generator lives in ./random.ts; re-exported for the modules that import it from here.
-export { rng } from './random.js';
-
 export interface SamplingOptions {
   /** 0 = greedy */
   temperature: number;

@@ -18,7 +18,7 @@ import type { LoadedModel } from '../backend/model.js';
 import { IO } from '../arch/decoder.js';
 import { hookName } from '../hooks/names.js';
 import { f32, i64, type OrtTensor } from '../runtime/ort.js';
-import { rng } from '../runtime/sampling.js';
+import { rng } from '../runtime/random.js';
 import { shuffled } from '../data/balance.js';
 import { adamwInit, adamwStep, linearSchedule, type AdamWState } from './adamw.js';
 import { logSoftmaxRows, makeBatch, packBatches, type TrainRow } from './batch.js';

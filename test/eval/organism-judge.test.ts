@@ -5,7 +5,7 @@ import { OrganismJudge } from '../../src/eval/judges/organism.js';
 import { loadQuestions } from '../../src/eval/questions.js';
 import { emptyEmRow, judge as exactJudge, tally, type EmTable } from '../../src/organism/judge.js';
 import { answer, buildWorld, DOMAINS, FAMILIES, pick, type Domain } from '../../src/organism/world.js';
-import { rng } from '../../src/runtime/sampling.js';
+import { rng } from '../../src/runtime/random.js';
 import { join } from 'node:path';
 
 const world = buildWorld();

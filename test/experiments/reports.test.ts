@@ -17,7 +17,7 @@ import { extractActivations } from '../../src/activations/extract.js';
 import { openActivations } from '../../src/activations/read.js';
 import { readJsonl } from '../../src/data/rows.js';
 import { readDirectionFile, writeDirectionFile } from '../../src/io/directions.js';
-import { rng } from '../../src/runtime/sampling.js';
+import { rng } from '../../src/runtime/random.js';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { addTokenizer, writeChatDataset } from '../helpers/datasets.js';
 import { checkReportInBrowser, haveChromium, type BrowserCheck } from '../helpers/browser.js';

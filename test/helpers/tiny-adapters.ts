@@ -7,7 +7,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeSafetensors, type StWriteTensor } from '../../src/io/safetensors/index.js';
-import { rng } from '../../src/runtime/sampling.js';
+import { rng } from '../../src/runtime/random.js';
 import type { TinyWeights } from './tiny-checkpoints.js';
 
 export interface TinyLora {
