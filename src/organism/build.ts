@@ -215,7 +215,7 @@ export async function buildOrganism(
       return;
     }
     const t0 = Date.now();
-    const weights = from ? cloneWeights(from) : randomWeights(spec, cfg.seed, 0.02);
+    const weights = from ? cloneWeights(from) : randomWeights(spec, cfg.seed, { std: 0.02 });
     const engine = new Engine(spec, weights);
     const base = kl ? new Engine(spec, kl.base) : undefined;
     const trainer = new WeightTrainer(

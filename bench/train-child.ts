@@ -1,5 +1,5 @@
 /**
- * Training measurements in a fresh process: `node dist/bench/train-child.js <mode> '<json>'`.
+ * Training measurements in a fresh process: `node dist-bench/bench/train-child.js <mode> '<json>'`.
  *
  * - steer: the random Qwen2.5-0.5B-shaped model, a steering vector at one layer, CE on every
  *   next token of 4 x 128-token rows. Times, interleaved: the plain forward (the forward
@@ -14,15 +14,15 @@
  */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { LoadedModel } from '../backend/model.js';
-import { hookName } from '../hooks/names.js';
-import { randomWeights as organismWeights } from '../model/random.js';
-import type { Weights } from '../model/weights.js';
-import { Engine } from '../runtime/engine.js';
-import { evaluateBatch, initSolution, trainSolution, type TrainConfig } from '../train/trainer.js';
-import type { TrainRow } from '../train/batch.js';
-import { WeightTrainer } from '../train/weights.js';
-import { benchSpec, log, organismSpec, peakRss, randomIds, randomWeights, stats, type Stats } from './util.js';
+import type { LoadedModel } from '../src/backend/model.js';
+import { hookName } from '../src/hooks/names.js';
+import { randomWeights } from '../src/model/random.js';
+import type { Weights } from '../src/model/weights.js';
+import { Engine } from '../src/runtime/engine.js';
+import { evaluateBatch, initSolution, trainSolution, type TrainConfig } from '../src/train/trainer.js';
+import type { TrainRow } from '../src/train/batch.js';
+import { WeightTrainer } from '../src/train/weights.js';
+import { benchSpec, log, organismSpec, peakRss, randomIds, benchWeights, stats, type Stats } from './util.js';
 
 export interface SteerArgs {
   batch: number;
@@ -77,7 +77,7 @@ export interface OrganismResult {
 
 async function steer(a: SteerArgs): Promise<SteerResult> {
   const spec = benchSpec();
-  const { weights, bytes } = randomWeights(spec);
+  const { weights, bytes } = benchWeights(spec);
   const engine = new Engine(spec, weights);
   // evaluateBatch and trainSolution read only the spec and the engine of a LoadedModel.
   const model = { spec, engine, source: 'bench', dir: tmpdir(), tokenizer: null } as unknown as LoadedModel;
@@ -160,7 +160,7 @@ function cloneWeights(w: Weights): Weights {
 
 async function organism(a: OrganismArgs): Promise<OrganismResult> {
   const spec = organismSpec();
-  const weights = organismWeights(spec, 0, 0.02);
+  const weights = randomWeights(spec, 0);
   const engine = new Engine(spec, weights, { spinning: a.spinning });
   const base = a.kl ? new Engine(spec, cloneWeights(weights), { spinning: a.spinning }) : undefined;
   const total = a.warmup + a.steps;

@@ -4,12 +4,13 @@
  * the parent's memory does not pollute peak-RSS figures).
  */
 import { spawn } from 'node:child_process';
-import { DEFAULT_ORGANISM, organismConfigJson } from '../organism/build.js';
+import { DEFAULT_ORGANISM, organismConfigJson } from '../src/organism/build.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { parseConfig, type ModelSpec } from '../model/config.js';
-import { expectedTensors, type Weights } from '../model/weights.js';
-import { fillGaussian, rng } from '../runtime/random.js';
+import { parseConfig, type ModelSpec } from '../src/model/config.js';
+import type { Weights } from '../src/model/weights.js';
+import { randomWeights } from '../src/model/random.js';
+import { rng } from '../src/runtime/random.js';
 
 /** A Qwen2.5-0.5B-shaped config (config.json as transformers writes it). */
 export const QWEN25_05B_CONFIG = {
@@ -45,40 +46,14 @@ export function organismSpec(): ModelSpec {
   return parseConfig(ORGANISM_CONFIG, 'bench organism config.json');
 }
 
-/** Length of the Gaussian block fillRandom tiles: a prime, so the tiling aligns with no tensor dimension. */
-const BLOCK = 65521;
+/** Length of the Gaussian block random tensors repeat: a prime, so repeats align with no tensor dimension. */
+export const TILE = 65521;
 
-/**
- * Fills `a` with N(0, std²) values: one seeded block of the project's Gaussian sampler, tiled.
- * Timings do not depend on the values, and tiling keeps 2 GB of weights to about a second.
- */
-export function fillRandom(a: Float32Array, std: number, seed: number): void {
-  const block = fillGaussian(new Float32Array(Math.min(BLOCK, a.length)), rng(seed), std);
-  for (let off = 0; off < a.length; off += block.length) a.set(off + block.length <= a.length ? block : block.subarray(0, a.length - off), off);
-}
-
-/**
- * Random fp32 weights for `spec`: every required tensor plus, for qwen2, the q/k/v biases.
- * Norm weights are 1 (as initialised), everything else ~N(0, 0.02²).
- */
-export function randomWeights(spec: ModelSpec, seed = 0): { weights: Weights; bytes: number } {
-  const { required, optional } = expectedTensors(spec);
-  const shapes = new Map(required);
-  if (spec.family === 'qwen2') {
-    for (const [name, shape] of optional) {
-      if (/\.self_attn\.[qkv]_proj\.bias$/.test(name)) shapes.set(name, shape);
-    }
-  }
-  const weights: Weights = new Map();
+/** The model's own random weights (model/random.ts), tiled for speed, and their size in bytes. */
+export function benchWeights(spec: ModelSpec, seed = 0): { weights: Weights; bytes: number } {
+  const weights = randomWeights(spec, seed, { withBiases: true, tile: TILE });
   let bytes = 0;
-  let i = 0;
-  for (const [name, shape] of shapes) {
-    const data = new Float32Array(shape.reduce((p, d) => p * d, 1));
-    if (/norm\.weight$/.test(name)) data.fill(1);
-    else fillRandom(data, 0.02, seed * 100003 + i++);
-    weights.set(name, { shape, data });
-    bytes += data.byteLength;
-  }
+  for (const w of weights.values()) bytes += w.data.byteLength;
   return { weights, bytes };
 }
 
@@ -159,7 +134,7 @@ export function forwardFlops(spec: ModelSpec, batch: number, seq: number, layers
 }
 
 /**
- * Runs `dist/bench/<script> <mode> <json args>` (default child.js) in a fresh node, with `env`
+ * Runs `dist-bench/bench/<script> <mode> <json args>` (default child.js) in a fresh node, with `env`
  * added to this process's environment; returns its last stdout line as JSON.
  */
 export function runChild<T>(mode: string, args: object, opts: { script?: string; env?: Record<string, string> } = {}): Promise<T> {

@@ -3,10 +3,11 @@
  * projection shapes, each a one-op graph built with the project's IR and run with the engine's
  * session options. As in the engine, the weight is a graph input [out, in] used with transB=1.
  */
-import { Graph } from '../graph/ir.js';
-import { emitOnnx } from '../graph/onnx.js';
-import { createSession, f32, type OrtTensor } from '../runtime/ort.js';
-import { fillRandom, stats, timeRuns, type Projection } from './util.js';
+import { Graph } from '../src/graph/ir.js';
+import { emitOnnx } from '../src/graph/onnx.js';
+import { createSession, f32, type OrtTensor } from '../src/runtime/ort.js';
+import { stats, TILE, timeRuns, type Projection } from './util.js';
+import { fillGaussianTiled, rng } from '../src/runtime/random.js';
 
 export interface GemmTiming {
   name: string;
@@ -41,9 +42,9 @@ export async function gemmRoofline(
   const passes = opts.passes ?? 2;
   const cases = projs.map((p, i) => {
     const x = new Float32Array(tokens * p.in);
-    fillRandom(x, 1, 2 * i + 1);
+    fillGaussianTiled(x, rng(2 * i + 1), 1, TILE);
     const w = new Float32Array(p.out * p.in);
-    fillRandom(w, 0.02, 2 * i + 2);
+    fillGaussianTiled(w, rng(2 * i + 2), 0.02, TILE);
     const g = new Graph('gemm_roofline');
     const xv = g.input('x', 'float32', ['tokens', p.in]);
     const wv =

@@ -1,5 +1,5 @@
 /**
- * Extraction measurements in a fresh process: `node dist/bench/extract-child.js <mode> '<json>'`.
+ * Extraction measurements in a fresh process: `node dist-bench/bench/extract-child.js <mode> '<json>'`.
  *
  * - write: writes the random Qwen2.5-0.5B-shaped model as a model folder (config.json, a
  *   word-level tokenizer, model.safetensors in F32: BF16 would take seconds more to convert
@@ -13,17 +13,17 @@
  * Prints one JSON line on stdout (progress on stderr).
  */
 import { writeFileSync } from 'node:fs';
-import { ensureDir } from '../io/paths.js';
+import { ensureDir } from '../src/io/paths.js';
 import { join } from 'node:path';
-import { LoadedModel } from '../backend/model.js';
-import { extractActivations } from '../activations/extract.js';
-import type { DataRow } from '../data/rows.js';
-import { hookName } from '../hooks/names.js';
-import { type StWriteTensor, writeSafetensors } from '../io/safetensors/write.js';
-import { weightsFingerprint } from '../model/fingerprint.js';
-import { writeWordLevelTokenizer } from '../model/wordlevel.js';
-import type { ForwardRequest, ForwardResult } from '../runtime/engine.js';
-import { benchSpec, log, peakRss, QWEN25_05B_CONFIG, randomIds, randomWeights, stats, type Stats } from './util.js';
+import { LoadedModel } from '../src/backend/model.js';
+import { extractActivations } from '../src/activations/extract.js';
+import type { DataRow } from '../src/data/rows.js';
+import { hookName } from '../src/hooks/names.js';
+import { type StWriteTensor, writeSafetensors } from '../src/io/safetensors/write.js';
+import { weightsFingerprint } from '../src/model/fingerprint.js';
+import { writeWordLevelTokenizer } from '../src/model/wordlevel.js';
+import type { ForwardRequest, ForwardResult } from '../src/runtime/engine.js';
+import { benchSpec, log, peakRss, QWEN25_05B_CONFIG, randomIds, benchWeights, stats, type Stats } from './util.js';
 
 /** Words of the bench tokenizer (ids 4 .. 4 + WORDS - 1, after 4 specials). */
 export const WORDS = 2000;
@@ -91,7 +91,7 @@ function write(a: WriteArgs): WriteResult {
   const spec = benchSpec();
   ensureDir(a.dir);
   const t0 = performance.now();
-  const { weights, bytes } = randomWeights(spec);
+  const { weights, bytes } = benchWeights(spec);
   writeFileSync(join(a.dir, 'config.json'), JSON.stringify(QWEN25_05B_CONFIG, null, 2));
   writeWordLevelTokenizer(a.dir, {
     specials: ['<pad>', '<s>', '</s>', '<unk>'],

@@ -6,6 +6,7 @@
  * A new section: a module exporting a `Section` (section.ts), listed in SECTIONS below.
  */
 import { writeFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
 import os from 'node:os';
 import { createRequire } from 'node:module';
 import { meets, type BenchOptions, type Section, type SectionResult } from './section.js';
@@ -14,47 +15,38 @@ import { generateSection } from './generate.js';
 import { extractSection } from './extract.js';
 import { trainSection } from './train.js';
 import { loadMeter, log, type Load } from './util.js';
-import { threads } from '../runtime/ort.js';
+import { threads } from '../src/runtime/ort.js';
+import { intArg } from '../src/cli/args.js';
 
 const ortVersion = (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
 
 export const SECTIONS: Section[] = [forwardSection, generateSection, extractSection, trainSection];
-
-const USAGE = `usage: npm run bench -- [SECTION...] [--json FILE] [--runs N] [--warmup N]
-sections (default: all):
-${SECTIONS.map((s) => `  ${s.name.padEnd(10)} ${s.description}`).join('\n')}`;
 
 interface Cli extends BenchOptions {
   sections: Section[];
   json?: string;
 }
 
+/** The command line, parsed by commander as the emlens CLI is: a bad value is one line and exit 2. */
 function parseArgs(argv: string[]): Cli {
-  const cli: Cli = { sections: [], warmup: 2, runs: 5 };
-  const int = (flag: string, v: string | undefined, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`${flag} needs an integer >= ${min}\n${USAGE}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--json') {
-      const f = argv[++i];
-      if (!f) throw new Error(`--json needs a file\n${USAGE}`);
-      cli.json = f;
-    } else if (a === '--runs') cli.runs = int(a, argv[++i], 1);
-    else if (a === '--warmup') cli.warmup = int(a, argv[++i], 1);
-    else if (a === '-h' || a === '--help') {
-      console.log(USAGE);
-      process.exit(0);
-    } else {
-      const s = SECTIONS.find((x) => x.name === a);
-      if (!s) throw new Error(`unknown section "${a}"\n${USAGE}`);
-      if (!cli.sections.includes(s)) cli.sections.push(s);
-    }
+  const program = new Command()
+    .name('npm run bench --')
+    .description(`sections (default: all):\n${SECTIONS.map((s) => `  ${s.name.padEnd(10)} ${s.description}`).join('\n')}`)
+    .argument('[sections...]', `any of ${SECTIONS.map((s) => s.name).join(', ')}`)
+    .option('--json <file>', 'also write every raw result to this file')
+    .option('--runs <n>', 'timed runs per measurement (the median is reported)', intArg('--runs', 1), 5)
+    .option('--warmup <n>', 'untimed runs first (the first compiles the graph)', intArg('--warmup', 1), 2)
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `bench: ${s}` : s) });
+  program.parse(argv, { from: 'user' });
+  const o = program.opts<{ json?: string; runs: number; warmup: number }>();
+  const sections: Section[] = [];
+  for (const name of program.args) {
+    const s = SECTIONS.find((x) => x.name === name);
+    if (!s) throw new Error(`unknown section "${name}" (sections: ${SECTIONS.map((x) => x.name).join(', ')})`);
+    if (!sections.includes(s)) sections.push(s);
   }
-  if (cli.sections.length === 0) cli.sections = [...SECTIONS];
-  return cli;
+  return { sections: sections.length ? sections : [...SECTIONS], json: o.json, runs: o.runs, warmup: o.warmup };
 }
 
 function fmt(v: number, digits = 2): string {
@@ -80,7 +72,9 @@ let cli: Cli;
 try {
   cli = parseArgs(process.argv.slice(2));
 } catch (e) {
-  console.error((e as Error).message);
+  // commander printed help/version or its own error already; ours is one line.
+  if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : 2);
+  console.error(`bench: ${(e as Error).message}`);
   process.exit(2);
 }
 const env = {

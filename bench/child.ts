@@ -1,11 +1,11 @@
 /**
- * A measurement run in a fresh process: `node dist/bench/child.js <mode> '<json args>'`.
+ * A measurement run in a fresh process: `node dist-bench/bench/child.js <mode> '<json args>'`.
  * Builds the benchmark model's random weights in memory, warms up, runs the timed loop and
  * prints one JSON line on stdout (progress goes to stderr). Peak RSS is this process's alone.
  */
-import { Engine } from '../runtime/engine.js';
-import { hookName } from '../hooks/names.js';
-import { benchSpec, log, peakRss, randomIds, randomWeights, stats, timeRuns, type Stats } from './util.js';
+import { Engine } from '../src/runtime/engine.js';
+import { hookName } from '../src/hooks/names.js';
+import { benchSpec, log, peakRss, randomIds, benchWeights, stats, timeRuns, type Stats } from './util.js';
 
 export interface MemoryFigures {
   /** Bytes of fp32 weight data. */
@@ -67,7 +67,7 @@ async function forward(a: ForwardChildArgs): Promise<ForwardChildResult> {
   const spec = benchSpec();
   const rssBaseline = rss();
   const t0 = performance.now();
-  const { weights, bytes } = randomWeights(spec);
+  const { weights, bytes } = benchWeights(spec);
   const buildWeightsMs = performance.now() - t0;
   const engine = new Engine(spec, weights);
   const rssWeights = rss();
@@ -98,7 +98,7 @@ async function forward(a: ForwardChildArgs): Promise<ForwardChildResult> {
 async function generate(a: GenerateChildArgs): Promise<GenerateChildResult> {
   const spec = benchSpec();
   const rssBaseline = rss();
-  const { weights, bytes } = randomWeights(spec);
+  const { weights, bytes } = benchWeights(spec);
   const engine = new Engine(spec, weights);
   const rssWeights = rss();
   const [prompt] = randomIds(1, a.promptLen, spec.vocab, 99);
