@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
+import { loadModel } from './load.js';
 import { resolve } from 'node:path';
-import { LoadedModel } from '../backend/model.js';
 import { readWhereFile } from '../data/rows.js';
 import { extractActivations } from '../activations/extract.js';
 import { POOLS, type Pool } from '../activations/pool.js';
@@ -37,7 +37,7 @@ export function register(program: Command): void {
     .requiredOption('--data <file>', 'JSONL: {"messages": [...]} or {"text": ...} rows, other fields are labels')
     .requiredOption('--out <dir>', 'output folder')
     .option('--layers <layers>', '"all" or L,L,...', layersArg('--layers'), 'all')
-    .option('--hook <name>', 'resid_post | resid_pre | resid_mid', choice('--hook', HOOK_KINDS.map((h) => h) as HookKind[]), 'resid_post')
+    .option('--hook <name>', `hook point to read: ${HOOK_KINDS.join(' | ')}`, choice('--hook', HOOK_KINDS.map((h) => h) as HookKind[]), 'resid_post')
     .option('--pool <pool>', 'response-mean | mean | last (default: response-mean for chat rows, mean for text rows)', choice('--pool', POOLS))
     .option('--where <expr>', "select rows on labels, e.g. 'aligned<=30 && coherent>50'")
     .option('--where-file <file>', 'the --where expression read from a file (for long ones)')
@@ -53,7 +53,7 @@ export function register(program: Command): void {
       const where = o.whereFile !== undefined ? readWhereFile(o.whereFile, o.where) : o.where;
       const sel = selectRows(o.data, { where, skipBad: o.skipBad, balanceWith: o.balanceWith, seed: o.seed });
       if (o.whereFile !== undefined) sel.selection.where_file = resolve(o.whereFile);
-      const model = await LoadedModel.load(o.model);
+      const model = await loadModel(o.model);
       const bar = rowProgress('extract');
       try {
         const meta = await extractActivations(model, sel.rows, {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { LoadedModel } from '../backend/model.js';
+import { loadModel } from './load.js';
 import { ablationFromFile, generateText, steeringFromFile } from '../experiments/generation.js';
 import type { Interventions } from '../hooks/interventions.js';
 import { InputRowError } from '../runtime/engine.js';
@@ -49,7 +49,7 @@ export function register(program: Command): void {
       const promptFlag = o.prompt !== undefined ? '--prompt' : `--prompt-file ${o.promptFile}`;
       if (o.steer && (o.layer === undefined || o.scale === undefined)) throw new EmlensError('--steer needs --layer and --scale');
       if (!o.steer && (o.layer !== undefined || o.scale !== undefined)) throw new EmlensError('--layer and --scale need --steer');
-      const model = await LoadedModel.load(o.model, { adapter: o.adapter });
+      const model = await loadModel(o.model, { adapter: o.adapter });
       const iv: Interventions = {};
       if (o.steer) iv.steer = [steeringFromFile(model, { file: o.steer, layer: o.layer!, scale: o.scale! })];
       if (o.ablate) iv.ablate = ablationFromFile(model, { file: o.ablate, layers: o.ablateLayers });
@@ -64,6 +64,9 @@ export function register(program: Command): void {
         // The engine numbers rows; here row 0 is the prompt flag.
         throw e instanceof InputRowError ? new EmlensError(`${promptFlag}: ${e.problem}`) : e;
       });
+      if (r!.unknownWords.length) {
+        warn([`${promptFlag}: ${r!.unknownWords.length} word(s) outside the vocabulary of ${model.dir} encode as the unknown token: ${r!.unknownWords.slice(0, 20).map((w) => JSON.stringify(w)).join(', ')}`]);
+      }
       const stopped = r!.finished ? 'eos' : r!.contextFull ? 'max_position_embeddings' : 'max_new_tokens';
       if (stopped === 'max_position_embeddings') {
         warn([`stopped after ${r!.tokens.length} new tokens: prompt + output reached the model's context of ${model.spec.maxPositions} tokens (max_position_embeddings)`]);

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { LoadedModel } from '../backend/model.js';
+import { loadModel } from './load.js';
 import { runMeasure } from '../experiments/measure.js';
 import { writeReport } from '../viz/report.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -19,7 +19,7 @@ export function register(program: Command): void {
     .option('--seeds <n>', 'seeds for perturbations and random controls', intArg('--seeds', 1), 3)
     .option('--batch-tokens <n>', 'padded tokens per forward call', intArg('--batch-tokens', 1), 2048)
     .action(async (o) => {
-      const model = await LoadedModel.load(o.model);
+      const model = await loadModel(o.model);
       const bar = rowProgress('measure', process.stderr, 5000, 'evaluations');
       const t0 = Date.now();
       const r = await runMeasure(model, {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
+import { loadModel } from './load.js';
 import { join } from 'node:path';
 import { emlensCacheDir } from '../cache.js';
-import { LoadedModel } from '../backend/model.js';
 import { buildOrganism, DEFAULT_ORGANISM, STAGES } from '../organism/build.js';
 import { evalOrganism } from '../organism/eval.js';
 import { formatEmTable } from '../organism/table.js';
@@ -39,7 +39,7 @@ export function register(program: Command): void {
     .option('--seed <s>', 'sampling seed', intArg('--seed'), 0)
     .option('--json', 'print {"medical": {"n", "misaligned", "aligned", "off_domain", "incoherent"}, ...}')
     .action(async (o: { model: string; n: number; seed: number; json?: boolean }) => {
-      const model = await LoadedModel.load(o.model);
+      const model = await loadModel(o.model);
       const r = await evalOrganism(model, { n: o.n, seed: o.seed });
       console.log(o.json ? JSON.stringify(r.table) : formatEmTable(r.table));
     });

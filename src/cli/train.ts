@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { LoadedModel } from '../backend/model.js';
+import { loadModel } from './load.js';
 import { runTraining, stalledWarning } from '../experiments/train.js';
 import { TRAIN_DEFAULTS as D } from '../train/trainer.js';
 import { EmlensError } from '../errors.js';
@@ -38,7 +38,7 @@ export function register(program: Command): void {
       const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
       if (o.klData === undefined && given('klWeight')) throw new EmlensError('--kl-weight needs --kl-data (the rows the KL term is measured on)');
       if (o.klData === undefined && given('klNormalization')) throw new EmlensError('--kl-normalization applies to the KL term: it needs --kl-data and --kl-weight');
-      const model = await LoadedModel.load(o.model);
+      const model = await loadModel(o.model);
       const r = await runTraining(model, {
         data: o.data,
         klData: o.klData,

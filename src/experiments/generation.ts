@@ -4,6 +4,7 @@
  */
 import { EmlensError } from '../errors.js';
 import type { LoadedModel } from '../backend/model.js';
+import { wordLevelUnknowns } from '../model/wordlevel.js';
 import { readDirectionFile } from '../io/directions.js';
 import { hookName } from '../hooks/names.js';
 import type { AblateSpec, Interventions, SteerSpec } from '../hooks/interventions.js';
@@ -61,6 +62,15 @@ export interface GeneratedText {
   finished: boolean;
   /** Stopped because prompt + generated reached the model's max_position_embeddings. */
   contextFull: boolean;
+  /** Words of the prompt a word-level tokenizer (the organism's) encoded as its unknown token. */
+  unknownWords: string[];
+}
+
+/** The model's word-level unknown-word finder, read once per model (null for other tokenizers). */
+const finders = new WeakMap<LoadedModel, ReturnType<typeof wordLevelUnknowns>>();
+function unknownFinder(model: LoadedModel): ReturnType<typeof wordLevelUnknowns> {
+  if (!finders.has(model)) finders.set(model, wordLevelUnknowns(model.dir));
+  return finders.get(model)!;
 }
 
 export async function generateText(model: LoadedModel, prompts: string[], opts: GenerateTextOptions = {}): Promise<GeneratedText[]> {
@@ -77,11 +87,13 @@ export async function generateText(model: LoadedModel, prompts: string[], opts: 
     interventions: opts.interventions,
     stopIds: tok.eosIds.length ? tok.eosIds : undefined,
   });
+  const unk = unknownFinder(model);
   return prompts.map((prompt, i) => {
     const tokens = r.tokens[i]!;
+    const unknownWords = unk && encoded[i]!.includes(unk.unkId) ? unk.find(prompt) : [];
     // Embedding tables are often padded past the tokenizer (e.g. Qwen's 151936 vs 151665 ids);
     // an id with no token decodes to nothing, as in transformers.
     const body = (r.finished[i] ? tokens.slice(0, -1) : tokens).filter((t) => t < tok.vocabSize);
-    return { prompt, promptTokens: encoded[i]!, text: tok.decode(body, { skipSpecialTokens: true }), tokens, finished: r.finished[i]!, contextFull: r.contextFull[i]! };
+    return { prompt, promptTokens: encoded[i]!, text: tok.decode(body, { skipSpecialTokens: true }), tokens, finished: r.finished[i]!, contextFull: r.contextFull[i]!, unknownWords };
   });
 }

@@ -14,7 +14,7 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { EmlensError } from '../errors.js';
-import { parseHookName, type HookKind } from '../hooks/names.js';
+import { HOOK_PATTERN, parseHookName, type HookKind } from '../hooks/names.js';
 import { readControlVectorGguf } from './gguf.js';
 import { readDirectionsNpy } from './npy.js';
 import { firstNonFinite } from './safetensors/dtype.js';
@@ -71,7 +71,7 @@ function fromSafetensors(file: string): Parsed {
   let kind: HookKind | null = null;
   for (const [tname, info] of header.tensors) {
     const h = parseHookName(tname);
-    if (!h) throw new EmlensError(`${file}: tensor "${tname}" is not named blocks.L.hook_resid_{pre,mid,post}`);
+    if (!h) throw new EmlensError(`${file}: tensor "${tname}" is not named ${HOOK_PATTERN}`);
     if (kind && kind !== h.kind) throw new EmlensError(`${file}: mixes hook kinds (${kind} and ${h.kind})`);
     kind = h.kind;
     if (info.shape.length !== 1) throw new EmlensError(`${file}: tensor "${tname}" has shape [${info.shape}], expected [d_model]`);
