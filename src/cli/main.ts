@@ -18,6 +18,7 @@ import * as compare from './compare.js';
 import * as stability from './stability.js';
 import * as project from './project.js';
 import * as adapter from './adapter.js';
+import * as evalCmd from './eval.js';
 
 const program = new Command();
 program
@@ -27,7 +28,7 @@ program
   .option('--debug', 'print stack traces')
   .exitOverride();
 
-for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo, adapter]) cmd.register(program);
+for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo, adapter, evalCmd]) cmd.register(program);
 
 const debug = process.argv.includes('--debug');
 try {
