@@ -340,12 +340,15 @@ export interface EvalRunResult {
  */
 export async function runEval(o: EvalRunOptions): Promise<EvalRunResult> {
   checkMetrics(o.set);
-  makeOutDir(o.out, '--out');
   const answersFile = join(o.out, ANSWERS);
   if (o.resume) checkResume(o.out, o.key);
-  else if (existsSync(answersFile) || existsSync(join(o.out, RUN))) {
-    throw new EmlensError(`--out: ${o.out} already holds an eval run (${ANSWERS}); pass --resume to continue it, or choose another --out`);
-  } else writeFileAtomic(join(o.out, RUN), [`${JSON.stringify(o.key, null, 2)}\n`]);
+  else {
+    if (existsSync(answersFile) || existsSync(join(o.out, RUN))) {
+      throw new EmlensError(`--out: ${o.out} already holds an eval run (${ANSWERS}); pass --resume to continue it, or choose another --out`);
+    }
+    makeOutDir(o.out, '--out');
+    writeFileAtomic(join(o.out, RUN), [`${JSON.stringify(o.key, null, 2)}\n`]);
+  }
 
   const items = planItems(o.set, o.samples, o.seed);
   const done = readAnswers(o.out);
