@@ -226,6 +226,20 @@ describe('eval with an OpenAI-compatible judge', () => {
       const writtenBefore = new Set(partial.flatMap((row) => promptsOf(row)));
       expect(judged(resumeFrom, afterResume).filter((p) => writtenBefore.has(p))).toEqual([]);
       expect(new Set([...judged(before, resumeFrom), ...judged(resumeFrom, afterResume)])).toEqual(new Set(judged(afterResume)));
+
+      // A kill inside a batch's write: batch 0 whole, one row of batch 1, half a line of the next.
+      // The resume cuts the torn line, samples batch 1 again (its seed is per batch) and writes
+      // and judges only its missing row.
+      const torn = tmp('torn');
+      const lines = readFileSync(join(ref, 'answers.jsonl'), 'utf8').split('\n');
+      writeFileSync(join(torn, 'answers.jsonl'), `${lines.slice(0, 3).join('\n')}\n${lines[3]!.slice(0, 25)}`);
+      writeFileSync(join(torn, 'run.json'), readFileSync(join(ref, 'run.json')));
+      const tornFrom = server.requests.length;
+      const fixed = await cli(args(torn, ['--batch', '2', '--resume']), env(tmp('cache-torn')));
+      expect(fixed.status, fixed.stderr).toBe(0);
+      expect(readFileSync(join(torn, 'answers.jsonl'), 'utf8')).toBe(readFileSync(join(ref, 'answers.jsonl'), 'utf8'));
+      const kept = new Set(rowsOf(ref).slice(0, 3).flatMap((row) => promptsOf(row)));
+      expect(judged(tornFrom).filter((p) => kept.has(p))).toEqual([]);
     } finally {
       server.delayMs = 0;
     }

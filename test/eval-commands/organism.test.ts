@@ -17,7 +17,7 @@ import { cli, ROOT } from './cli.js';
 
 const ORG = join(emlensCacheDir(), 'organism', 'seed-0');
 const HELDOUT = join(ROOT, 'probes/questions/organism-heldout.yaml');
-const N = 12;
+const N = 60; // 240 answers: two batches of 200, so the per-batch seed matters
 const SEED = 5;
 const work = mkdtempSync(join(tmpdir(), 'emlens-evalcmd-org-'));
 const rowsOf = (file: string) => readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
