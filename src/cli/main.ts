@@ -19,6 +19,7 @@ import * as stability from './stability.js';
 import * as project from './project.js';
 import * as adapter from './adapter.js';
 import * as evalCmd from './eval.js';
+import * as select from './select.js';
 
 const program = new Command();
 program
@@ -28,7 +29,7 @@ program
   .option('--debug', 'print stack traces')
   .exitOverride();
 
-for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo, adapter, evalCmd]) cmd.register(program);
+for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo, adapter, evalCmd, select]) cmd.register(program);
 
 const debug = process.argv.includes('--debug');
 try {

@@ -48,11 +48,13 @@ export interface EvalItem {
 }
 
 /** Row fields a metric may not take (the scores sit beside them in answers.jsonl). */
-export const ROW_FIELDS = ['question_id', 'question', 'paraphrase_index', 'sample', 'seed', 'answer', 'finished', 'domain', 'labels', 'sampled', 'verdict', 'em'] as const;
+export const ROW_FIELDS = ['question_id', 'question', 'system', 'paraphrase_index', 'sample', 'seed', 'answer', 'finished', 'domain', 'labels', 'sampled', 'verdict', 'em'] as const;
 
 export interface AnswerRow {
   question_id: string;
   question: string;
+  /** The entry's system prompt, when it has one (the answer was sampled after it). */
+  system?: string;
   paraphrase_index: number;
   sample: number;
   seed: number;
@@ -173,6 +175,7 @@ export async function judgeSampled(judge: Judge, sampled: readonly Sampled[], se
       finished: s.finished,
       em: null,
     };
+    if (s.item.entry.system !== undefined) row.system = s.item.entry.system;
     if (s.item.entry.domain !== undefined) row.domain = s.item.entry.domain;
     const labels: Record<string, string> = {};
     const sampledMetrics: string[] = [];
