@@ -20,6 +20,8 @@ import * as project from './project.js';
 import * as adapter from './adapter.js';
 import * as evalCmd from './eval.js';
 import * as select from './select.js';
+import * as steerSweep from './steer-sweep.js';
+import * as ablateEval from './ablate-eval.js';
 
 const program = new Command();
 program
@@ -29,7 +31,7 @@ program
   .option('--debug', 'print stack traces')
   .exitOverride();
 
-for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo, adapter, evalCmd, select]) cmd.register(program);
+for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo, adapter, evalCmd, select, steerSweep, ablateEval]) cmd.register(program);
 
 const debug = process.argv.includes('--debug');
 try {

@@ -104,7 +104,8 @@ function emTableBlock(title: string, tables: [string, EmTable][]): Block {
   return { kind: 'table', columns: ['model', 'domain', 'n', 'misaligned', '95% CI', 'aligned', 'off-domain', 'incoherent'], rows, caption: title };
 }
 
-function randomNormMatched(v: Float32Array, seed: number): Float32Array {
+/** A Gaussian random vector scaled to ‖v‖ (the norm-matched baseline of steering and ablation). */
+export function randomNormMatched(v: Float32Array, seed: number): Float32Array {
   const r = rng(seed);
   const g = Float32Array.from(v, () => {
     const u = 1 - r();

@@ -375,3 +375,48 @@ export async function runEval(o: EvalRunOptions): Promise<EvalRunResult> {
   });
   return { rows, summary };
 }
+
+/** Samples and judges every item of a plan with one set of interventions, rows in plan order (no files). */
+export async function judgedRun(model: LoadedModel, judge: Judge, set: QuestionSet, o: SampleOptions): Promise<AnswerRow[]> {
+  checkMetrics(set);
+  const rows: AnswerRow[] = [];
+  await runItems(model, judge, planItems(set, o.samples, o.seed), o, new Set(), (rs) => rows.push(...rs));
+  return rows;
+}
+
+/**
+ * A rate as sweep.json and ablation.json give it: fractions, n judged, the Wilson interval, from
+ * `main` (the rows outside the fine-tune's domain, or all), and per domain of all `rows`.
+ */
+export function rateRecord(rows: readonly AnswerRow[], main: readonly AnswerRow[] = rows): RateRecord {
+  const r = emRate(main.map(scored));
+  const base = { em_rate: r.em_rate, coherent_rate: r.coherent_rate, n: r.n, ci95: r.ci95, n_coherent: r.n_coherent, coherent_ci95: r.coherent_ci95 };
+  const domains = [...new Set(rows.map((x) => x.domain).filter((d): d is string => d !== undefined))];
+  if (domains.length === 0) return base;
+  const byDomain = Object.fromEntries(
+    domains.map((d) => {
+      const e = emRate(rows.filter((x) => x.domain === d).map(scored));
+      return [d, { em_rate: e.em_rate, coherent_rate: e.coherent_rate, n: e.n, ci95: e.ci95 }];
+    }),
+  );
+  return { ...base, by_domain: byDomain };
+}
+
+export interface RateRecord {
+  em_rate: number | null;
+  coherent_rate: number | null;
+  n: number;
+  ci95: [number, number];
+  n_coherent: number;
+  coherent_ci95: [number, number];
+  by_domain?: Record<string, { em_rate: number | null; coherent_rate: number | null; n: number; ci95: [number, number] }>;
+}
+
+/** The rows outside a domain (the fine-tune's own), checked against the question file's domains. */
+export function outsideDomain(rows: readonly AnswerRow[], set: QuestionSet, domain: string | undefined): AnswerRow[] {
+  if (domain === undefined) return [...rows];
+  const domains = [...new Set(set.entries.map((e) => e.domain).filter((d) => d !== undefined))];
+  if (domains.length === 0) throw new EmlensError(`--exclude-domain ${domain}: no entry of ${set.file} has a domain`);
+  if (!domains.includes(domain)) throw new EmlensError(`--exclude-domain ${domain}: not a domain of ${set.file} (${domains.join(', ')})`);
+  return rows.filter((r) => r.domain !== domain);
+}
