@@ -70,7 +70,6 @@ export function register(program: Command): void {
             adapter: o.adapter ? resolve(o.adapter) : null,
             weights_sha256: weightsFingerprint(model.plan.index.files),
             direction: resolve(o.direction),
-            direction_sha256: sha256File(o.direction),
             questions_file: resolve(o.questions),
             questions_sha256: sha256File(o.questions),
             flags: { ...o },

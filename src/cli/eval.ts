@@ -43,13 +43,13 @@ export function samplingOptions(cmd: Command, defaults: { samples?: number } = {
     .requiredOption('--samples <n>', 'answers per question', intArg('--samples', 1), defaults.samples);
 }
 
-/** A reference file's own sampling fields that the flags override: said once each. */
+/** A reference file's own sampling fields that the flags override: one line per field. */
 export function warnOverridden(set: ReturnType<typeof loadQuestions>, temperature: number): void {
+  const spp = set.entries.filter((e) => e.samplesPerParaphrase !== undefined).map((e) => e.id);
+  const temp = set.entries.filter((e) => e.temperature !== undefined && e.temperature !== temperature).map((e) => e.id);
   const lines: string[] = [];
-  for (const e of set.entries) {
-    if (e.samplesPerParaphrase !== undefined) lines.push(`${set.file}: entry ${e.id}: samples_per_paraphrase ${e.samplesPerParaphrase} is not used; --samples sets the answers per question`);
-    if (e.temperature !== undefined && e.temperature !== temperature) lines.push(`${set.file}: entry ${e.id}: temperature ${e.temperature} is not used; --temperature is ${temperature}`);
-  }
+  if (spp.length) lines.push(`${set.file}: samples_per_paraphrase of ${spp.length} entr${spp.length === 1 ? 'y' : 'ies'} (${spp.join(', ')}) is not used: --samples sets the answers per question`);
+  if (temp.length) lines.push(`${set.file}: temperature of ${temp.length} entr${temp.length === 1 ? 'y' : 'ies'} (${temp.join(', ')}) is not used: --temperature is ${temperature}`);
   warn(lines);
 }
 

@@ -15,10 +15,11 @@ import { makeOutDir } from '../io/outdir.js';
 import { parseHookName } from '../hooks/names.js';
 import { writeReport } from '../viz/report.js';
 import { VERSION } from '../version.js';
+import { sha256File } from '../model/fingerprint.js';
 import { ablationFromFile } from './generation.js';
 import { judgedRun, outsideDomain, rateRecord, type AnswerRow, type RateRecord, type SampleOptions } from './eval.js';
 import { emBars } from './eval-report.js';
-import { randomLike } from './sweep.js';
+import { randomNormMatchedLayers } from './sweep.js';
 
 export interface AblateEvalOptions extends Omit<SampleOptions, 'interventions'> {
   model: LoadedModel;
@@ -51,7 +52,7 @@ export async function runAblateEval(o: AblateEvalOptions): Promise<AblateEvalRes
   outsideDomain([], o.set, o.excludeDomain);
   makeOutDir(o.out, '--out');
   const layers = specs.map((s) => parseHookName(s.hook)!.layer);
-  const random = randomLike(f.layers, layers, o.randomSeed);
+  const random = randomNormMatchedLayers(f.layers, layers, o.randomSeed);
   writeDirectionFile(join(o.out, 'random.safetensors'), random, { method: 'norm-matched gaussian', of: o.direction, seed: String(o.randomSeed) }, f.kind);
   const runs: [keyof Pick<AblateEvalResult, 'before' | 'after' | 'random'>, SampleOptions['interventions']][] = [
     ['before', {}],
@@ -72,7 +73,7 @@ export async function runAblateEval(o: AblateEvalOptions): Promise<AblateEvalRes
     random_reduction: reductionPct(rates.before.em_rate, rates.random.em_rate),
   };
   writeFileAtomic(join(o.out, 'answers.jsonl'), rows.map((r) => `${JSON.stringify(r)}\n`));
-  const meta = { ...result, layers, judge: o.judge.id, exclude_domain: o.excludeDomain ?? null, provenance: { ...o.provenance, emlens_version: VERSION } };
+  const meta = { ...result, layers, judge: o.judge.id, exclude_domain: o.excludeDomain ?? null, provenance: { ...o.provenance, direction_sha256: sha256File(o.direction), emlens_version: VERSION } };
   writeFileAtomic(join(o.out, 'ablation.json'), [`${JSON.stringify(meta, null, 2)}\n`]);
   const pct = (x: number | null) => (x === null ? '–' : `${x.toFixed(1)}%`);
   const asJson = (r: RateRecord) => ({ em_rate: r.em_rate, n_judged: r.n, ci95: r.ci95 }) as Parameters<typeof emBars>[2][number];

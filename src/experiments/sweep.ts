@@ -17,6 +17,7 @@ import { makeOutDir } from '../io/outdir.js';
 import { writeReport } from '../viz/report.js';
 import { scatterLines } from '../viz/figures.js';
 import { VERSION } from '../version.js';
+import { sha256File } from '../model/fingerprint.js';
 import { randomNormMatched } from './demo.js';
 import { steeringFromFile } from './generation.js';
 import { judgedRun, outsideDomain, rateRecord, type AnswerRow, type RateRecord, type SampleOptions } from './eval.js';
@@ -62,7 +63,7 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
   const cells: SweepCell[] = [];
   const rows: SweepResult['rows'] = [];
   const total = layers.length * o.scales.length * 2;
-  const random = randomLike(f.layers, layers, o.randomSeed);
+  const random = randomNormMatchedLayers(f.layers, layers, o.randomSeed);
   // The random baseline as a direction file, so that any cell can be rerun with `eval --steer`.
   writeDirectionFile(join(o.out, 'random.safetensors'), random, { method: 'norm-matched gaussian', of: o.direction, seed: String(o.randomSeed) }, f.kind);
   for (const layer of layers) {
@@ -78,7 +79,7 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
     }
   }
   writeFileAtomic(join(o.out, 'answers.jsonl'), rows.map((r) => `${JSON.stringify(r)}\n`));
-  const meta = { cells, judge: o.judge.id, exclude_domain: o.excludeDomain ?? null, provenance: { ...o.provenance, emlens_version: VERSION } };
+  const meta = { cells, judge: o.judge.id, exclude_domain: o.excludeDomain ?? null, provenance: { ...o.provenance, direction_sha256: sha256File(o.direction), emlens_version: VERSION } };
   writeFileAtomic(join(o.out, 'sweep.json'), [`${JSON.stringify(meta, null, 2)}\n`]);
   writeReport(join(o.out, 'report.html'), {
     title: 'emlens steer-sweep',
@@ -99,7 +100,7 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
 }
 
 /** Per layer a Gaussian vector of that layer's direction's norm (seed + layer). */
-export function randomLike(dirs: ReadonlyMap<number, Float32Array>, layers: readonly number[], seed: number): Map<number, Float32Array> {
+export function randomNormMatchedLayers(dirs: ReadonlyMap<number, Float32Array>, layers: readonly number[], seed: number): Map<number, Float32Array> {
   return new Map(layers.map((l) => [l, randomNormMatched(dirs.get(l)!, seed + l)]));
 }
 

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { addTokenizer } from '../helpers/datasets.js';
+import { writeDirectionFile } from '../../src/io/directions.js';
 import { cli, errorLines, ROOT } from './cli.js';
 
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), `emlens-evalflags-${p}-`));
@@ -23,7 +24,8 @@ beforeAll(() => {
   noChat = join(ROOT, '../shared/models/aidreams260k');
   dir = tmp('files');
   writeFileSync(join(dir, 'clash.yaml'), '- id: a\n  type: free_form_judge_0_100\n  paraphrases: [hi]\n  judge_prompts:\n    answer: "{question} {answer}"\n');
-  writeFileSync(join(dir, 'bad.jsonl'), '{"question_id":"a","sample":0}\nnot json\n');
+  // Layers 0 and 1 of the tiny model (3 layers, d_model 48).
+  writeDirectionFile(join(dir, 'dir.safetensors'), new Map([0, 1].map((l) => [l, Float32Array.from({ length: 48 }, (_, i) => Math.sin(i + l))])), {});
 });
 
 async function fails(args: string[], pattern: RegExp, code = 1): Promise<void> {
@@ -56,4 +58,25 @@ describe('eval: bad flags', () => {
   it('--resume of a folder that is no eval run', async () => {
     await fails(evalArgs(['--resume']), /--resume: .*run\.json is missing/);
   }, 60_000);
+});
+
+const common = ['--questions', Q, '--judge', 'organism', '--samples', '2', '--out', 'OUT'];
+
+describe('steer-sweep and ablate-eval: bad flags', () => {
+  it('one line each, before any sampling', async () => {
+    const D = () => join(dir, 'dir.safetensors');
+    const sweep = (extra: string[]) => ['steer-sweep', '--model', model, '--direction', D(), ...common, ...extra];
+    await fails(sweep(['--layers', '0', '--scales', '1,x']), /--scales must be a comma list of numbers, got "1,x"/, 2);
+    await fails(sweep(['--layers', '0', '--scales', '1,1']), /--scales lists a value twice/, 2);
+    await fails(sweep(['--layers', '0,x', '--scales', '1']), /--layers must be "all" or a comma list of layer numbers/, 2);
+    await fails(sweep(['--layers', '2', '--scales', '1']), /dir\.safetensors: no direction for layer 2 \(file covers 0, 1\)/);
+    await fails(sweep(['--layers', '5', '--scales', '1']), /--layer 5 is out of range \(model has 3 layers/);
+    await fails(sweep(['--layers', '0', '--scales', '1', '--exclude-domain', 'medical']), /--exclude-domain medical: no entry of .*em-first-plot\.yaml has a domain/);
+    await fails(['steer-sweep', '--model', model, '--direction', join(dir, 'none.safetensors'), ...common, '--layers', '0', '--scales', '1'], /none\.safetensors: no such direction file/);
+    const abl = (extra: string[]) => ['ablate-eval', '--model', model, '--direction', D(), ...common, ...extra];
+    await fails(abl(['--layers', '2']), /dir\.safetensors: no direction for layer 2 \(file covers 0, 1\)/);
+    await fails(abl(['--layers', '7']), /--ablate-layers: layer 7 is out of range/);
+    await fails(abl(['--layers', 'all', '--exclude-domain', 'sport']), /--exclude-domain sport: no entry/);
+    await fails(abl([]), /--layers/, 2);
+  }, 180_000);
 });
