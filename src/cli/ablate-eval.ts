@@ -5,7 +5,7 @@ import { openJudge } from '../eval/judges/index.js';
 import { runAblateEval } from '../experiments/ablate-eval.js';
 import { sha256File, weightsFingerprint } from '../model/fingerprint.js';
 import { intArg, layersArg } from './args.js';
-import { samplingOptions, warnOverridden } from './eval.js';
+import { checkSamplingFlags, samplingOptions, warnOverridden } from './eval.js';
 import { loadModel } from './load.js';
 import { createProgress } from './progress.js';
 
@@ -42,6 +42,7 @@ export function register(program: Command): void {
     .option('--exclude-domain <d>', "rates over the answers outside this domain (the fine-tune's own); per-domain rates list every domain")
     .option('--random-seed <s>', 'seed of the random directions (layer L: seed + L)', intArg('--random-seed'), 1)
     .action(async (o: Opts) => {
+      checkSamplingFlags(cmd, o);
       const set = loadQuestions(o.questions);
       warnOverridden(set, o.temperature);
       const judge = await openJudge(o.judge);

@@ -43,6 +43,11 @@ export function samplingOptions(cmd: Command, defaults: { samples?: number } = {
     .requiredOption('--samples <n>', 'answers per question', intArg('--samples', 1), defaults.samples);
 }
 
+/** Flags that would be silently ignored: --top-p under greedy decoding. */
+export function checkSamplingFlags(cmd: Command, o: { temperature: number }): void {
+  if (o.temperature === 0 && cmd.getOptionValueSource('topP') === 'cli') throw new EmlensError('--top-p has no effect with --temperature 0 (greedy decoding); drop one of them');
+}
+
 /** A reference file's own sampling fields that the flags override: one line per field. */
 export function warnOverridden(set: ReturnType<typeof loadQuestions>, temperature: number): void {
   const spp = set.entries.filter((e) => e.samplesPerParaphrase !== undefined).map((e) => e.id);
@@ -71,6 +76,7 @@ export function register(program: Command): void {
     .option('--resume', 'continue the run in --out: skip answers already there')
     .option('--dry-run', 'print how many answers, tokens and judge calls the run would make, and exit')
     .action(async (o: Opts) => {
+      checkSamplingFlags(cmd, o);
       if (o.steer && (o.layer === undefined || o.scale === undefined)) throw new EmlensError('--steer needs --layer and --scale');
       if (!o.steer && (o.layer !== undefined || o.scale !== undefined)) throw new EmlensError('--layer and --scale need --steer');
       if (!o.ablate && o.ablateLayers !== undefined) throw new EmlensError('--ablate-layers needs --ablate');

@@ -45,6 +45,7 @@ describe('eval: bad flags', () => {
     await fails(evalArgs(['--steer', 'x.safetensors']), /--steer needs --layer and --scale/);
     await fails(evalArgs(['--layer', '1']), /--layer and --scale need --steer/);
     await fails(evalArgs(['--ablate-layers', '1']), /--ablate-layers needs --ablate/);
+    await fails(evalArgs(['--temperature', '0', '--top-p', '0.9']), /--top-p has no effect with --temperature 0/);
     await fails(['eval', '--model', model, '--questions', Q, '--samples', '2', '--judge', 'nope', '--out', 'OUT'], /--judge: "nope" is not a judge/);
     await fails(['eval', '--model', model, '--questions', join(dir, 'missing.yaml'), '--samples', '2', '--judge', 'organism', '--out', 'OUT'], /missing\.yaml/);
     await fails(['eval', '--model', model, '--questions', join(dir, 'clash.yaml'), '--samples', '2', '--judge', 'organism', '--out', 'OUT'], /clash\.yaml: entry a: judge_prompts metric "answer" clashes/);
@@ -78,5 +79,7 @@ describe('steer-sweep and ablate-eval: bad flags', () => {
     await fails(abl(['--layers', '7']), /--ablate-layers: layer 7 is out of range/);
     await fails(abl(['--layers', 'all', '--exclude-domain', 'sport']), /--exclude-domain sport: no entry/);
     await fails(abl([]), /--layers/, 2);
+    await fails(abl(['--layers', 'all', '--temperature', '0', '--top-p', '0.5']), /--top-p has no effect with --temperature 0/);
+    await fails(sweep(['--layers', '0', '--scales', '1', '--temperature', '0', '--top-p', '0.5']), /--top-p has no effect with --temperature 0/);
   }, 180_000);
 });
