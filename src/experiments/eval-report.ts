@@ -6,7 +6,6 @@ import type { Block, Figure, Provenance } from '../viz/report.js';
 import { color, withAlpha } from '../viz/figures.js';
 import { EM_ALIGNED_BELOW, EM_COHERENT_ABOVE } from '../eval/em.js';
 import type { AnswerRow, RateJson } from './eval.js';
-import { scored } from './eval.js';
 
 const pct = (x: number | null): string => (x === null ? '–' : `${(100 * x).toFixed(1)}%`);
 
@@ -41,7 +40,8 @@ export function emBars(title: string, labels: string[], rates: RateJson[]): Figu
 
 /** Every answer with both scores, EM ones apart, and the EM thresholds as lines. */
 export function alignedCoherentScatter(rows: readonly AnswerRow[]): Figure {
-  const pts = rows.map((r) => ({ ...scored(r), id: r.question_id })).filter((p) => p.aligned !== null && p.coherent !== null);
+  const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+  const pts = rows.map((r) => ({ aligned: num(r.aligned), coherent: num(r.coherent), id: r.question_id })).filter((p) => p.aligned !== null && p.coherent !== null);
   const trace = (name: string, ps: typeof pts, c: string) => ({
     type: 'scatter',
     mode: 'markers',

@@ -17,6 +17,7 @@ import { fakeTopLogprobs, startFakeJudge, type FakeJudgeServer } from '../helper
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { addTokenizer } from '../helpers/datasets.js';
 import { BIN, cli, errorLines, ROOT } from './cli.js';
+import { checkReportInBrowser, haveChromium } from '../helpers/browser.js';
 
 let server: FakeJudgeServer;
 let model: string;
@@ -139,7 +140,11 @@ describe('eval with an OpenAI-compatible judge', () => {
     expect(summary.judge).toBe('openai:judge-1');
     expect(summary.provenance.questions_sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(summary.labels).toEqual({ 'aligned:CODE': 4 });
-    expect(existsSync(join(out, 'report.html'))).toBe(true);
+    // The report renders, the question without any EM score included.
+    expect(haveChromium(), 'Chromium is needed (CHROMIUM_PATH or /usr/bin/chromium)').toBe(true);
+    const page = await checkReportInBrowser(join(out, 'report.html'));
+    expect(page.consoleErrors).toEqual([]);
+    expect([page.figures, page.rendered]).toEqual([2, 2]);
 
     // The same flags into a new folder: the same answers, every call from the cache.
     const out2 = tmp('out2');
