@@ -87,7 +87,7 @@ export async function runAblateEval(o: AblateEvalOptions): Promise<AblateEvalRes
       },
       { kind: 'figure', id: 'em-ablation', title: 'EM rate before and after ablation', figure: emBars('EM rate', ['before', 'direction ablated', 'random ablated'], [asJson(rates.before), asJson(rates.after), asJson(rates.random)]) },
     ],
-    provenance: [{ label: 'run', fields: Object.fromEntries(Object.entries(o.provenance).map(([k, v]) => [k, v === undefined || typeof v === 'object' ? JSON.stringify(v ?? null) : (v as string | number | boolean)])) }],
+    provenance: [{ label: 'run', fields: Object.fromEntries(Object.entries(o.provenance).map(([k, v]) => [k, v === undefined || v === null ? null : typeof v === 'object' ? JSON.stringify(v) : (v as string | number | boolean)])) }],
   });
   return result;
 }

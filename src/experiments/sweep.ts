@@ -94,7 +94,7 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
       { kind: 'figure', id: 'em-dose-response', title: 'EM rate against steering scale', figure: doseResponse(cells, layers, 'em') },
       { kind: 'figure', id: 'coherent-dose-response', title: 'Coherent rate against steering scale', figure: doseResponse(cells, layers, 'coherent') },
     ],
-    provenance: [{ label: 'run', fields: Object.fromEntries(Object.entries(o.provenance).map(([k, v]) => [k, v === undefined || typeof v === 'object' ? JSON.stringify(v ?? null) : (v as string | number | boolean)])) }],
+    provenance: [{ label: 'run', fields: Object.fromEntries(Object.entries(o.provenance).map(([k, v]) => [k, v === undefined || v === null ? null : typeof v === 'object' ? JSON.stringify(v) : (v as string | number | boolean)])) }],
   });
   return { cells, rows };
 }
