@@ -18,7 +18,7 @@ import { VERSION } from '../version.js';
 import { sha256File } from '../model/fingerprint.js';
 import { ablationFromFile } from './generation.js';
 import { judgedRun, outsideDomain, rateRecord, type AnswerRow, type RateRecord, type SampleOptions } from './eval.js';
-import { emBars } from './eval-report.js';
+import { emBars, provenanceFields } from './eval-report.js';
 import { randomNormMatchedLayers } from './sweep.js';
 
 export interface AblateEvalOptions extends Omit<SampleOptions, 'interventions'> {
@@ -87,7 +87,7 @@ export async function runAblateEval(o: AblateEvalOptions): Promise<AblateEvalRes
       },
       { kind: 'figure', id: 'em-ablation', title: 'EM rate before and after ablation', figure: emBars('EM rate', ['before', 'direction ablated', 'random ablated'], [asJson(rates.before), asJson(rates.after), asJson(rates.random)]) },
     ],
-    provenance: [{ label: 'run', fields: Object.fromEntries(Object.entries(o.provenance).map(([k, v]) => [k, v === undefined || v === null ? null : typeof v === 'object' ? JSON.stringify(v) : (v as string | number | boolean)])) }],
+    provenance: [{ label: 'run', fields: provenanceFields(o.provenance) }],
   });
   return result;
 }

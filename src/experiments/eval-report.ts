@@ -94,3 +94,8 @@ export function evalReportBlocks(i: EvalReportInput): Block[] {
     },
   ];
 }
+
+/** A run's record as report provenance fields: scalars as they are, objects as JSON, absent as empty. */
+export function provenanceFields(o: Record<string, unknown>): Provenance['fields'] {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, v === undefined || v === null ? null : typeof v === 'object' ? JSON.stringify(v) : (v as string | number | boolean)]));
+}

@@ -25,7 +25,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { makeOutDir } from '../io/outdir.js';
 import { writeReport } from '../viz/report.js';
 import { VERSION } from '../version.js';
-import { evalReportBlocks } from './eval-report.js';
+import { evalReportBlocks, provenanceFields } from './eval-report.js';
 
 export interface SampleOptions {
   samples: number;
@@ -371,7 +371,7 @@ export async function runEval(o: EvalRunOptions): Promise<EvalRunResult> {
     title: `emlens eval: ${basename(o.set.file)}`,
     subtitle: `${String(o.key.model)}${o.key.adapter ? ` + ${String(o.key.adapter)}` : ''}, judge ${o.judge.id}`,
     blocks: evalReportBlocks({ summary, rows, judge: o.judge.id, provenance: [] }),
-    provenance: [{ label: 'run', fields: Object.fromEntries(Object.entries(o.key).map(([k, v]) => [k, v])) }],
+    provenance: [{ label: 'run', fields: provenanceFields(o.key) }],
   });
   return { rows, summary };
 }

@@ -20,6 +20,7 @@ import { VERSION } from '../version.js';
 import { sha256File } from '../model/fingerprint.js';
 import { randomNormMatched } from './demo.js';
 import { steeringFromFile } from './generation.js';
+import { provenanceFields } from './eval-report.js';
 import { judgedRun, outsideDomain, rateRecord, type AnswerRow, type RateRecord, type SampleOptions } from './eval.js';
 
 export type VectorKind = 'direction' | 'random';
@@ -94,7 +95,7 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
       { kind: 'figure', id: 'em-dose-response', title: 'EM rate against steering scale', figure: doseResponse(cells, layers, 'em') },
       { kind: 'figure', id: 'coherent-dose-response', title: 'Coherent rate against steering scale', figure: doseResponse(cells, layers, 'coherent') },
     ],
-    provenance: [{ label: 'run', fields: Object.fromEntries(Object.entries(o.provenance).map(([k, v]) => [k, v === undefined || v === null ? null : typeof v === 'object' ? JSON.stringify(v) : (v as string | number | boolean)])) }],
+    provenance: [{ label: 'run', fields: provenanceFields(o.provenance) }],
   });
   return { cells, rows };
 }
