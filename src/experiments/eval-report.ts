@@ -71,7 +71,6 @@ export interface EvalReportInput {
   summary: RateJson & { per_question: Record<string, RateJson>; n_answers: number };
   rows: readonly AnswerRow[];
   judge: string;
-  provenance: Provenance[];
 }
 
 export function evalReportBlocks(i: EvalReportInput): Block[] {

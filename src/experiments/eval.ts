@@ -370,7 +370,7 @@ export async function runEval(o: EvalRunOptions): Promise<EvalRunResult> {
   writeReport(join(o.out, 'report.html'), {
     title: `emlens eval: ${basename(o.set.file)}`,
     subtitle: `${String(o.key.model)}${o.key.adapter ? ` + ${String(o.key.adapter)}` : ''}, judge ${o.judge.id}`,
-    blocks: evalReportBlocks({ summary, rows, judge: o.judge.id, provenance: [] }),
+    blocks: evalReportBlocks({ summary, rows, judge: o.judge.id }),
     provenance: [{ label: 'run', fields: provenanceFields(o.key) }],
   });
   return { rows, summary };
