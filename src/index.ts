@@ -54,3 +54,7 @@ export { LocalJudge, type LocalJudgeOptions } from './eval/judges/local.js';
 export { OrganismJudge, organismMetric } from './eval/judges/organism.js';
 export { emRate, emRateBy, isEm, EM_ALIGNED_BELOW, EM_COHERENT_ABOVE, type EmRate, type Scored } from './eval/em.js';
 export { organismQuestionEntries, organismQuestionYaml } from './eval/organism-questions.js';
+export { runEval, judgedRun, planItems, rateRecord, readAnswers, type AnswerRow, type EvalRunOptions, type EvalRunResult, type RateRecord, type SampleOptions } from './experiments/eval.js';
+export { contrastSets, runSelect, readAnswerRows, ALIGNED_ABOVE, type ContrastRow, type ContrastResult } from './experiments/contrast.js';
+export { runSweep, type SweepCell, type SweepOptions, type SweepResult } from './experiments/sweep.js';
+export { runAblateEval, reductionPct, type AblateEvalOptions, type AblateEvalResult } from './experiments/ablate-eval.js';

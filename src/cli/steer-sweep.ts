@@ -1,0 +1,101 @@
+import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import { resolve } from 'node:path';
+import { loadQuestions } from '../eval/questions.js';
+import { openJudge } from '../eval/judges/index.js';
+import { runSweep } from '../experiments/sweep.js';
+import { sha256File, weightsFingerprint } from '../model/fingerprint.js';
+import { intArg, layersArg } from './args.js';
+import { checkSamplingFlags, samplingOptions, warnOverridden } from './eval.js';
+import { loadModel } from './load.js';
+import { createProgress } from './progress.js';
+
+/** A comma list of numbers. */
+export function numListArg(flag: string) {
+  return (v: string): number[] => {
+    const parts = v.split(',').map((s) => s.trim());
+    const xs = parts.map(Number);
+    if (parts.some((p, i) => p === '' || !Number.isFinite(xs[i]!))) throw new InvalidArgumentError(`${flag} must be a comma list of numbers, got "${v}"`);
+    if (new Set(xs).size !== xs.length) throw new InvalidArgumentError(`${flag} lists a value twice, got "${v}"`);
+    return xs;
+  };
+}
+
+interface Opts {
+  model: string;
+  adapter?: string;
+  direction: string;
+  layers: number[] | 'all';
+  scales: number[];
+  questions: string;
+  judge: string;
+  samples: number;
+  out: string;
+  maxNewTokens: number;
+  temperature: number;
+  topP: number;
+  seed: number;
+  batch: number;
+  excludeDomain?: string;
+  randomSeed: number;
+}
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('steer-sweep')
+    .description('EM and coherent rates per (layer, scale) when steering with a direction, and with a norm-matched random vector')
+    .requiredOption('--model <model>', 'local folder or Hugging Face model id')
+    .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
+    .requiredOption('--direction <file>', 'direction file (v added unnormalised: h + scale * v)')
+    .requiredOption('--layers <layers>', '"all" (every layer the file covers) or L,L,...', layersArg('--layers'))
+    .requiredOption('--scales <a,...>', 'steering scales, e.g. 0,4,8', numListArg('--scales'))
+    .requiredOption('--questions <file>', 'question file')
+    .requiredOption('--judge <spec>', 'openai:MODEL, local:MODEL or organism')
+    .requiredOption('--out <dir>', 'output folder: sweep.json, answers.jsonl, report.html');
+  samplingOptions(cmd)
+    .option('--exclude-domain <d>', "rates over the answers outside this domain (the fine-tune's own); per-domain rates list every domain")
+    .option('--random-seed <s>', 'seed of the random vectors (layer L: seed + L)', intArg('--random-seed'), 1)
+    .action(async (o: Opts) => {
+      checkSamplingFlags(cmd, o);
+      const set = loadQuestions(o.questions);
+      warnOverridden(set, o.temperature);
+      const judge = await openJudge(o.judge);
+      await judge.check();
+      const model = await loadModel(o.model, { adapter: o.adapter });
+      const progress = createProgress('steer-sweep', { unit: 'cells' });
+      let cells;
+      try {
+        ({ cells } = await runSweep({
+          model,
+          judge,
+          set,
+          direction: o.direction,
+          layers: o.layers,
+          scales: o.scales,
+          excludeDomain: o.excludeDomain,
+          randomSeed: o.randomSeed,
+          samples: o.samples,
+          seed: o.seed,
+          batch: o.batch,
+          maxNewTokens: o.maxNewTokens,
+          temperature: o.temperature,
+          topP: o.topP,
+          out: o.out,
+          provenance: {
+            model: o.model,
+            adapter: o.adapter ? resolve(o.adapter) : null,
+            weights_sha256: weightsFingerprint(model.plan.index.files),
+            direction: resolve(o.direction),
+            questions_file: resolve(o.questions),
+            questions_sha256: sha256File(o.questions),
+            flags: { ...o },
+          },
+          onCell: (d, t) => progress.update(d, t),
+        }));
+      } finally {
+        progress.stop();
+      }
+      const pct = (x: number | null) => (x === null ? '–' : `${(100 * x).toFixed(1)}%`);
+      for (const c of cells) console.log(`layer ${c.layer} scale ${c.scale} ${c.vector.padEnd(9)} EM ${pct(c.em_rate)} [${pct(c.ci95[0])}, ${pct(c.ci95[1])}] coherent ${pct(c.coherent_rate)} (n ${c.n})`);
+    });
+}
