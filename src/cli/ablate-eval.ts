@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { loadQuestions } from '../eval/questions.js';
 import { openJudge } from '../eval/judges/index.js';
 import { runAblateEval } from '../experiments/ablate-eval.js';
-import { sha256File, weightsFingerprint } from '../model/fingerprint.js';
+import { inputsProvenance } from '../experiments/eval.js';
 import { intArg, layersArg } from './args.js';
 import { checkSamplingFlags, samplingOptions, warnOverridden } from './eval.js';
 import { loadModel } from './load.js';
@@ -67,12 +67,8 @@ export function register(program: Command): void {
           topP: o.topP,
           out: o.out,
           provenance: {
-            model: o.model,
-            adapter: o.adapter ? resolve(o.adapter) : null,
-            weights_sha256: weightsFingerprint(model.plan.index.files),
+            ...inputsProvenance(model, o),
             direction: resolve(o.direction),
-            questions_file: resolve(o.questions),
-            questions_sha256: sha256File(o.questions),
             flags: { ...o },
           },
           onRun: (d, t) => progress.update(d, t),

@@ -4,9 +4,9 @@ import { EmlensError } from '../errors.js';
 import { loadQuestions } from '../eval/questions.js';
 import { openJudge } from '../eval/judges/index.js';
 import { ablationFromFile, steeringFromFile } from '../experiments/generation.js';
-import { dryRunEstimate, itemKey, planItems, readAnswers, runEval, type RunKey } from '../experiments/eval.js';
+import { dryRunEstimate, inputsProvenance, itemKey, planItems, readAnswers, runEval, type RunKey } from '../experiments/eval.js';
 import type { Interventions } from '../hooks/interventions.js';
-import { sha256File, weightsFingerprint } from '../model/fingerprint.js';
+import { sha256File } from '../model/fingerprint.js';
 import { intArg, layersArg, numArg, warn } from './args.js';
 import { loadModel } from './load.js';
 import { createProgress } from './progress.js';
@@ -98,11 +98,7 @@ export function register(program: Command): void {
       if (o.steer) iv.steer = [steeringFromFile(model, { file: o.steer, layer: o.layer!, scale: o.scale! })];
       if (o.ablate) iv.ablate = ablationFromFile(model, { file: o.ablate, layers: o.ablateLayers ?? 'all' });
       const key: RunKey = {
-        model: o.model,
-        adapter: o.adapter ? resolve(o.adapter) : null,
-        weights_sha256: weightsFingerprint(model.plan.index.files),
-        questions_file: resolve(o.questions),
-        questions_sha256: sha256File(o.questions),
+        ...inputsProvenance(model, o),
         judge: judge.id,
         samples: o.samples,
         seed: o.seed,

@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { loadQuestions } from '../eval/questions.js';
 import { openJudge } from '../eval/judges/index.js';
 import { runSweep } from '../experiments/sweep.js';
-import { sha256File, weightsFingerprint } from '../model/fingerprint.js';
+import { inputsProvenance } from '../experiments/eval.js';
 import { intArg, layersArg } from './args.js';
 import { checkSamplingFlags, samplingOptions, warnOverridden } from './eval.js';
 import { loadModel } from './load.js';
@@ -82,12 +82,8 @@ export function register(program: Command): void {
           topP: o.topP,
           out: o.out,
           provenance: {
-            model: o.model,
-            adapter: o.adapter ? resolve(o.adapter) : null,
-            weights_sha256: weightsFingerprint(model.plan.index.files),
+            ...inputsProvenance(model, o),
             direction: resolve(o.direction),
-            questions_file: resolve(o.questions),
-            questions_sha256: sha256File(o.questions),
             flags: { ...o },
           },
           onCell: (d, t) => progress.update(d, t),

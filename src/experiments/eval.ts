@@ -11,7 +11,8 @@
  * commands sample the same answers.
  */
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, truncateSync, writeSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
+import { sha256File, weightsFingerprint } from '../model/fingerprint.js';
 import { EmlensError } from '../errors.js';
 import type { LoadedModel } from '../backend/model.js';
 import type { Interventions } from '../hooks/interventions.js';
@@ -419,4 +420,15 @@ export function outsideDomain(rows: readonly AnswerRow[], set: QuestionSet, doma
   if (domains.length === 0) throw new EmlensError(`--exclude-domain ${domain}: no entry of ${set.file} has a domain`);
   if (!domains.includes(domain)) throw new EmlensError(`--exclude-domain ${domain}: not a domain of ${set.file} (${domains.join(', ')})`);
   return rows.filter((r) => r.domain !== domain);
+}
+
+/** Where a judged run's inputs came from: the model, a merged adapter, weight and question hashes. */
+export function inputsProvenance(model: LoadedModel, source: { model: string; adapter?: string; questions: string }) {
+  return {
+    model: source.model,
+    adapter: source.adapter ? resolve(source.adapter) : null,
+    weights_sha256: weightsFingerprint(model.plan.index.files),
+    questions_file: resolve(source.questions),
+    questions_sha256: sha256File(source.questions),
+  };
 }
