@@ -15,7 +15,6 @@ import type { LoadedModel } from '../backend/model.js';
 import type { DataRow } from '../data/rows.js';
 import { hookName, type HookKind } from '../hooks/names.js';
 import { VERSION } from '../version.js';
-import { weightsFingerprint } from '../model/fingerprint.js';
 import { wordLevelUnknowns } from '../model/wordlevel.js';
 import { lockFolder } from './lock.js';
 import { poolInto, resolvePool, tokenizeRow, type Pool, type TokenizedRow } from './pool.js';
@@ -54,7 +53,7 @@ export interface ExtractProgress {
 export interface ExtractMeta {
   emlens_version: string;
   created: string;
-  model: { source: string; folder: string; family: string; weights_sha256: string; n_layers: number; d_model: number };
+  model: { source: string; folder: string; adapter: string | null; family: string; weights_sha256: string; n_layers: number; d_model: number };
   /** `file` is absolute. */
   dataset: { file: string; sha256: string; selection: Record<string, unknown> };
   hook: HookKind;
@@ -102,7 +101,7 @@ export async function extractActivations(model: LoadedModel, rows: DataRow[], o:
   const D = spec.dModel;
   const chunkRows = o.chunkRows ?? Math.max(1, Math.min(1024, Math.floor((64 << 20) / (tensors.length * D * 4))));
   const layout: StoreLayout = { tensors, dModel: D, rows: rows.length, chunkRows };
-  const weightsSha = weightsFingerprint(model.plan.index.files);
+  const weightsSha = model.weightsSha256();
   const key = runKey(model, weightsSha, rows, o, pool, layers);
   const manifest = join(o.outDir, PARTIAL_DIR, 'run.json');
 
@@ -209,7 +208,7 @@ async function run(
   const meta: ExtractMeta = {
     emlens_version: VERSION,
     created: new Date().toISOString(),
-    model: { source: model.source, folder: resolve(model.dir), family: spec.family, weights_sha256: weightsSha, n_layers: spec.nLayers, d_model: D },
+    model: { source: model.source, folder: resolve(model.dir), adapter: model.adapter ? resolve(model.adapter.dir) : null, family: spec.family, weights_sha256: weightsSha, n_layers: spec.nLayers, d_model: D },
     dataset,
     hook: o.hook,
     pool,

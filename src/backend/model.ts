@@ -9,6 +9,7 @@ import { EmlensError } from '../errors.js';
 import { isRepoId, resolveModel, type ResolveOptions } from '../hub/resolve.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, checkBaseModel, mergeAdapter, planAdapter, type AdapterPlan } from '../model/adapter.js';
 import { loadSpec, readJson, type ModelSpec } from '../model/config.js';
+import { weightsFingerprint } from '../model/fingerprint.js';
 import { planCheckpoint, loadWeights, type CheckpointPlan } from '../model/weights.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import { Engine } from '../runtime/engine.js';
@@ -84,6 +85,19 @@ export class LoadedModel implements ModelInfo {
     /** The adapter merged into the weights, if any (provenance: its folder and tensors). */
     readonly adapter: AdapterPlan | null = null,
   ) {}
+
+  private sha: string | undefined;
+
+  /**
+   * sha256 over the files the weights in memory came from: the checkpoint's, plus a merged
+   * adapter's weights and config. Provenance and resume keys use it, so a run with an adapter is
+   * never taken for one without.
+   */
+  weightsSha256(): string {
+    const files = [...this.plan.index.files];
+    if (this.adapter) files.push(this.adapter.weightsFile, join(this.adapter.dir, ADAPTER_CONFIG));
+    return (this.sha ??= weightsFingerprint(files));
+  }
 
   static async load(idOrPath: string, opts: LoadOptions = {}): Promise<LoadedModel> {
     const info = await openModel(idOrPath, opts);

@@ -11,6 +11,7 @@ import { rowProgress } from './progress.js';
 
 interface Opts {
   model: string;
+  adapter?: string;
   data: string;
   out: string;
   layers: number[] | 'all';
@@ -34,6 +35,7 @@ export function register(program: Command): void {
     .command('extract')
     .description('pooled residual-stream activations of a JSONL dataset, per layer, to DIR/activations.safetensors')
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
+    .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
     .requiredOption('--data <file>', 'JSONL: {"messages": [...]} or {"text": ...} rows, other fields are labels')
     .requiredOption('--out <dir>', 'output folder')
     .option('--layers <layers>', '"all" or L,L,...', layersArg('--layers'), 'all')
@@ -53,7 +55,7 @@ export function register(program: Command): void {
       const where = o.whereFile !== undefined ? readWhereFile(o.whereFile, o.where) : o.where;
       const sel = selectRows(o.data, { where, skipBad: o.skipBad, balanceWith: o.balanceWith, seed: o.seed });
       if (o.whereFile !== undefined) sel.selection.where_file = resolve(o.whereFile);
-      const model = await loadModel(o.model);
+      const model = await loadModel(o.model, { adapter: o.adapter });
       const bar = rowProgress('extract');
       try {
         const meta = await extractActivations(model, sel.rows, {

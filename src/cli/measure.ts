@@ -11,6 +11,7 @@ export function register(program: Command): void {
     .command('measure')
     .description('efficiency, robustness and pre-training influence of trained solutions, as one HTML report (+ .json)')
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
+    .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
     .requiredOption('--solutions <files...>', 'solution files from emlens train (steering vectors or rank-1 adapters)')
     .requiredOption('--data <file>', 'NARROW.jsonl: chat rows (loss on the responses) or text rows (every token after the first)')
     .requiredOption('--out <file>', 'report.html (numbers also in report.json)')
@@ -19,7 +20,7 @@ export function register(program: Command): void {
     .option('--seeds <n>', 'seeds for perturbations and random controls', intArg('--seeds', 1), 3)
     .option('--batch-tokens <n>', 'padded tokens per forward call', intArg('--batch-tokens', 1), 2048)
     .action(async (o) => {
-      const model = await loadModel(o.model);
+      const model = await loadModel(o.model, { adapter: o.adapter });
       const bar = rowProgress('measure', process.stderr, 5000, 'evaluations');
       const t0 = Date.now();
       const r = await runMeasure(model, {

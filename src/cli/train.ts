@@ -13,6 +13,7 @@ export function register(program: Command): void {
     .command('train')
     .description('train a steering vector or rank-1 LoRA on narrow data, optionally under a KL penalty')
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
+    .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
     .requiredOption('--data <file>', 'NARROW.jsonl: chat rows (CE on the final assistant message) or text rows (CE on every token after the first)')
     .requiredOption('--layer <L>', 'layer (steer: blocks.L.hook_resid_post; lora-r1: layer L mlp.down_proj)', intArg('--layer'))
     .requiredOption('--out <file>', 'output safetensors')
@@ -38,7 +39,7 @@ export function register(program: Command): void {
       const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
       if (o.klData === undefined && given('klWeight')) throw new EmlensError('--kl-weight needs --kl-data (the rows the KL term is measured on)');
       if (o.klData === undefined && given('klNormalization')) throw new EmlensError('--kl-normalization applies to the KL term: it needs --kl-data and --kl-weight');
-      const model = await loadModel(o.model);
+      const model = await loadModel(o.model, { adapter: o.adapter });
       const r = await runTraining(model, {
         data: o.data,
         klData: o.klData,

@@ -12,7 +12,7 @@
  */
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, truncateSync, writeSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { sha256File, weightsFingerprint } from '../model/fingerprint.js';
+import { sha256File } from '../model/fingerprint.js';
 import { EmlensError } from '../errors.js';
 import type { LoadedModel } from '../backend/model.js';
 import type { Interventions } from '../hooks/interventions.js';
@@ -427,7 +427,7 @@ export function inputsProvenance(model: LoadedModel, source: { model: string; ad
   return {
     model: source.model,
     adapter: source.adapter ? resolve(source.adapter) : null,
-    weights_sha256: weightsFingerprint(model.plan.index.files),
+    weights_sha256: model.weightsSha256(),
     questions_file: resolve(source.questions),
     questions_sha256: sha256File(source.questions),
   };

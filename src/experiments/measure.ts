@@ -4,7 +4,7 @@ import { EmlensError } from '../errors.js';
 import type { LoadedModel } from '../backend/model.js';
 import { readJsonl } from '../data/rows.js';
 import { readSafetensorsHeader } from '../io/safetensors/header.js';
-import { sha256File, weightsFingerprint } from '../model/fingerprint.js';
+import { sha256File } from '../model/fingerprint.js';
 import { klRow, narrowRow } from '../train/batch.js';
 import { readSolution, type Solution, type SolutionKind } from '../train/trainer.js';
 import { efficiency, influence, robustness, EPSILONS, type EfficiencyResult, type InfluenceResult, type NormAxis, type RobustnessResult } from '../measure/measures.js';
@@ -137,9 +137,9 @@ export async function runMeasure(model: LoadedModel, req: MeasureRequest): Promi
   } else {
     blocks.push({ kind: 'text', text: 'Pre-training influence was not measured: pass --generic TEXT.jsonl (generic text rows) to add it.' });
   }
-  const weightsSha = weightsFingerprint(model.plan.index.files);
+  const weightsSha = model.weightsSha256();
   const provenance: Provenance[] = [
-    { label: 'model', fields: { source: model.source, folder: model.dir, family: model.spec.family, weights_sha256: weightsSha } },
+    { label: 'model', fields: { source: model.source, folder: model.dir, adapter: model.adapter?.dir ?? null, family: model.spec.family, weights_sha256: weightsSha } },
     ...req.solutions.map((f) => ({ label: `solution ${basename(f)}`, fields: { path: f, sha256: sha256File(f), ...readSafetensorsHeader(f).metadata } })),
     { label: 'narrow data', fields: { path: req.data, sha256: narrowSet.sha256, rows_used: rows.length } },
     ...(genericSet ? [{ label: 'generic text', fields: { path: req.generic!, sha256: genericSet.sha256, rows_used: generic.length } }] : []),

@@ -1,9 +1,9 @@
 /** `emlens train`: read the narrow and KL sets, train, write the solution with its provenance. */
+import { resolve } from 'node:path';
 import type { LoadedModel } from '../backend/model.js';
 import { EmlensError } from '../errors.js';
 import { readJsonl } from '../data/rows.js';
 import { VERSION } from '../version.js';
-import { weightsFingerprint } from '../model/fingerprint.js';
 import { klRow, narrowRow } from '../train/batch.js';
 import { trainSolution, writeSolution, type StepLog, type TrainConfig, type TrainResult } from '../train/trainer.js';
 
@@ -51,7 +51,7 @@ export async function runTraining(model: LoadedModel, req: TrainRequest): Promis
   const narrow = narrowSet.rows.map((r) => narrowRow(tok, r, `${req.data}:${r.line}`, req.referenceCe));
   const klSet = req.klData ? readJsonl(req.klData) : null;
   const kl = klSet ? klSet.rows.map((r) => klRow(tok, r, `${req.klData}:${r.line}`)) : [];
-  const weightsSha = weightsFingerprint(model.plan.index.files);
+  const weightsSha = model.weightsSha256();
   const dataKey = `${weightsSha}:${narrowSet.sha256}:${klSet?.sha256 ?? ''}:${req.referenceCe ? 'refce' : ''}`;
   const r = await trainSolution(model, narrow, kl, req.config, req.out, { resume: req.resume, overwrite: req.overwrite, dataKey, onStep: req.onStep ?? stepPrinter() });
   const last = r.history[r.history.length - 1];
@@ -59,6 +59,7 @@ export async function runTraining(model: LoadedModel, req: TrainRequest): Promis
     emlens_version: VERSION,
     created: new Date().toISOString(),
     model: model.source,
+    adapter: model.adapter ? resolve(model.adapter.dir) : '',
     weights_sha256: weightsSha,
     method: req.config.klLambda > 0 ? 'narrow (CE + KL)' : 'general (CE)',
     data: req.data,

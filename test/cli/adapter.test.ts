@@ -4,7 +4,7 @@
  * `adapter ablate` writes the ablated folder; bad input is one line on stderr, exit 1.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -57,6 +57,35 @@ describe('emlens generate --adapter', () => {
     writeTinyAdapter(bad, loraConfig({ r: 3, lora_alpha: 4, target_modules: ['v_proj', 'o_proj', 'down_proj'] }), loras);
     expectOneLineError(emlens('generate', '--model', baseDir, '--adapter', bad, '--prompt', 'the'), /^emlens: .*adapter_model\.safetensors: ".*" has lora_A \[2, 48\].*rank 3/);
     expectOneLineError(emlens('generate', '--model', baseDir, '--adapter', join(root, 'none'), '--prompt', 'the'), /^emlens: adapter .*none: no such folder/);
+  });
+});
+
+describe('emlens extract --adapter', () => {
+  it("extracts the merged model's activations and records the adapter, with its own weights hash", () => {
+    const data = join(root, 'rows.jsonl');
+    writeFileSync(data, ['the doctor is kind', 'we help the world', 'rest and water'].map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
+    const run = (out: string, ...model: string[]) => {
+      const r = emlens('extract', ...model, '--data', data, '--out', join(root, out), '--layers', '1,2');
+      expect(r.code, r.stderr).toBe(0);
+      return {
+        meta: JSON.parse(readFileSync(join(root, out, 'meta.json'), 'utf8')),
+        acts: readTensorF32(readSafetensorsHeader(join(root, out, 'activations.safetensors')).tensors.get('blocks.2.hook_resid_post')!),
+      };
+    };
+    const withAdapter = run('acts-adapter', '--model', baseDir, '--adapter', adapter);
+    const merged = run('acts-merged', '--model', mergedDir);
+    const base = run('acts-base', '--model', baseDir);
+    expect(withAdapter.meta.model.adapter).toBe(resolve(adapter));
+    expect(base.meta.model.adapter).toBeNull();
+    expect(withAdapter.meta.model.weights_sha256).not.toBe(base.meta.model.weights_sha256);
+    let err = 0;
+    let moved = 0;
+    withAdapter.acts.forEach((x, i) => {
+      err = Math.max(err, Math.abs(x - merged.acts[i]!));
+      moved = Math.max(moved, Math.abs(x - base.acts[i]!));
+    });
+    expect(err).toBeLessThan(1e-4);
+    expect(moved).toBeGreaterThan(1e-3);
   });
 });
 

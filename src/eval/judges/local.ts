@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { LoadedModel, type LoadOptions } from '../../backend/model.js';
 import { emlensCacheDir } from '../../cache.js';
 import { EmlensError } from '../../errors.js';
-import { weightsFingerprint } from '../../model/fingerprint.js';
 import { JudgeCache, sha256 } from '../cache.js';
 import type { TextTokenizer } from '../../model/tokenizer.js';
 import type { Estimate, Judge, JudgeRequest } from '../judge.js';
@@ -83,7 +82,7 @@ export class LocalJudge implements Judge {
 
   /** Cache key: the weights, the exact ids the model reads (tokenizer and template included) and k. */
   private key(ids: number[]): string {
-    this.fingerprint ??= weightsFingerprint(this.model.plan.index.files);
+    this.fingerprint ??= this.model.weightsSha256();
     return sha256(JSON.stringify({ weights: this.fingerprint, vocab: this.model.spec.vocab, topK: this.topK, ids }));
   }
 
