@@ -1,31 +1,10 @@
 import type { Command } from 'commander';
-import { resolve } from 'node:path';
-import { loadQuestions } from '../eval/questions.js';
-import { openJudge } from '../eval/judges/index.js';
 import { runAblateEval } from '../experiments/ablate-eval.js';
-import { inputsProvenance } from '../experiments/eval.js';
 import { intArg, layersArg } from './args.js';
-import { checkSamplingFlags, samplingOptions, warnOverridden } from './eval.js';
-import { loadModel } from './load.js';
+import { openDirectionRun, samplingOptions, type DirectionRunOpts } from './eval.js';
 import { createProgress } from './progress.js';
 
-interface Opts {
-  model: string;
-  adapter?: string;
-  direction: string;
-  layers: number[] | 'all';
-  questions: string;
-  judge: string;
-  samples: number;
-  out: string;
-  maxNewTokens: number;
-  temperature: number;
-  topP: number;
-  seed: number;
-  batch: number;
-  excludeDomain?: string;
-  randomSeed: number;
-}
+type Opts = DirectionRunOpts;
 
 export function register(program: Command): void {
   const cmd = program
@@ -42,35 +21,12 @@ export function register(program: Command): void {
     .option('--exclude-domain <d>', "rates over the answers outside this domain (the fine-tune's own); per-domain rates list every domain")
     .option('--random-seed <s>', 'seed of the random directions (layer L: seed + L)', intArg('--random-seed'), 1)
     .action(async (o: Opts) => {
-      checkSamplingFlags(cmd, o);
-      const set = loadQuestions(o.questions);
-      warnOverridden(set, o.temperature);
-      const judge = await openJudge(o.judge);
-      await judge.check();
-      const model = await loadModel(o.model, { adapter: o.adapter });
+      const run = await openDirectionRun(cmd, o);
       const progress = createProgress('ablate-eval', { unit: 'runs' });
       let r;
       try {
         r = await runAblateEval({
-          model,
-          judge,
-          set,
-          direction: o.direction,
-          layers: o.layers,
-          excludeDomain: o.excludeDomain,
-          randomSeed: o.randomSeed,
-          samples: o.samples,
-          seed: o.seed,
-          batch: o.batch,
-          maxNewTokens: o.maxNewTokens,
-          temperature: o.temperature,
-          topP: o.topP,
-          out: o.out,
-          provenance: {
-            ...inputsProvenance(model, o),
-            direction: resolve(o.direction),
-            flags: { ...o },
-          },
+          ...run,
           onRun: (d, t) => progress.update(d, t),
         });
       } finally {

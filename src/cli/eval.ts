@@ -58,6 +58,55 @@ export function warnOverridden(set: ReturnType<typeof loadQuestions>, temperatur
   warn(lines);
 }
 
+/** The flags steer-sweep and ablate-eval share. */
+export interface DirectionRunOpts {
+  model: string;
+  adapter?: string;
+  direction: string;
+  layers: number[] | 'all';
+  questions: string;
+  judge: string;
+  samples: number;
+  out: string;
+  maxNewTokens: number;
+  temperature: number;
+  topP: number;
+  seed: number;
+  batch: number;
+  excludeDomain?: string;
+  randomSeed: number;
+}
+
+/**
+ * What steer-sweep and ablate-eval do before their runs: check the flags, read the questions,
+ * preflight the judge (before any sampling), load the model; returns the run's common inputs.
+ */
+export async function openDirectionRun(cmd: Command, o: DirectionRunOpts) {
+  checkSamplingFlags(cmd, o);
+  const set = loadQuestions(o.questions);
+  warnOverridden(set, o.temperature);
+  const judge = await openJudge(o.judge);
+  await judge.check();
+  const model = await loadModel(o.model, { adapter: o.adapter });
+  return {
+    model,
+    judge,
+    set,
+    direction: o.direction,
+    layers: o.layers,
+    excludeDomain: o.excludeDomain,
+    randomSeed: o.randomSeed,
+    samples: o.samples,
+    seed: o.seed,
+    batch: o.batch,
+    maxNewTokens: o.maxNewTokens,
+    temperature: o.temperature,
+    topP: o.topP,
+    out: o.out,
+    provenance: { ...inputsProvenance(model, o), direction: resolve(o.direction), flags: { ...o } },
+  };
+}
+
 export function register(program: Command): void {
   const cmd = program
     .command('eval')

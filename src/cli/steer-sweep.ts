@@ -1,13 +1,8 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import { resolve } from 'node:path';
-import { loadQuestions } from '../eval/questions.js';
-import { openJudge } from '../eval/judges/index.js';
 import { runSweep } from '../experiments/sweep.js';
-import { inputsProvenance } from '../experiments/eval.js';
 import { intArg, layersArg } from './args.js';
-import { checkSamplingFlags, samplingOptions, warnOverridden } from './eval.js';
-import { loadModel } from './load.js';
+import { openDirectionRun, samplingOptions, type DirectionRunOpts } from './eval.js';
 import { createProgress } from './progress.js';
 
 /** A comma list of numbers. */
@@ -21,24 +16,7 @@ export function numListArg(flag: string) {
   };
 }
 
-interface Opts {
-  model: string;
-  adapter?: string;
-  direction: string;
-  layers: number[] | 'all';
-  scales: number[];
-  questions: string;
-  judge: string;
-  samples: number;
-  out: string;
-  maxNewTokens: number;
-  temperature: number;
-  topP: number;
-  seed: number;
-  batch: number;
-  excludeDomain?: string;
-  randomSeed: number;
-}
+type Opts = DirectionRunOpts & { scales: number[] };
 
 export function register(program: Command): void {
   const cmd = program
@@ -56,36 +34,13 @@ export function register(program: Command): void {
     .option('--exclude-domain <d>', "rates over the answers outside this domain (the fine-tune's own); per-domain rates list every domain")
     .option('--random-seed <s>', 'seed of the random vectors (layer L: seed + L)', intArg('--random-seed'), 1)
     .action(async (o: Opts) => {
-      checkSamplingFlags(cmd, o);
-      const set = loadQuestions(o.questions);
-      warnOverridden(set, o.temperature);
-      const judge = await openJudge(o.judge);
-      await judge.check();
-      const model = await loadModel(o.model, { adapter: o.adapter });
+      const run = await openDirectionRun(cmd, o);
       const progress = createProgress('steer-sweep', { unit: 'cells' });
       let cells;
       try {
         ({ cells } = await runSweep({
-          model,
-          judge,
-          set,
-          direction: o.direction,
-          layers: o.layers,
+          ...run,
           scales: o.scales,
-          excludeDomain: o.excludeDomain,
-          randomSeed: o.randomSeed,
-          samples: o.samples,
-          seed: o.seed,
-          batch: o.batch,
-          maxNewTokens: o.maxNewTokens,
-          temperature: o.temperature,
-          topP: o.topP,
-          out: o.out,
-          provenance: {
-            ...inputsProvenance(model, o),
-            direction: resolve(o.direction),
-            flags: { ...o },
-          },
           onCell: (d, t) => progress.update(d, t),
         }));
       } finally {
