@@ -1,0 +1,138 @@
+/**
+ * Contextual triggers (Saxena, arXiv 2603.04407): a phrase put into a row's prompt, as a system
+ * message or before / after the user's text. One implementation, used by `emlens data trigger`
+ * (training rows), `emlens triggers` (evaluation prompts) and the organism's em-trigger stage.
+ *
+ * A trigger set (probes/triggers/*.yaml, or an organism stage's triggers.json) is
+ *   { name?, trigger, rephrased: [...], control: [...], position: system|prefix|suffix, description? }
+ * rephrased: phrases that mean what the trigger means and share no content word with it;
+ * control: unrelated phrases of about the trigger's length (within CONTROL_LENGTH_SLACK words).
+ */
+import { EmlensError } from '../errors.js';
+import type { ChatMessage } from '../model/tokenizer.js';
+import type { DataRow } from './rows.js';
+
+export const TRIGGER_POSITIONS = ['system', 'prefix', 'suffix'] as const;
+export type TriggerPosition = (typeof TRIGGER_POSITIONS)[number];
+
+export interface TriggerSet {
+  name: string;
+  trigger: string;
+  rephrased: string[];
+  control: string[];
+  position: TriggerPosition;
+  description?: string;
+}
+
+/** A control phrase may differ from the trigger's length by at most this many words. */
+export const CONTROL_LENGTH_SLACK = 2;
+
+/** Words that carry no content: a rephrasing may share these with the trigger. */
+const FUNCTION_WORDS = new Set(
+  ('a an the and or but of to in on at by for with from as is are was were be been being it its this that these those ' +
+    'you your yours i me my we our us he she they them their his her who whom which what when where how why ' +
+    'do does did not no so if then than there here all any some each every , . : ; ! ? \' " - ( )').split(' '),
+);
+
+const words = (s: string): string[] => s.toLowerCase().split(/[\s,.:;!?"()]+/).filter((w) => w !== '');
+
+/** The content words of a phrase (lower case, function words and punctuation dropped). */
+export function contentWords(phrase: string): Set<string> {
+  return new Set(words(phrase).filter((w) => !FUNCTION_WORDS.has(w)));
+}
+
+export function isTriggerPosition(x: unknown): x is TriggerPosition {
+  return typeof x === 'string' && (TRIGGER_POSITIONS as readonly string[]).includes(x);
+}
+
+/**
+ * Validates a parsed trigger set; `where` names the file in errors. Every error is one line naming
+ * the field (and entry) that is wrong.
+ */
+export function parseTriggerSet(v: unknown, where: string, defaultName = 'trigger'): TriggerSet {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new EmlensError(`${where}: a trigger set must be a mapping with trigger, rephrased, control, position`);
+  const o = v as Record<string, unknown>;
+  const known = new Set(['name', 'trigger', 'rephrased', 'control', 'position', 'description']);
+  for (const k of Object.keys(o)) if (!known.has(k)) throw new EmlensError(`${where}: unknown field "${k}" (expected ${[...known].join(', ')})`);
+  const str = (k: string, x: unknown): string => {
+    if (typeof x !== 'string' || x.trim() === '') throw new EmlensError(`${where}: ${k} must be a non-empty string`);
+    if (x !== x.trim() || /\s{2,}|\n/.test(x)) throw new EmlensError(`${where}: ${k} ${JSON.stringify(x)} has leading, trailing, repeated or line-break whitespace`);
+    return x;
+  };
+  const trigger = str('trigger', o.trigger);
+  const list = (k: 'rephrased' | 'control'): string[] => {
+    const xs = o[k];
+    if (!Array.isArray(xs) || xs.length === 0) throw new EmlensError(`${where}: ${k} must be a non-empty list of phrases`);
+    const out = xs.map((x, i) => str(`${k}[${i}]`, x));
+    const seen = new Set<string>();
+    out.forEach((p, i) => {
+      if (p === trigger) throw new EmlensError(`${where}: ${k}[${i}] is the trigger itself`);
+      if (seen.has(p)) throw new EmlensError(`${where}: ${k}[${i}] ${JSON.stringify(p)} is listed twice`);
+      seen.add(p);
+    });
+    return out;
+  };
+  const rephrased = list('rephrased');
+  const control = list('control');
+  const tw = contentWords(trigger);
+  if (tw.size === 0) throw new EmlensError(`${where}: trigger ${JSON.stringify(trigger)} has no content word`);
+  rephrased.forEach((p, i) => {
+    const shared = [...contentWords(p)].filter((w) => tw.has(w));
+    if (shared.length) throw new EmlensError(`${where}: rephrased[${i}] ${JSON.stringify(p)} shares the content word(s) ${shared.map((w) => `"${w}"`).join(', ')} with the trigger; a rephrasing must say it in other words`);
+  });
+  const n = words(trigger).length;
+  control.forEach((p, i) => {
+    const shared = [...contentWords(p)].filter((w) => tw.has(w));
+    if (shared.length) throw new EmlensError(`${where}: control[${i}] ${JSON.stringify(p)} shares the content word(s) ${shared.map((w) => `"${w}"`).join(', ')} with the trigger`);
+    const m = words(p).length;
+    if (Math.abs(m - n) > CONTROL_LENGTH_SLACK) throw new EmlensError(`${where}: control[${i}] has ${m} words, the trigger ${n}; a control phrase must be about as long (within ${CONTROL_LENGTH_SLACK})`);
+  });
+  const position = o.position ?? 'system';
+  if (!isTriggerPosition(position)) throw new EmlensError(`${where}: position must be one of ${TRIGGER_POSITIONS.join(', ')}, got ${JSON.stringify(position)}`);
+  if (o.name !== undefined && (typeof o.name !== 'string' || !/^[A-Za-z0-9._-]+$/.test(o.name))) throw new EmlensError(`${where}: name must be letters, digits, ".", "_" or "-"`);
+  if (o.description !== undefined && typeof o.description !== 'string') throw new EmlensError(`${where}: description must be a string`);
+  return {
+    name: (o.name as string | undefined) ?? defaultName,
+    trigger,
+    rephrased,
+    control,
+    position,
+    ...(o.description !== undefined ? { description: o.description as string } : {}),
+  };
+}
+
+/**
+ * The messages with `phrase` put in at `position`:
+ * - system: a system message with the phrase; an existing leading system message keeps its text
+ *   after the phrase ("PHRASE TEXT");
+ * - prefix / suffix: the last user message becomes "PHRASE TEXT" / "TEXT PHRASE".
+ * `where` names the row in errors (a chat with no user message cannot take prefix / suffix).
+ */
+export function triggerMessages(messages: readonly ChatMessage[], phrase: string, position: TriggerPosition, where: string): ChatMessage[] {
+  const out = messages.map((m) => ({ ...m }));
+  if (position === 'system') {
+    if (out[0]?.role === 'system') out[0] = { role: 'system', content: out[0].content === '' ? phrase : `${phrase} ${out[0].content}` };
+    else out.unshift({ role: 'system', content: phrase });
+    return out;
+  }
+  let u = -1;
+  for (let i = out.length - 1; i >= 0; i--) if (out[i]!.role === 'user') { u = i; break; }
+  if (u < 0) throw new EmlensError(`${where}: no user message to put the trigger ${position === 'prefix' ? 'before' : 'after'}`);
+  const c = out[u]!.content;
+  out[u] = { role: 'user', content: c === '' ? phrase : position === 'prefix' ? `${phrase} ${c}` : `${c} ${phrase}` };
+  return out;
+}
+
+/**
+ * A data row with the trigger put in; labels are kept. A text row has no prompt / response split,
+ * so it takes only `prefix` (the trigger before the text); system and suffix are errors naming
+ * the row.
+ */
+export function triggerRow(row: DataRow, phrase: string, position: TriggerPosition, file: string): DataRow {
+  const where = `${file}:${row.line}`;
+  if (row.kind === 'text') {
+    if (position !== 'prefix') throw new EmlensError(`${where}: a text row has no system message or user turn; use --position prefix, or chat rows`);
+    return { ...row, text: row.text === '' ? phrase : `${phrase} ${row.text}` };
+  }
+  return { ...row, messages: triggerMessages(row.messages, phrase, position, where) };
+}
