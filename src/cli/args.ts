@@ -64,3 +64,14 @@ export function readTextArg(flag: string, path: string): string {
     throw new EmlensError(`${flag} ${path}: not valid UTF-8 text`);
   }
 }
+
+/** A byte size: "512", "64KiB", "16MiB", "2GiB" (also KB/MB/GB as powers of 1000). */
+export function sizeArg(flag: string) {
+  const units: Record<string, number> = { '': 1, b: 1, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, kb: 1e3, mb: 1e6, gb: 1e9, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30 };
+  return (v: string): number => {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(v);
+    const u = m ? units[m[2]!.toLowerCase()] : undefined;
+    if (!m || u === undefined || Number(m[1]) <= 0) throw new InvalidArgumentError(`${flag} must be a size such as 512KiB, 64MiB or 2GiB, got "${v}"`);
+    return Math.floor(Number(m[1]) * u);
+  };
+}

@@ -41,8 +41,8 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   interventions?: Interventions;
   /** Stop a row at any of these ids (default: the model's EOS ids). */
   stopIds?: number[];
-  /** Called after every step with the tokens so far. */
-  onStep?: (step: number, tokens: number[][]) => void;
+  /** Called after every step with the tokens so far and the logits [B, V] the step chose from; throwing stops generation. */
+  onStep?: (step: number, tokens: number[][], logits: Float32Array) => void;
   /** Keep each step's next-token logits [B, V] (log-probs, analyses, tests). */
   keepLogits?: boolean;
 }
@@ -308,7 +308,7 @@ export class Engine {
         else if (prompts[b]!.length + tokens[b]!.length >= M) contextFull[b] = true;
       }
       step++;
-      opts.onStep?.(step, tokens);
+      opts.onStep?.(step, tokens, logits);
       past = {};
       for (let l = 0; l < spec.nLayers; l++) {
         past[IO.pastKey(l)] = out[IO.presentKey(l)]!;

@@ -13,6 +13,7 @@ import { JudgeCache, sha256 } from '../cache.js';
 import type { TextTokenizer } from '../../model/tokenizer.js';
 import type { Estimate, Judge, JudgeRequest } from '../judge.js';
 import { scoreFromLogprobs, type Score, type TopLogprob } from '../score.js';
+import { topLogSoftmax } from '../../runtime/logprobs.js';
 
 export interface LocalJudgeOptions {
   /** Prompts per forward call (default 8). */
@@ -29,28 +30,6 @@ interface CachedTop {
 
 const isCachedTop = (v: unknown): v is CachedTop =>
   Array.isArray((v as CachedTop)?.top) && (v as CachedTop).top.every((t) => typeof t?.token === 'string' && typeof t.logprob === 'number');
-
-/** The k largest entries of row [off, off+n) of `logits` as (id, log-softmax), most probable first; ties by lower id. */
-export function topLogSoftmax(logits: Float32Array, off: number, n: number, k: number): { id: number; logprob: number }[] {
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) max = Math.max(max, logits[off + i]!);
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += Math.exp(logits[off + i]! - max);
-  const lse = max + Math.log(sum);
-  const top: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const v = logits[off + i]!;
-    if (top.length === k && v <= logits[off + top[k - 1]!]!) continue;
-    let j = Math.min(top.length, k - 1);
-    top[j] = i;
-    while (j > 0 && logits[off + top[j - 1]!]! < v) {
-      top[j] = top[j - 1]!;
-      top[j - 1] = i;
-      j--;
-    }
-  }
-  return top.map((id) => ({ id, logprob: logits[off + id]! - lse }));
-}
 
 export class LocalJudge implements Judge {
   readonly id: string;
