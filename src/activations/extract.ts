@@ -186,7 +186,7 @@ async function run(
     while (i < n) {
       const batch: number[] = [];
       while (i < n && (batch.length + 1) * chunk[order[i]!]!.ids.length <= Math.max(budget, chunk[order[i]!]!.ids.length)) batch.push(order[i++]!);
-      const r = await model.engine.forward({ ids: batch.map((j) => Array.from(chunk[j]!.ids)), capture: tensors, logits: 'none' });
+      const r = await model.backend.forward({ ids: batch.map((j) => Array.from(chunk[j]!.ids)), capture: tensors, logits: 'none' });
       const T = r.layout.seq;
       for (const t of tensors) {
         const cap = r.captures.get(t)!;

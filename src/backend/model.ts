@@ -9,11 +9,12 @@ import { EmlensError } from '../errors.js';
 import { isRepoId, resolveModel, type ResolveOptions } from '../hub/resolve.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, checkBaseModel, mergeAdapter, planAdapter, type AdapterPlan } from '../model/adapter.js';
 import { loadSpec, readJson, type ModelSpec } from '../model/config.js';
-import { weightsFingerprint } from '../model/fingerprint.js';
+import { fileSha256, weightsFingerprint } from '../model/fingerprint.js';
 import { planCheckpoint, loadWeights, type CheckpointPlan } from '../model/weights.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import { Engine } from '../runtime/engine.js';
 import type { SessionOptions } from '../runtime/ort.js';
+import { RemoteEngine, type BackendOptions, type ModelBackend } from './remote.js';
 
 export interface ModelInfo {
   source: string;
@@ -33,6 +34,8 @@ export interface LoadOptions extends ResolveOptions {
    * extra compute per token (see src/model/adapter.ts).
    */
   adapter?: string;
+  /** Run on these `emlens serve` processes instead of here (the model id then gives config and tokenizer only). */
+  backend?: BackendOptions;
 }
 
 /** A PEFT adapter folder: `dirOrId` itself, or its hub snapshot (adapter files only). */
@@ -79,32 +82,74 @@ export class LoadedModel implements ModelInfo {
     readonly source: string,
     readonly dir: string,
     readonly spec: ModelSpec,
-    readonly plan: CheckpointPlan,
+    private readonly checkpoint: CheckpointPlan | null,
     readonly tokenizer: TextTokenizer | null,
-    readonly engine: Engine,
+    private readonly local: Engine | null,
     /** The adapter merged into the weights, if any (provenance: its folder and tensors). */
     readonly adapter: AdapterPlan | null = null,
+    /** The servers of `--backend`, when the model runs there instead of here. */
+    readonly remote: { engine: RemoteEngine; weightsSha256: string } | null = null,
   ) {}
 
   private sha: string | undefined;
 
+  /** The local runtime; a model served by `--backend` has none here. */
+  get engine(): Engine {
+    if (!this.local) throw new EmlensError(`${this.source} runs on --backend ${this.remote!.engine.o.urls.join(',')}; this command needs the weights here (run it without --backend)`);
+    return this.local;
+  }
+
+  get plan(): CheckpointPlan {
+    if (!this.checkpoint) throw new EmlensError(`${this.source} runs on --backend; its checkpoint is not here`);
+    return this.checkpoint;
+  }
+
+  /** Forward and generate, here or on the servers of `--backend`. */
+  get backend(): ModelBackend {
+    return this.remote?.engine ?? this.engine;
+  }
+
   /**
    * sha256 over the files the weights in memory came from: the checkpoint's, plus a merged
-   * adapter's weights and config. Provenance and resume keys use it, so a run with an adapter is
-   * never taken for one without.
+   * adapter's weights and config (a served model: the server's, which covers its adapter).
+   * Provenance and resume keys use it, so a run with an adapter is never taken for one without.
    */
   weightsSha256(): string {
+    if (this.remote) return this.remote.weightsSha256;
     const files = [...this.plan.index.files];
     if (this.adapter) files.push(this.adapter.weightsFile, join(this.adapter.dir, ADAPTER_CONFIG));
     return (this.sha ??= weightsFingerprint(files));
   }
 
   static async load(idOrPath: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+    if (opts.backend) return LoadedModel.connect(idOrPath, opts);
     const info = await openModel(idOrPath, opts);
     // The adapter is checked before a byte of weights is read, so a lying one fails fast.
     const adapter = opts.adapter !== undefined ? await openAdapter(opts.adapter, info, opts) : null;
     const weights = loadWeights(info.plan, opts.onLoad);
     if (adapter) mergeAdapter(weights, adapter);
     return new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, new Engine(info.spec, weights, opts.session), adapter);
+  }
+
+  /**
+   * A model that runs on `emlens serve` processes: config and tokenizer are read here (no
+   * weights), and every server must serve exactly this config and tokenizer, and the same weights.
+   */
+  private static async connect(idOrPath: string, opts: LoadOptions): Promise<LoadedModel> {
+    const b = opts.backend!;
+    if (opts.adapter !== undefined) throw new EmlensError('--adapter and --backend both given; start the server with the adapter (emlens serve MODEL --adapter A)');
+    const dir = existsSync(idOrPath) ? idOrPath : await resolveModel(idOrPath, { ...opts, allowPatterns: ['*.json', '*.jinja'], requiredFiles: ['config.json'] });
+    const spec = loadSpec(dir);
+    const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? await TextTokenizer.load(dir) : null;
+    const local = { config: fileSha256(join(dir, 'config.json')), tokenizer: fileSha256(join(dir, 'tokenizer.json')) };
+    let weights: string | null = null;
+    for (const url of b.urls) {
+      const info = await RemoteEngine.info(url, b.token);
+      if (info.config_sha256 !== local.config) throw new EmlensError(`--backend ${url} serves "${info.name}", whose config.json differs from ${join(dir, 'config.json')} (sha256 ${String(info.config_sha256).slice(0, 12)} vs ${String(local.config).slice(0, 12)})`);
+      if (info.tokenizer_sha256 !== local.tokenizer) throw new EmlensError(`--backend ${url} serves "${info.name}", whose tokenizer.json differs from ${dir}'s`);
+      if (weights !== null && info.weights_sha256 !== weights) throw new EmlensError(`--backend: ${url} serves other weights than ${b.urls[0]} (sha256 ${info.weights_sha256.slice(0, 12)} vs ${weights.slice(0, 12)})`);
+      weights = info.weights_sha256;
+    }
+    return new LoadedModel(idOrPath, dir, spec, null, tokenizer, null, null, { engine: new RemoteEngine(spec, b), weightsSha256: weights! });
   }
 }

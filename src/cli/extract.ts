@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { loadModel } from './load.js';
+import { backendFrom, backendOptions, loadModel, type BackendFlags } from './load.js';
 import { resolve } from 'node:path';
 import { readWhereFile } from '../data/rows.js';
 import { extractActivations } from '../activations/extract.js';
@@ -9,7 +9,7 @@ import { HOOK_KINDS, type HookKind } from '../hooks/names.js';
 import { choice, intArg, layersArg, warn } from './args.js';
 import { rowProgress } from './progress.js';
 
-interface Opts {
+interface Opts extends BackendFlags {
   model: string;
   adapter?: string;
   data: string;
@@ -31,8 +31,8 @@ interface Opts {
 
 
 export function register(program: Command): void {
-  program
-    .command('extract')
+  backendOptions(program
+    .command('extract'))
     .description('pooled residual-stream activations of a JSONL dataset, per layer, to DIR/activations.safetensors')
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
     .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
@@ -55,7 +55,7 @@ export function register(program: Command): void {
       const where = o.whereFile !== undefined ? readWhereFile(o.whereFile, o.where) : o.where;
       const sel = selectRows(o.data, { where, skipBad: o.skipBad, balanceWith: o.balanceWith, seed: o.seed });
       if (o.whereFile !== undefined) sel.selection.where_file = resolve(o.whereFile);
-      const model = await loadModel(o.model, { adapter: o.adapter });
+      const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
       const bar = rowProgress('extract');
       try {
         const meta = await extractActivations(model, sel.rows, {

@@ -2,7 +2,10 @@
  * Loading a model for a command: hub download progress, a notice while another process holds a
  * blob's download lock, and progress over the tensors while weights are read.
  */
+import type { Command } from 'commander';
 import { LoadedModel, type LoadOptions } from '../backend/model.js';
+import { parseBackendUrls, type BackendOptions } from '../backend/remote.js';
+import { EmlensError } from '../errors.js';
 import { createProgress, downloadProgress } from './progress.js';
 import { warn } from './args.js';
 
@@ -20,4 +23,27 @@ export async function loadModel(id: string, opts: LoadOptions = {}): Promise<Loa
     download.stop();
     tensors.stop();
   }
+}
+
+export interface BackendFlags {
+  backend?: string;
+  token?: string;
+}
+
+/** `--backend URL[,URL…]` and `--token T` on a command that runs a model. */
+export function backendOptions(cmd: Command): Command {
+  return cmd
+    .option('--backend <urls>', 'run the model on `emlens serve` processes (comma list; default: EMLENS_BACKEND); --model then gives config and tokenizer')
+    .option('--token <token>', 'bearer token of the --backend servers (default: EMLENS_TOKEN)');
+}
+
+/** The backend a command runs on: its flags, else EMLENS_BACKEND / EMLENS_TOKEN; none: local. */
+export function backendFrom(o: BackendFlags, log: (line: string) => void = (l) => warn([l])): BackendOptions | undefined {
+  const list = o.backend ?? (process.env.EMLENS_BACKEND || undefined);
+  const token = o.token ?? (process.env.EMLENS_TOKEN || undefined);
+  if (list === undefined) {
+    if (o.token !== undefined) throw new EmlensError('--token is for --backend servers; give --backend too');
+    return undefined;
+  }
+  return { urls: parseBackendUrls(list, o.backend !== undefined ? '--backend' : 'EMLENS_BACKEND'), token, onRetry: (url, why) => log(`--backend ${url}: ${why}; retrying on the other servers`) };
 }

@@ -4,7 +4,7 @@
  * is free; other files are hashed once and remembered by (real path, size, mtime).
  */
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { basename, join, sep } from 'node:path';
 import { emlensCacheDir } from '../cache.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -69,3 +69,8 @@ export function weightsFingerprint(files: string[]): string {
   return h.digest('hex');
 }
 
+
+/** sha256 of a file of a model folder, null when the folder has none (server and client compare them). */
+export function fileSha256(file: string): string | null {
+  return existsSync(file) ? sha256File(file) : null;
+}

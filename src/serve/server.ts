@@ -7,6 +7,7 @@ import { EmlensError } from '../errors.js';
 import type { LoadedModel } from '../backend/model.js';
 import type { DirectionFile } from '../io/directions.js';
 import { isLoopback, startHttp, type RunningServer } from './http.js';
+import { backendRoutes } from './backend-api.js';
 import { kserveRoutes } from './kserve.js';
 import { openaiRoutes, type ServedModel } from './openai.js';
 import { WorkQueue } from './queue.js';
@@ -56,6 +57,6 @@ export async function serveModel(model: LoadedModel, o: ServeOptions): Promise<R
     limits: { maxNewTokens: o.maxNewTokens, maxBatch: o.maxBatch },
     created: Math.floor(Date.now() / 1000),
   };
-  const routes = [...kserveRoutes(served, () => true), ...openaiRoutes(served)];
+  const routes = [...kserveRoutes(served, () => true), ...openaiRoutes(served), ...backendRoutes(served)];
   return startHttp(routes, { host: o.host, port: o.port, token: o.token, cors: o.cors, maxBodyBytes: o.maxBodyBytes, requestTimeoutS: o.requestTimeoutS, log: o.log });
 }

@@ -84,7 +84,7 @@ export class LocalJudge implements Judge {
     const out: TopLogprob[][] = [];
     for (let i = 0; i < rows.length; i += this.batch) {
       const ids = rows.slice(i, i + this.batch);
-      const { logits } = await this.model.engine.forward({ ids, logits: 'last' });
+      const { logits } = await this.model.backend.forward({ ids, logits: 'last' });
       this.forwardRows += ids.length;
       ids.forEach((_, b) => {
         out.push(

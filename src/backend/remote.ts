@@ -1,0 +1,253 @@
+/**
+ * The client side of `--backend URL[,URL…]`: forward and generate run on `emlens serve` processes
+ * (../serve/backend-api.ts) instead of the local runtime, with the same results (the same graphs
+ * on the same weights; interventions travel exactly). A forward call's rows are split across the
+ * servers and run at once; a server that fails (network error, 5xx, 429) has its part retried on
+ * the others with backoff, and is left out for a while. A generate call is one sampling stream
+ * (one seeded generator across its rows), so it runs whole on one server, failing over the same way.
+ */
+import { EmlensError } from '../errors.js';
+import type { Interventions } from '../hooks/interventions.js';
+import type { ModelSpec } from '../model/config.js';
+import { InputRowError, type ForwardRequest, type ForwardResult, type GenerateOptions, type GenerateResult } from '../runtime/engine.js';
+import type { BatchLayout } from '../runtime/masks.js';
+
+/** What the experiment layer asks of a model's runtime, local (Engine) or remote. */
+export interface ModelBackend {
+  readonly spec: ModelSpec;
+  forward(req: ForwardRequest): Promise<ForwardResult>;
+  generate(prompts: number[][], opts?: GenerateOptions): Promise<GenerateResult>;
+}
+
+export interface BackendOptions {
+  urls: string[];
+  token?: string;
+  /** Per-request timeout (default 10 minutes). */
+  timeoutMs?: number;
+  /** Attempts per part before the call fails (default 3 per server, at least 4). */
+  maxAttempts?: number;
+  /** Base of the exponential backoff between attempts (default 250 ms). */
+  backoffMs?: number;
+  onRetry?: (url: string, reason: string) => void;
+}
+
+export interface ServerInfo {
+  name: string;
+  emlens_version: string;
+  model_type: string;
+  layers: number;
+  d_model: number;
+  vocab: number;
+  max_positions: number;
+  config_sha256: string | null;
+  tokenizer_sha256: string | null;
+  weights_sha256: string;
+  adapter: boolean;
+}
+
+/** A failure worth retrying elsewhere (the server or the network), not the caller's mistake. */
+class Transient extends Error {}
+
+function wireInterventions(iv: Interventions | undefined) {
+  if (!iv) return undefined;
+  return {
+    ...(iv.steer ? { steer: iv.steer.map((s) => ({ hook: s.hook, vector: Array.from(s.vector), scale: s.scale, ...(s.fromPosition !== undefined ? { fromPosition: s.fromPosition } : {}) })) } : {}),
+    ...(iv.ablate ? { ablate: iv.ablate.map((a) => ({ hook: a.hook, directions: a.directions.map((d) => Array.from(d)) })) } : {}),
+  };
+}
+
+/** A base URL as the user wrote it, checked. */
+export function parseBackendUrls(list: string, flag = '--backend'): string[] {
+  const urls = list.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (urls.length === 0) throw new EmlensError(`${flag}: no URL given`);
+  return urls.map((u) => {
+    let url: URL;
+    try {
+      url = new URL(u);
+    } catch {
+      throw new EmlensError(`${flag}: "${u}" is not a URL (expected http://host:port)`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new EmlensError(`${flag}: "${u}" is not http(s)`);
+    return u.replace(/\/+$/, '');
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class RemoteEngine implements ModelBackend {
+  private next = 0;
+  /** url -> time before which it is skipped (after a failure). */
+  private readonly downUntil = new Map<string, number>();
+  /** Requests sent, retries included (tests, logs). */
+  requests = 0;
+
+  constructor(
+    readonly spec: ModelSpec,
+    readonly o: BackendOptions,
+  ) {
+    if (o.urls.length === 0) throw new EmlensError('--backend: no URL given');
+  }
+
+  /** GET /emlens/v1/info of one server (no retries: used to check a server before a run). */
+  static async info(url: string, token?: string): Promise<ServerInfo> {
+    let r: Response;
+    try {
+      r = await fetch(`${url}/emlens/v1/info`, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(30_000) });
+    } catch (e) {
+      throw new EmlensError(`--backend ${url}: unreachable (${(e as { cause?: { code?: string } })?.cause?.code ?? (e as Error).message})`);
+    }
+    if (!r.ok) throw new EmlensError(`--backend ${url}: HTTP ${r.status}: ${await errorMessage(r)}`);
+    return (await r.json()) as ServerInfo;
+  }
+
+  private order(): string[] {
+    const now = Date.now();
+    const n = this.o.urls.length;
+    const rot = Array.from({ length: n }, (_, i) => this.o.urls[(this.next + i) % n]!);
+    this.next = (this.next + 1) % n;
+    const up = rot.filter((u) => (this.downUntil.get(u) ?? 0) <= now);
+    return up.length ? [...up, ...rot.filter((u) => !up.includes(u))] : rot;
+  }
+
+  /** One call with failover: each attempt goes to the next server in turn. */
+  private async call<T>(path: string, body: unknown, read: (r: Response) => Promise<T>): Promise<T> {
+    const attempts = this.o.maxAttempts ?? Math.max(4, 3 * this.o.urls.length);
+    const servers = this.order();
+    let last = '';
+    for (let a = 0; a < attempts; a++) {
+      const url = servers[a % servers.length]!;
+      try {
+        this.requests++;
+        let r: Response;
+        try {
+          r = await fetch(url + path, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', ...(this.o.token ? { authorization: `Bearer ${this.o.token}` } : {}) },
+            body: JSON.stringify(body),
+            signal: AbortSignal.timeout(this.o.timeoutMs ?? 600_000),
+          });
+        } catch (e) {
+          throw new Transient(`unreachable (${(e as { cause?: { code?: string } })?.cause?.code ?? (e as Error).message})`);
+        }
+        if (r.status === 429 || r.status >= 500) throw new Transient(`HTTP ${r.status}: ${await errorMessage(r)}`);
+        // Rows are checked here first, so a 4xx is a real disagreement, reported as the server says it.
+        if (!r.ok) throw new EmlensError(`--backend ${url}: HTTP ${r.status}: ${await errorMessage(r)}`);
+        try {
+          return await read(r);
+        } catch (e) {
+          if (e instanceof EmlensError) throw e;
+          throw new Transient(`the answer broke off (${(e as Error).message})`);
+        }
+      } catch (e) {
+        if (!(e instanceof Transient)) throw e;
+        last = `${url}: ${e.message}`;
+        this.downUntil.set(url, Date.now() + 30_000);
+        this.o.onRetry?.(url, e.message);
+        if (a + 1 < attempts) await sleep((this.o.backoffMs ?? 250) * 2 ** Math.min(a, 6) * (0.5 + Math.random()));
+      }
+    }
+    throw new EmlensError(`--backend: every attempt failed (${attempts}); last: ${last}`);
+  }
+
+  /** The checks the local engine makes on rows, so errors name the same rows. */
+  private check(rows: number[][]): void {
+    if (rows.length === 0) throw new EmlensError('no input rows');
+    rows.forEach((r, b) => {
+      if (r.length === 0) throw new InputRowError(b, 'has no tokens');
+      for (const id of r) if (!Number.isInteger(id) || id < 0 || id >= this.spec.vocab) throw new InputRowError(b, `token id ${id} is outside the vocabulary (0..${this.spec.vocab - 1})`);
+    });
+  }
+
+  private forwardPart(ids: number[][], req: ForwardRequest) {
+    const body = { ids, capture: req.capture ?? [], logits: req.logits ?? 'none', interventions: wireInterventions(req.interventions) };
+    return this.call('/emlens/v1/forward', body, async (r) => {
+      const buf = Buffer.from(await r.arrayBuffer());
+      const hl = Number(r.headers.get('inference-header-content-length'));
+      if (!Number.isInteger(hl) || hl <= 0 || hl > buf.length) throw new Error('no Inference-Header-Content-Length');
+      const head = JSON.parse(buf.subarray(0, hl).toString('utf8')) as { layout: BatchLayout; tensors: { name: string; shape: number[]; bytes: number }[] };
+      let off = hl;
+      const tensors = new Map<string, Float32Array>();
+      for (const t of head.tensors) {
+        if (off + t.bytes > buf.length) throw new Error('the body is shorter than its header says');
+        // Copied out: the response buffer's offset need not be 4-byte aligned.
+        tensors.set(t.name, new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + t.bytes)));
+        off += t.bytes;
+      }
+      return { layout: head.layout, tensors };
+    });
+  }
+
+  async forward(req: ForwardRequest): Promise<ForwardResult> {
+    this.check(req.ids);
+    const logits = req.logits ?? 'none';
+    const capture = req.capture ?? [];
+    if (logits === 'none' && capture.length === 0) throw new EmlensError('forward: nothing requested (no captures, no logits)');
+    const B = req.ids.length;
+    // Contiguous parts, one per server (at most one per row), run at once.
+    const k = Math.min(this.o.urls.length, B);
+    const cuts = Array.from({ length: k + 1 }, (_, i) => Math.round((i * B) / k));
+    const parts = await Promise.all(Array.from({ length: k }, (_, i) => this.forwardPart(req.ids.slice(cuts[i], cuts[i + 1]), req)));
+    // One left-padded layout over all rows, as the local engine returns.
+    const T = Math.max(...req.ids.map((r) => r.length));
+    const layout: BatchLayout = { pad: req.ids.map((r) => T - r.length), past: 0, seq: T };
+    const D = this.spec.dModel;
+    const V = this.spec.vocab;
+    const merge = (name: string, width: number, perToken: boolean): Float32Array => {
+      const out = new Float32Array(B * (perToken ? T : 1) * width);
+      parts.forEach((p, i) => {
+        const src = p.tensors.get(name);
+        if (!src) throw new EmlensError(`--backend: the server's answer has no ${name}`);
+        const Tp = p.layout.seq;
+        for (let b = cuts[i]!; b < cuts[i + 1]!; b++) {
+          const bp = b - cuts[i]!;
+          if (!perToken) {
+            out.set(src.subarray(bp * width, (bp + 1) * width), b * width);
+            continue;
+          }
+          const n = req.ids[b]!.length;
+          const from = (bp * Tp + (Tp - n)) * width;
+          out.set(src.subarray(from, from + n * width), (b * T + (T - n)) * width);
+        }
+      });
+      return out;
+    };
+    const captures = new Map<string, Float32Array>();
+    for (const c of capture) captures.set(c, merge(c, D, true));
+    return { layout, captures, logits: logits === 'none' ? undefined : merge('logits', V, logits === 'all') };
+  }
+
+  async generate(prompts: number[][], opts: GenerateOptions = {}): Promise<GenerateResult> {
+    if (opts.onStep || opts.keepLogits) throw new EmlensError('--backend: per-step callbacks and kept logits need the local runtime');
+    this.check(prompts);
+    const M = this.spec.maxPositions;
+    const maxNew = opts.maxNewTokens ?? 64;
+    prompts.forEach((p, b) => {
+      if (maxNew > 0 && p.length >= M) throw new InputRowError(b, `the prompt is ${p.length} tokens; the model's context (max_position_embeddings) is ${M}, which leaves no room to generate`);
+    });
+    const body = {
+      prompts,
+      max_new_tokens: maxNew,
+      temperature: opts.temperature ?? 0,
+      top_p: opts.topP ?? 1,
+      seed: opts.seed ?? 0,
+      ...(opts.stopIds ? { stop_ids: opts.stopIds } : {}),
+      interventions: wireInterventions(opts.interventions),
+    };
+    return this.call('/emlens/v1/generate', body, async (r) => {
+      const j = (await r.json()) as { tokens: number[][]; finished: boolean[]; context_full: boolean[] };
+      return { tokens: j.tokens, finished: j.finished, contextFull: j.context_full };
+    });
+  }
+}
+
+async function errorMessage(r: Response): Promise<string> {
+  const text = await r.text().catch(() => '');
+  try {
+    const j = JSON.parse(text) as { error?: string | { message?: string } };
+    const m = typeof j.error === 'string' ? j.error : j.error?.message;
+    if (m) return m;
+  } catch {
+    /* not JSON */
+  }
+  return text.slice(0, 200) || r.statusText;
+}
