@@ -51,6 +51,7 @@ export function register(program: Command): void {
       const triggers = loadTriggerSet(o.triggers);
       const questions = loadQuestions(o.questions);
       warnOverridden(questions, o.temperature);
+      checkTriggersRun(questions);
       const judge = await openJudge(o.judge);
       const plans = planConditions(questions, triggers, o.samples, o.seed);
       if (o.dryRun) {
@@ -61,7 +62,6 @@ export function register(program: Command): void {
       }
       await judge.check();
       const model = await loadModel(o.model, { adapter: o.adapter });
-      checkTriggersRun(model, questions, triggers, o.triggers);
       // A word-level vocabulary (the organism's) encodes words it lacks as <unk>: say so before sampling.
       const unk = wordLevelUnknowns(model.dir);
       if (unk) {

@@ -36,7 +36,6 @@ import {
   dryRunEstimate,
   itemKey,
   planItems,
-  promptFormat,
   readAnswers,
   RUN,
   runItems,
@@ -196,13 +195,12 @@ export interface TriggersRunOptions extends SampleOptions {
   onProgress?: (p: RunProgress) => void;
 }
 
-/** The checks before any sampling: metric names, a system trigger on a model with no system role. */
-export function checkTriggersRun(model: LoadedModel, questions: QuestionSet, t: TriggerSet, triggersFile: string): void {
+/** The checks before any sampling: metric names that would clash with the rows' fields. */
+export function checkTriggersRun(questions: QuestionSet): void {
   checkMetrics(questions);
   for (const e of questions.entries) {
     for (const m of Object.keys(e.judgePrompts)) if (CONDITION_FIELDS.includes(m)) throw new EmlensError(`${questions.file}: entry ${e.id}: judge_prompts metric "${m}" clashes with the answers.jsonl field of that name`);
   }
-  if (t.position === 'system' && promptFormat(model) === 'organism') throw new EmlensError(`--triggers ${triggersFile}: position system, but the organism has no system role; use prefix or suffix`);
 }
 
 export async function runTriggers(o: TriggersRunOptions) {
