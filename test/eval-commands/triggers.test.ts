@@ -169,7 +169,7 @@ describe('emlens triggers, a chat model and an OpenAI-compatible judge', () => {
     const full = readFileSync(file, 'utf8');
     const lines = full.split('\n').filter(Boolean);
     const cut = tmp('cut');
-    const keep = 28; // conditions hold 12 rows, batches 3: into the third condition's second batch
+    const keep = 52; // conditions hold 12 rows, batches 3: into the second control's second batch
     writeFileSync(join(cut, 'run.json'), readFileSync(join(out, 'run.json')));
     writeFileSync(join(cut, 'answers.jsonl'), `${lines.slice(0, keep).join('\n')}\n${lines[keep]!.slice(0, 20)}`); // a torn last line
     const from = server.requests.length;
