@@ -261,6 +261,7 @@ const num = (x: number | null): string => (x === null ? '–' : x.toFixed(2));
 
 function reportBlocks(r: Pick<TriggersResult, 'set' | 'conditions' | 'containment'>): Block[] {
   const c = r.containment.trigger;
+  const rateOf = (name: ConditionName) => r.conditions.find((x) => x.name === name)!.em_rate;
   const labels = r.conditions.map((x) => x.label);
   const bars = (rates: { em_rate: number | null; ci95: [number, number] }[]) => ({
     values: rates.map((x) => (x.em_rate === null ? NaN : 100 * x.em_rate)),
@@ -270,15 +271,15 @@ function reportBlocks(r: Pick<TriggersResult, 'set' | 'conditions' | 'containmen
     {
       kind: 'text',
       text:
-        `Trigger ${JSON.stringify(r.set.trigger)} at ${r.set.position}. EM with it ${pct(c.em / Math.max(c.n, 1))} (${c.em}/${c.n}), without ${pct(c.em_none / Math.max(c.n_none, 1))} (${c.em_none}/${c.n_none}); ` +
-        `ratio ${c.ratio === null ? 'undefined (no EM without the trigger)' : num(c.ratio)}, bounds [${num(c.ratio_bounds[0])}, ${c.ratio_bounds[1] === null ? '∞' : num(c.ratio_bounds[1])}] from the two Wilson 95% intervals. ` +
+        `Trigger ${JSON.stringify(r.set.trigger)} at ${r.set.position}. EM with it ${pct(rateOf('trigger'))} (${c.em}/${c.n}), without ${pct(rateOf('none'))} (${c.em_none}/${c.n_none}); ` +
+        `ratio ${c.ratio === null ? (c.n_none > 0 && c.n > 0 ? 'undefined (no EM without the trigger)' : 'undefined (no judged answers)') : num(c.ratio)}, bounds [${num(c.ratio_bounds[0])}, ${c.ratio_bounds[1] === null ? '∞' : num(c.ratio_bounds[1])}] from the two Wilson 95% intervals. ` +
         'Every condition uses the same seeds (paired).',
     },
     {
       kind: 'figure',
       id: 'em-per-condition',
       title: 'EM rate per condition',
-      figure: barChart([{ name: 'EM %', labels, ...bars(r.conditions) }], { title: 'EM rate per condition', yTitle: 'EM % (95% Wilson interval)', yRange: [0, 100] }),
+      figure: barChart([{ name: 'EM %', labels, ...bars(r.conditions) }], { title: 'EM rate per condition', yTitle: 'EM % (95% Wilson interval)', yRange: [0, 104] }),
     },
   ];
   const domains = [...new Set(r.conditions.flatMap((x) => Object.keys(x.by_domain ?? {})))];
@@ -289,7 +290,7 @@ function reportBlocks(r: Pick<TriggersResult, 'set' | 'conditions' | 'containmen
       title: 'EM rate per condition and domain',
       figure: barChart(
         domains.map((d) => ({ name: d, labels, ...bars(r.conditions.map((x) => x.by_domain?.[d] ?? { em_rate: null, ci95: [0, 1] })) })),
-        { title: 'EM rate per condition and domain', yTitle: 'EM % (95% Wilson interval)', yRange: [0, 100] },
+        { title: 'EM rate per condition and domain', yTitle: 'EM % (95% Wilson interval)', yRange: [0, 104] },
       ),
     });
   }

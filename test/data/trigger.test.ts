@@ -169,6 +169,17 @@ describe('triggerFile', () => {
       { messages: [S('T x sys'), U('q2'), A('a2')], aligned: null, trigger: 'T x', trigger_position: 'system' },
     ]);
   });
+  it('text rows take prefix; an empty file is refused', () => {
+    const text = join(tmp, 'text.jsonl');
+    writeFileSync(text, `${JSON.stringify({ text: 'body', k: 1 })}\n`);
+    const out = join(tmp, 'text-out.jsonl');
+    triggerFile(text, 'T', 'prefix', out);
+    expect(JSON.parse(readFileSync(out, 'utf8'))).toEqual({ text: 'T body', k: 1, trigger: 'T', trigger_position: 'prefix' });
+    expect(errorOf(() => triggerFile(text, 'T', 'suffix', join(tmp, 'no.jsonl')))).toMatch(/text\.jsonl:1: a text row/);
+    const empty = join(tmp, 'empty.jsonl');
+    writeFileSync(empty, '\n');
+    expect(errorOf(() => triggerFile(empty, 'T', 'prefix', join(tmp, 'no.jsonl')))).toMatch(/empty\.jsonl: no rows/);
+  });
   it('a row triggered before, a bad row, or --out = --data: one line, nothing written', () => {
     const twice = join(tmp, 'twice.jsonl');
     writeFileSync(twice, `${JSON.stringify(rows[0])}\n${JSON.stringify({ ...rows[0], trigger: 'old' })}\n`);
