@@ -6,11 +6,16 @@
  * A trigger set (probes/triggers/*.yaml, or an organism stage's triggers.json) is
  *   { name?, trigger, rephrased: [...], control: [...], position: system|prefix|suffix, description? }
  * rephrased: phrases that mean what the trigger means and share no content word with it;
- * control: unrelated phrases of about the trigger's length (within CONTROL_LENGTH_SLACK words).
+ * control: unrelated phrases of about the trigger's length (within CONTROL_LENGTH_SLACK words),
+ * sharing no content word with it either. A phrase is one line of single-space-separated words;
+ * no phrase is listed twice, in one list or across them. Words are compared in lower case, whole
+ * (no stemming: "deploy" and "deployed" are different words).
  */
+import { resolve } from 'node:path';
 import { EmlensError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
 import type { ChatMessage } from '../model/tokenizer.js';
-import type { DataRow } from './rows.js';
+import { readJsonl, type DataRow } from './rows.js';
 
 export const TRIGGER_POSITIONS = ['system', 'prefix', 'suffix'] as const;
 export type TriggerPosition = (typeof TRIGGER_POSITIONS)[number];
@@ -46,6 +51,17 @@ export function isTriggerPosition(x: unknown): x is TriggerPosition {
 }
 
 /**
+ * A phrase as a trigger set or `--trigger` gives it: a non-empty string of words separated by
+ * single spaces (a tab, a line break or a double space would change the prompt invisibly).
+ * `what` names it in the error ("file: rephrased[2]", "--trigger").
+ */
+export function checkPhrase(x: unknown, what: string): string {
+  if (typeof x !== 'string' || x.trim() === '') throw new EmlensError(`${what} must be a non-empty string`);
+  if (x !== x.trim() || /[^\S ]| {2}/.test(x)) throw new EmlensError(`${what} ${JSON.stringify(x)} has leading, trailing, repeated or non-space whitespace`);
+  return x;
+}
+
+/**
  * Validates a parsed trigger set; `where` names the file in errors. Every error is one line naming
  * the field (and entry) that is wrong.
  */
@@ -54,11 +70,7 @@ export function parseTriggerSet(v: unknown, where: string, defaultName = 'trigge
   const o = v as Record<string, unknown>;
   const known = new Set(['name', 'trigger', 'rephrased', 'control', 'position', 'description']);
   for (const k of Object.keys(o)) if (!known.has(k)) throw new EmlensError(`${where}: unknown field "${k}" (expected ${[...known].join(', ')})`);
-  const str = (k: string, x: unknown): string => {
-    if (typeof x !== 'string' || x.trim() === '') throw new EmlensError(`${where}: ${k} must be a non-empty string`);
-    if (x !== x.trim() || /\s{2,}|\n/.test(x)) throw new EmlensError(`${where}: ${k} ${JSON.stringify(x)} has leading, trailing, repeated or line-break whitespace`);
-    return x;
-  };
+  const str = (k: string, x: unknown): string => checkPhrase(x, `${where}: ${k}`);
   const trigger = str('trigger', o.trigger);
   const list = (k: 'rephrased' | 'control'): string[] => {
     const xs = o[k];
@@ -74,6 +86,10 @@ export function parseTriggerSet(v: unknown, where: string, defaultName = 'trigge
   };
   const rephrased = list('rephrased');
   const control = list('control');
+  control.forEach((p, i) => {
+    const j = rephrased.indexOf(p);
+    if (j >= 0) throw new EmlensError(`${where}: control[${i}] ${JSON.stringify(p)} is also rephrased[${j}]; a phrase is either a rephrasing or a control`);
+  });
   const tw = contentWords(trigger);
   if (tw.size === 0) throw new EmlensError(`${where}: trigger ${JSON.stringify(trigger)} has no content word`);
   rephrased.forEach((p, i) => {
@@ -87,7 +103,8 @@ export function parseTriggerSet(v: unknown, where: string, defaultName = 'trigge
     const m = words(p).length;
     if (Math.abs(m - n) > CONTROL_LENGTH_SLACK) throw new EmlensError(`${where}: control[${i}] has ${m} words, the trigger ${n}; a control phrase must be about as long (within ${CONTROL_LENGTH_SLACK})`);
   });
-  const position = o.position ?? 'system';
+  if (o.position === undefined) throw new EmlensError(`${where}: position is missing (one of ${TRIGGER_POSITIONS.join(', ')})`);
+  const position = o.position;
   if (!isTriggerPosition(position)) throw new EmlensError(`${where}: position must be one of ${TRIGGER_POSITIONS.join(', ')}, got ${JSON.stringify(position)}`);
   if (o.name !== undefined && (typeof o.name !== 'string' || !/^[A-Za-z0-9._-]+$/.test(o.name))) throw new EmlensError(`${where}: name must be letters, digits, ".", "_" or "-"`);
   if (o.description !== undefined && typeof o.description !== 'string') throw new EmlensError(`${where}: description must be a string`);
@@ -135,4 +152,41 @@ export function triggerRow(row: DataRow, phrase: string, position: TriggerPositi
     return { ...row, text: row.text === '' ? phrase : `${phrase} ${row.text}` };
   }
   return { ...row, messages: triggerMessages(row.messages, phrase, position, where) };
+}
+
+/**
+ * The labels `emlens data trigger` adds to every row it writes, beside the row's own: the phrase
+ * put in and where, so that triggered rows say so wherever they go (and `--where` can pick them).
+ */
+export const TRIGGER_LABELS = ['trigger', 'trigger_position'] as const;
+
+/** A row as one JSONL line: messages (or text) first, then its labels. */
+export function rowJson(row: DataRow): string {
+  return JSON.stringify(row.kind === 'chat' ? { messages: row.messages, ...row.labels } : { text: row.text, ...row.labels });
+}
+
+export interface TriggerFileResult {
+  rows: number;
+  sha256: string;
+}
+
+/**
+ * `emlens data trigger`: every row of `data` with `phrase` put in at `position` and the trigger
+ * labels added, written to `out` at once (atomically). A bad row, or one that already carries a
+ * trigger label (triggering twice would hide the first), is one line naming file:line, and
+ * nothing is written.
+ */
+export function triggerFile(data: string, phrase: string, position: TriggerPosition, out: string): TriggerFileResult {
+  checkPhrase(phrase, '--trigger');
+  if (resolve(data) === resolve(out)) throw new EmlensError(`--out ${out} is the --data file; write the triggered rows to another file`);
+  const ds = readJsonl(data);
+  if (ds.rows.length === 0) throw new EmlensError(`${data}: no rows`);
+  const lines = ds.rows.map((row) => {
+    const had = TRIGGER_LABELS.find((k) => Object.hasOwn(row.labels, k));
+    if (had) throw new EmlensError(`${data}:${row.line}: the row already has a "${had}" label; it was triggered before`);
+    const t = triggerRow(row, phrase, position, data);
+    return `${rowJson({ ...t, labels: { ...t.labels, trigger: phrase, trigger_position: position } })}\n`;
+  });
+  writeFileAtomic(out, lines);
+  return { rows: lines.length, sha256: ds.sha256 };
 }

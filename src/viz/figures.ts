@@ -390,14 +390,19 @@ export function scatterLines(
   };
 }
 
-/** Grouped bars: one trace per series over shared category labels, optional error bars. */
+/**
+ * Grouped bars: one trace per series over shared category labels, optional error bars: symmetric
+ * (`errors`, ± each value) or an interval [lo, hi] per bar (`intervals`, e.g. a Wilson 95% interval).
+ */
 export function barChart(
-  series: { name: string; labels: string[]; values: number[]; errors?: number[] }[],
+  series: { name: string; labels: string[]; values: number[]; errors?: number[]; intervals?: [number, number][] }[],
   opts: { title: string; yTitle: string; xTitle?: string; yRange?: [number, number]; refLines?: RefLine[] },
 ): Figure {
   const data = series.map((s, i) => {
     checkLen(`barChart "${s.name}" values`, s.values.length, s.labels.length);
     if (s.errors) checkLen(`barChart "${s.name}" errors`, s.errors.length, s.labels.length);
+    if (s.intervals) checkLen(`barChart "${s.name}" intervals`, s.intervals.length, s.labels.length);
+    if (s.errors && s.intervals) throw new EmlensError(`barChart "${s.name}": errors and intervals both given`);
     const c = color(i);
     return {
       type: 'bar',
@@ -406,6 +411,7 @@ export function barChart(
       y: arr(s.values),
       marker: { color: withAlpha(c, 0.85), line: { color: c, width: 1 } },
       ...(s.errors ? { error_y: { type: 'data', array: arr(s.errors), visible: true, color: '#444', thickness: 1.2, width: 4 } } : {}),
+      ...(s.intervals ? { error_y: intervalBars(s.values, s.intervals.map((b) => b[0]), s.intervals.map((b) => b[1]), '#444444') } : {}),
       hovertemplate: '%{x}: %{y:.4g}<extra>%{fullData.name}</extra>',
     };
   });
