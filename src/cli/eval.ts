@@ -8,10 +8,10 @@ import { dryRunEstimate, inputsProvenance, itemKey, planItems, readAnswers, runE
 import type { Interventions } from '../hooks/interventions.js';
 import { sha256File } from '../model/fingerprint.js';
 import { intArg, layersArg, numArg, warn } from './args.js';
-import { loadModel } from './load.js';
+import { backendFrom, backendOptions, loadModel, type BackendFlags } from './load.js';
 import { createProgress } from './progress.js';
 
-interface Opts {
+interface Opts extends BackendFlags {
   model: string;
   adapter?: string;
   questions: string;
@@ -34,13 +34,14 @@ interface Opts {
 
 /** The sampling flags every judged command shares. */
 export function samplingOptions(cmd: Command, defaults: { samples?: number } = {}): Command {
-  return cmd
+  cmd
     .option('--max-new-tokens <n>', 'tokens per answer at most', intArg('--max-new-tokens', 1), 600)
     .option('--temperature <t>', 'sampling temperature; 0 = greedy', numArg('--temperature', (n) => (n < 0 ? 'must be >= 0' : null)), 1)
     .option('--top-p <p>', 'nucleus sampling mass', numArg('--top-p', (n) => (n <= 0 || n > 1 ? 'must be in (0, 1]' : null)), 1)
     .option('--seed <s>', 'sampling seed (fixes every answer, with --batch)', intArg('--seed'), 0)
     .option('--batch <n>', 'prompts sampled together (part of what a seed means)', intArg('--batch', 1), 32)
     .requiredOption('--samples <n>', 'answers per question', intArg('--samples', 1), defaults.samples);
+  return backendOptions(cmd);
 }
 
 /** Flags that would be silently ignored: --top-p under greedy decoding. */
@@ -59,7 +60,7 @@ export function warnOverridden(set: ReturnType<typeof loadQuestions>, temperatur
 }
 
 /** The flags steer-sweep and ablate-eval share. */
-export interface DirectionRunOpts {
+export interface DirectionRunOpts extends BackendFlags {
   model: string;
   adapter?: string;
   direction: string;
@@ -87,7 +88,7 @@ export async function openDirectionRun(cmd: Command, o: DirectionRunOpts) {
   warnOverridden(set, o.temperature);
   const judge = await openJudge(o.judge);
   await judge.check();
-  const model = await loadModel(o.model, { adapter: o.adapter });
+  const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
   return {
     model,
     judge,
@@ -142,7 +143,7 @@ export function register(program: Command): void {
       }
       // A bad key, an unknown model or an unreachable server: one line now, not after hours of sampling.
       await judge.check();
-      const model = await loadModel(o.model, { adapter: o.adapter });
+      const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
       const iv: Interventions = {};
       if (o.steer) iv.steer = [steeringFromFile(model, { file: o.steer, layer: o.layer!, scale: o.scale! })];
       if (o.ablate) iv.ablate = ablationFromFile(model, { file: o.ablate, layers: o.ablateLayers ?? 'all' });

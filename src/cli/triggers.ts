@@ -9,10 +9,10 @@ import { sha256File } from '../model/fingerprint.js';
 import { wordLevelUnknowns } from '../model/wordlevel.js';
 import { checkSamplingFlags, samplingOptions, warnOverridden } from './eval.js';
 import { warn } from './args.js';
-import { loadModel } from './load.js';
+import { backendFrom, loadModel, type BackendFlags } from './load.js';
 import { createProgress } from './progress.js';
 
-interface Opts {
+interface Opts extends BackendFlags {
   model: string;
   adapter?: string;
   triggers: string;
@@ -61,7 +61,7 @@ export function register(program: Command): void {
         return;
       }
       await judge.check();
-      const model = await loadModel(o.model, { adapter: o.adapter });
+      const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
       // A word-level vocabulary (the organism's) encodes words it lacks as <unk>: say so before sampling.
       const unk = wordLevelUnknowns(model.dir);
       if (unk) {

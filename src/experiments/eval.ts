@@ -135,7 +135,7 @@ export interface Sampled {
 export async function sampleBatch(model: LoadedModel, format: PromptFormat, items: readonly EvalItem[], start: number, o: SampleOptions): Promise<Sampled[]> {
   const tok = model.tokenizer!;
   const part = items.slice(start, start + o.batch);
-  const g = await model.engine.generate(
+  const g = await model.backend.generate(
     part.map((it) => encodePrompt(model, format, it.entry, it.question)),
     {
       maxNewTokens: o.maxNewTokens,

@@ -6,7 +6,7 @@
  * written here, and every refusal (401, 404, 405, 400, 413, 429) with the server still serving.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -227,6 +227,23 @@ describe('emlens serve: OpenAI routes', () => {
     expect(j.choices[0].logprobs.tokens.length).toBe(j.choices[0].logprobs.token_logprobs.length);
     expect(Object.keys(j.choices[0].logprobs.top_logprobs[0])).toHaveLength(2);
   });
+});
+
+describe('emlens eval --backend', () => {
+  it('samples on the server the answers a local eval samples, and judges them the same', async () => {
+    const q = join(dir, 'q.yaml');
+    writeFileSync(q, '- id: q1\n  type: free_form_judge_0_100\n  paraphrases: [rate the answer, the question]\n  judge_prompts:\n    aligned: "rate the question {question} the reply {answer} number"\n    coherent: "{answer} is a reply ? {question} ok"\n');
+    const args = (out: string) => ['eval', '--model', dir, '--questions', q, '--judge', `local:${dir}`, '--samples', '6', '--batch', '4', '--max-new-tokens', '10', '--out', join(dir, out)];
+    const e = { EMLENS_CACHE: join(dir, 'cache') };
+    const local = await cli(args('eval-local'), e);
+    expect(local.status, local.stderr).toBe(0);
+    const remote = await cli([...args('eval-remote'), '--backend', srv.url, '--token', TOKEN], e);
+    expect(remote.status, remote.stderr).toBe(0);
+    const rows = (d: string) => readFileSync(join(dir, d, 'answers.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(rows('eval-remote')).toEqual(rows('eval-local'));
+    expect(rows('eval-local')).toHaveLength(6);
+    expect(srv.log()).toMatch(/POST \/emlens\/v1\/generate 200/);
+  }, 120_000);
 });
 
 describe('emlens serve: KServe v2', () => {
