@@ -14,13 +14,14 @@ import { forwardSection } from './forward.js';
 import { generateSection } from './generate.js';
 import { extractSection } from './extract.js';
 import { trainSection } from './train.js';
+import { serveSection } from './serve.js';
 import { loadMeter, log, type Load } from './util.js';
 import { threads } from '../src/runtime/ort.js';
 import { intArg } from '../src/cli/args.js';
 
 const ortVersion = (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
 
-export const SECTIONS: Section[] = [forwardSection, generateSection, extractSection, trainSection];
+export const SECTIONS: Section[] = [forwardSection, generateSection, extractSection, trainSection, serveSection];
 
 interface Cli extends BenchOptions {
   sections: Section[];
