@@ -37,6 +37,14 @@ export interface GraphVariant {
    * projection becomes W x + scale · B A x with scale fed as `<name>.lora_scale` [1].
    */
   lora?: [string, number][];
+  /**
+   * Values computed in the graph that stand in for the inputs of these names (rope tables, masks,
+   * steering and ablation inputs): the universal hooked graph computes them from an attention
+   * mask and per-layer tensors (see export/hooked-graph.ts). Needs `graph`.
+   */
+  provided?: Map<string, Value>;
+  /** Build into this graph (which already holds the provided values' nodes). */
+  graph?: Graph;
 }
 
 /** Graph input/output names the runtime feeds and reads. */
@@ -70,7 +78,9 @@ const P = 'past';
 export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
   const last = v.lastLayer ?? spec.nLayers - 1;
   if (v.logits !== 'none' && last !== spec.nLayers - 1) throw new Error('logits need every layer');
-  const g = new Graph(`emlens_${spec.family}`);
+  const g = v.graph ?? new Graph(`emlens_${spec.family}`);
+  // An input of the decoder, unless the caller computes it in the graph.
+  const inp = (name: string, dtype: 'float32', shape: (number | string)[]): Value => v.provided?.get(name) ?? g.input(name, dtype, shape);
   const D = spec.dModel;
   const hd = spec.headDim;
   const H = spec.nHeads;
@@ -90,7 +100,7 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
   };
   const optW = (name: string): Value | undefined => (v.weightShapes.has(name) ? W(name) : undefined);
 
-  const ids = g.input(IO.ids, 'int64', [B, T]);
+  const ids = v.provided?.get(IO.ids) ?? g.input(IO.ids, 'int64', [B, T]);
   const bt = g.add('Shape', [ids], {}, 'bt');
   const dynShape = (tail: number[]) => g.add('Concat', [bt, g.ints(tail)], { axis: 0 }, 'shape');
 
@@ -98,18 +108,18 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
   const anyFull = spec.layerTypes.slice(0, last + 1).includes('full');
   const ropeTable = (cosName: string, sinName: string) => ({
     // [B, T, hd] -> [B, T, 1, hd] to broadcast over heads
-    cos: g.add('Unsqueeze', [g.input(cosName, 'float32', [B, T, hd])], { axes: [2] }),
-    sin: g.add('Unsqueeze', [g.input(sinName, 'float32', [B, T, hd])], { axes: [2] }),
+    cos: g.add('Unsqueeze', [inp(cosName, 'float32', [B, T, hd])], { axes: [2] }),
+    sin: g.add('Unsqueeze', [inp(sinName, 'float32', [B, T, hd])], { axes: [2] }),
   });
   const ropeGlobal = ropeTable(IO.cos, IO.sin);
   const ropeLocal = spec.ropeLocal && anySliding ? ropeTable(IO.cosLocal, IO.sinLocal) : ropeGlobal;
-  const maskFull = anyFull ? g.input(IO.mask, 'float32', [B, 1, 1, T, S]) : undefined;
-  const maskLocal = anySliding ? g.input(IO.maskLocal, 'float32', [B, 1, 1, T, S]) : undefined;
+  const maskFull = anyFull ? inp(IO.mask, 'float32', [B, 1, 1, T, S]) : undefined;
+  const maskLocal = anySliding ? inp(IO.maskLocal, 'float32', [B, 1, 1, T, S]) : undefined;
 
   const steerSet = new Set(v.steer);
   const ablateMap = new Map(v.ablate);
   const captureSet = new Set(v.capture);
-  const steerMask = steerSet.size ? g.input(IO.steerMask, 'float32', [N, 1]) : undefined;
+  const steerMask = steerSet.size ? inp(IO.steerMask, 'float32', [N, 1]) : undefined;
 
   const loras = new Map(v.lora ?? []);
   const linear = (x: Value, name: string, bias = true): Value => {
@@ -148,12 +158,12 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
     let h = x;
     const k = ablateMap.get(name);
     if (k !== undefined) {
-      const R = g.input(IO.ablate(name), 'float32', [k, D]);
+      const R = inp(IO.ablate(name), 'float32', [k, D]);
       const coef = g.add('Gemm', [h, R], { transB: 1 }); // [N, K]
       h = g.add('Sub', [h, g.add('Gemm', [coef, R])]);
     }
     if (steerSet.has(name)) {
-      const vec = g.input(IO.steer(name), 'float32', [D]);
+      const vec = inp(IO.steer(name), 'float32', [D]);
       h = g.add('Add', [h, g.add('Mul', [steerMask!, vec])]);
     }
     if (captureSet.has(name)) h = g.output(h, name);

@@ -98,6 +98,14 @@ export class Graph {
     return outs[0]!;
   }
 
+  /** Gives a value another (unused) name, e.g. to free its name for a graph output built on it. */
+  rename(v: Value, name: string): void {
+    if (this.names.has(name)) throw new Error(`graph name ${name} already used`);
+    this.names.delete(v.name);
+    this.names.add(name);
+    v.name = name;
+  }
+
   output(v: Value, name?: string): Value {
     // An output must be a node's own value with the requested name; route through Identity
     // when the value is an input/const or already named differently.

@@ -41,9 +41,37 @@ const intsAttr = (name: string, ints: number[]): Attr => ({ name, type: A.INTS, 
 const floatAttr = (name: string, f: number): Attr => ({ name, type: A.FLOAT, f });
 const strAttr = (name: string, s: string): Attr => ({ name, type: A.STRING, s: new TextEncoder().encode(s) });
 
-/** Serialises `g` to ONNX bytes. Weights stay graph inputs: the model holds no weight data. */
-export function emitOnnx(g: Graph, docString = ''): Uint8Array {
+export interface EmitOptions {
+  /**
+   * Graph inputs to store as initializers whose data lives in an external file (ONNX's external
+   * data: location, offset, length), so the model file itself stays small: an exported model.
+   */
+  external?: Map<string, { location: string; offset: number; length: number }>;
+}
+
+/**
+ * Serialises `g` to ONNX bytes. Weights stay graph inputs (the model holds no weight data),
+ * unless `opts.external` stores them as external-data initializers.
+ */
+export function emitOnnx(g: Graph, docString = '', opts: EmitOptions = {}): Uint8Array {
   const initializer: onnxProto.onnx.ITensorProto[] = [];
+  const external = opts.external ?? new Map();
+  for (const v of g.inputs) {
+    const e = external.get(v.name);
+    if (e) {
+      initializer.push({
+        name: v.name,
+        dims: v.shape as number[],
+        dataType: ELEM[v.dtype],
+        dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+        externalData: [
+          { key: 'location', value: e.location },
+          { key: 'offset', value: String(e.offset) },
+          { key: 'length', value: String(e.length) },
+        ],
+      });
+    }
+  }
   for (const { value, data } of g.consts.values()) initializer.push(tensorProto(value.name, data));
   const nodes: onnxProto.onnx.INodeProto[] = [];
   let k = 0;
@@ -67,6 +95,13 @@ export function emitOnnx(g: Graph, docString = ''): Uint8Array {
       case 'Reshape':
         if (inputs.length === 1) inputs.push(extraConst(a.shape as number[]));
         break;
+      case 'CumSum': {
+        // The axis is a 0-D tensor.
+        const name = `__c${k++}`;
+        initializer.push(tensorProto(name, { dtype: 'int64', shape: [], data: BigInt64Array.from([BigInt(a.axis as number)]) }));
+        inputs.push(name);
+        break;
+      }
       case 'Unsqueeze':
       case 'Squeeze':
         inputs.push(extraConst(a.axes as number[]));
@@ -132,7 +167,7 @@ export function emitOnnx(g: Graph, docString = ''): Uint8Array {
     graph: {
       name: g.name,
       node: nodes,
-      input: g.inputs.map(valueInfo),
+      input: g.inputs.filter((v) => !external.has(v.name)).map(valueInfo),
       output: g.outputs.map(valueInfo),
       initializer,
     },

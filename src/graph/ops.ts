@@ -127,7 +127,7 @@ function dimProduct(dims: Shape): number | null {
 }
 
 export type OpName =
-  | 'Identity' | 'Neg' | 'Sqrt' | 'Reciprocal' | 'Tanh' | 'Exp' | 'Log' | 'Sigmoid' | 'Abs' | 'Sign' | 'Gelu'
+  | 'Identity' | 'Neg' | 'Sqrt' | 'Cos' | 'Sin' | 'CumSum' | 'Reciprocal' | 'Tanh' | 'Exp' | 'Log' | 'Sigmoid' | 'Abs' | 'Sign' | 'Gelu'
   | 'Add' | 'Sub' | 'Mul' | 'Div' | 'Cast' | 'MatMul' | 'Gemm'
   | 'ReduceMean' | 'ReduceSum' | 'ReduceMax' | 'Softmax' | 'LogSoftmax'
   | 'Reshape' | 'Expand' | 'Transpose' | 'Concat' | 'Slice' | 'Pad'
@@ -144,6 +144,10 @@ export const OPS: Record<OpName, OpDef> = {
   Sigmoid: unary((g, _x, y) => g.add('Mul', [y, g.add('Sub', [g.scalar(1, y.dtype), y])])),
   Abs: unary((g, x) => g.add('Sign', [x])),
   Sign: { infer: sameShape, vjp: ({ inputs }) => inputs.map(() => null) },
+  Cos: unary((g, x) => g.add('Neg', [g.add('Sin', [x])])),
+  Sin: unary((g, x) => g.add('Cos', [x])),
+  /** Inclusive running sum along attrs.axis (in-graph position ids); not differentiated. */
+  CumSum: { infer: sameShape, vjp: noGrad('CumSum') },
   /** attrs.approximate: 'none' | 'tanh' (only tanh is differentiable here). */
   Gelu: unary((g, x, _y) => geluTanhDerivative(g, x)),
   Add: binary('Add', (_g, gy) => [gy, gy]),
