@@ -14,7 +14,7 @@ import { planCheckpoint, loadWeights, type CheckpointPlan } from '../model/weigh
 import { TextTokenizer } from '../model/tokenizer.js';
 import { Engine } from '../runtime/engine.js';
 import type { SessionOptions } from '../runtime/ort.js';
-import { RemoteEngine, type BackendOptions, type ModelBackend } from './remote.js';
+import { kserveModelOf, RemoteEngine, type BackendOptions, type ModelBackend } from './remote.js';
 
 export interface ModelInfo {
   source: string;
@@ -144,12 +144,22 @@ export class LoadedModel implements ModelInfo {
     const local = { config: fileSha256(join(dir, 'config.json')), tokenizer: fileSha256(join(dir, 'tokenizer.json')) };
     let weights: string | null = null;
     for (const url of b.urls) {
+      if (kserveModelOf(url)) {
+        // A KServe model (Triton serving an export, or emlens serve's /v2): its shape, and its
+        // weights' fingerprint when it states one.
+        const k = await RemoteEngine.kserveInfo(url, b.token);
+        if (k.layers !== spec.nLayers || k.d_model !== spec.dModel || k.vocab !== spec.vocab) throw new EmlensError(`--backend ${url} serves a model of ${k.layers} layers, width ${k.d_model}, vocabulary ${k.vocab}; ${join(dir, 'config.json')} says ${spec.nLayers}, ${spec.dModel}, ${spec.vocab}`);
+        if (k.weights_sha256 !== null && weights !== null && k.weights_sha256 !== weights) throw new EmlensError(`--backend: ${url} serves other weights than ${b.urls[0]} (sha256 ${k.weights_sha256.slice(0, 12)} vs ${weights.slice(0, 12)})`);
+        weights ??= k.weights_sha256;
+        continue;
+      }
       const info = await RemoteEngine.info(url, b.token);
       if (info.config_sha256 !== local.config) throw new EmlensError(`--backend ${url} serves "${info.name}", whose config.json differs from ${join(dir, 'config.json')} (sha256 ${String(info.config_sha256).slice(0, 12)} vs ${String(local.config).slice(0, 12)})`);
       if (info.tokenizer_sha256 !== local.tokenizer) throw new EmlensError(`--backend ${url} serves "${info.name}", whose tokenizer.json differs from ${dir}'s`);
       if (weights !== null && info.weights_sha256 !== weights) throw new EmlensError(`--backend: ${url} serves other weights than ${b.urls[0]} (sha256 ${info.weights_sha256.slice(0, 12)} vs ${weights.slice(0, 12)})`);
       weights = info.weights_sha256;
     }
-    return new LoadedModel(idOrPath, dir, spec, null, tokenizer, null, null, { engine: new RemoteEngine(spec, b), weightsSha256: weights! });
+    if (weights === null) throw new EmlensError(`--backend ${b.urls.join(',')}: no server states the weights' fingerprint, so results could not name what made them`);
+    return new LoadedModel(idOrPath, dir, spec, null, tokenizer, null, null, { engine: new RemoteEngine(spec, b), weightsSha256: weights });
   }
 }

@@ -74,6 +74,29 @@ export function parseBackendUrls(list: string, flag = '--backend'): string[] {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * A backend URL: an `emlens serve` base URL, or a KServe v2 model URL (`…/v2/models/NAME`, e.g.
+ * Triton serving `emlens export --triton`), which takes forward calls only.
+ */
+export function kserveModelOf(url: string): { base: string; model: string } | null {
+  const m = /^(.*)\/v2\/models\/([^/]+)$/.exec(url);
+  return m ? { base: m[1]!, model: decodeURIComponent(m[2]!) } : null;
+}
+
+/** What a KServe v2 server says of its model: its shape, and the weights' fingerprint when it has one. */
+export interface KserveInfo {
+  layers: number;
+  d_model: number;
+  vocab: number;
+  weights_sha256: string | null;
+}
+
+interface WireRequest {
+  path: string;
+  headers: Record<string, string>;
+  body: Uint8Array | string;
+}
+
 export class RemoteEngine implements ModelBackend {
   private next = 0;
   /** url -> time before which it is skipped (after a failure). */
@@ -100,6 +123,33 @@ export class RemoteEngine implements ModelBackend {
     return (await r.json()) as ServerInfo;
   }
 
+  /** GET the KServe metadata (and Triton's model config, for the fingerprint) of a model URL. */
+  static async kserveInfo(url: string, token?: string): Promise<KserveInfo> {
+    const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+    const get = async (u: string) => {
+      let r: Response;
+      try {
+        r = await fetch(u, { headers, signal: AbortSignal.timeout(30_000) });
+      } catch (e) {
+        throw new EmlensError(`--backend ${url}: unreachable (${(e as { cause?: { code?: string } })?.cause?.code ?? (e as Error).message})`);
+      }
+      return r;
+    };
+    const r = await get(url);
+    if (!r.ok) throw new EmlensError(`--backend ${url}: HTTP ${r.status}: ${await errorMessage(r)}`);
+    const m = (await r.json()) as { inputs?: { name: string; shape: number[] }[]; outputs?: { name: string; shape: number[] }[]; parameters?: { weights_sha256?: string } };
+    const steer = m.inputs?.find((i) => i.name === 'steer');
+    const logits = m.outputs?.find((o) => o.name === 'logits');
+    if (!steer || !logits || !m.inputs?.some((i) => i.name === 'input_ids')) throw new EmlensError(`--backend ${url}: not an emlens hooked model (its metadata has no input_ids / steer / logits)`);
+    let sha = m.parameters?.weights_sha256 ?? null;
+    if (sha === null) {
+      // Triton: the fingerprint is a parameter of the model config emlens export wrote.
+      const c = await get(`${url}/config`);
+      if (c.ok) sha = ((await c.json()) as { parameters?: { emlens_weights_sha256?: { string_value?: string } } }).parameters?.emlens_weights_sha256?.string_value ?? null;
+    }
+    return { layers: steer.shape[0]!, d_model: steer.shape[1]!, vocab: logits.shape[1]!, weights_sha256: sha };
+  }
+
   private order(): string[] {
     const now = Date.now();
     const n = this.o.urls.length;
@@ -109,21 +159,26 @@ export class RemoteEngine implements ModelBackend {
     return up.length ? [...up, ...rot.filter((u) => !up.includes(u))] : rot;
   }
 
-  /** One call with failover: each attempt goes to the next server in turn. */
-  private async call<T>(path: string, body: unknown, read: (r: Response) => Promise<T>): Promise<T> {
-    const attempts = this.o.maxAttempts ?? Math.max(4, 3 * this.o.urls.length);
-    const servers = this.order();
+  /**
+   * One call with failover: each attempt goes to the next server in turn that can take it;
+   * `build` writes the request for a server (null: that kind of server cannot do this call).
+   */
+  private async call<T>(build: (url: string) => WireRequest | null, read: (r: Response, url: string) => Promise<T>): Promise<T> {
+    const servers = this.order().filter((u) => build(u) !== null);
+    if (servers.length === 0) throw new EmlensError('--backend: this call needs an emlens serve server; the KServe model URLs given take forward calls only');
+    const attempts = this.o.maxAttempts ?? Math.max(4, 3 * servers.length);
     let last = '';
     for (let a = 0; a < attempts; a++) {
       const url = servers[a % servers.length]!;
+      const q = build(url)!;
       try {
         this.requests++;
         let r: Response;
         try {
-          r = await fetch(url + path, {
+          r = await fetch((kserveModelOf(url)?.base ?? url) + q.path, {
             method: 'POST',
-            headers: { 'content-type': 'application/json', ...(this.o.token ? { authorization: `Bearer ${this.o.token}` } : {}) },
-            body: JSON.stringify(body),
+            headers: { ...q.headers, ...(this.o.token ? { authorization: `Bearer ${this.o.token}` } : {}) },
+            body: q.body as BodyInit,
             signal: AbortSignal.timeout(this.o.timeoutMs ?? 600_000),
           });
         } catch (e) {
@@ -133,7 +188,7 @@ export class RemoteEngine implements ModelBackend {
         // Rows are checked here first, so a 4xx is a real disagreement, reported as the server says it.
         if (!r.ok) throw new EmlensError(`--backend ${url}: HTTP ${r.status}: ${await errorMessage(r)}`);
         try {
-          return await read(r);
+          return await read(r, url);
         } catch (e) {
           if (e instanceof EmlensError) throw e;
           throw new Transient(`the answer broke off (${(e as Error).message})`);
@@ -159,22 +214,83 @@ export class RemoteEngine implements ModelBackend {
   }
 
   private forwardPart(ids: number[][], req: ForwardRequest) {
-    const body = { ids, capture: req.capture ?? [], logits: req.logits ?? 'none', interventions: wireInterventions(req.interventions) };
-    return this.call('/emlens/v1/forward', body, async (r) => {
-      const buf = Buffer.from(await r.arrayBuffer());
-      const hl = Number(r.headers.get('inference-header-content-length'));
-      if (!Number.isInteger(hl) || hl <= 0 || hl > buf.length) throw new Error('no Inference-Header-Content-Length');
-      const head = JSON.parse(buf.subarray(0, hl).toString('utf8')) as { layout: BatchLayout; tensors: { name: string; shape: number[]; bytes: number }[] };
-      let off = hl;
-      const tensors = new Map<string, Float32Array>();
-      for (const t of head.tensors) {
-        if (off + t.bytes > buf.length) throw new Error('the body is shorter than its header says');
-        // Copied out: the response buffer's offset need not be 4-byte aligned.
-        tensors.set(t.name, new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + t.bytes)));
-        off += t.bytes;
-      }
-      return { layout: head.layout, tensors };
-    });
+    const json = JSON.stringify({ ids, capture: req.capture ?? [], logits: req.logits ?? 'none', interventions: wireInterventions(req.interventions) });
+    return this.call(
+      (url) => (kserveModelOf(url) ? this.kserveRequest(url, ids, req) : { path: '/emlens/v1/forward', headers: { 'content-type': 'application/json' }, body: json }),
+      async (r, url) => {
+        const buf = Buffer.from(await r.arrayBuffer());
+        const hl = Number(r.headers.get('inference-header-content-length'));
+        if (!Number.isInteger(hl) || hl <= 0 || hl > buf.length) throw new Error('no Inference-Header-Content-Length');
+        const head = JSON.parse(buf.subarray(0, hl).toString('utf8'));
+        let off = hl;
+        const tensors = new Map<string, Float32Array>();
+        // emlens: {layout, tensors: [{name, bytes}]}; KServe: {outputs: [{name, parameters: {binary_data_size}}]}.
+        const list: { name: string; bytes: number }[] = kserveModelOf(url)
+          ? (head.outputs as { name: string; parameters?: { binary_data_size?: number } }[]).map((o) => ({ name: o.name, bytes: o.parameters?.binary_data_size ?? NaN }))
+          : head.tensors;
+        for (const t of list) {
+          if (!Number.isInteger(t.bytes) || off + t.bytes > buf.length) throw new Error('the body is shorter than its header says');
+          // Copied out: the response buffer's offset need not be 4-byte aligned.
+          tensors.set(t.name, new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + t.bytes)));
+          off += t.bytes;
+        }
+        const T = Math.max(...ids.map((x) => x.length));
+        const layout: BatchLayout = kserveModelOf(url) ? { pad: ids.map((x) => T - x.length), past: 0, seq: T } : head.layout;
+        return { layout, tensors };
+      },
+    );
+  }
+
+  /**
+   * The universal hooked model's request for these rows (left-padded), as binary tensors: steering
+   * and ablation become its per-layer [L, D] rows, which express steering and single-direction
+   * ablation at resid_post; anything else is refused.
+   */
+  private kserveRequest(url: string, ids: number[][], req: ForwardRequest): WireRequest {
+    const { nLayers: L, dModel: D } = this.spec;
+    const B = ids.length;
+    const T = Math.max(...ids.map((x) => x.length));
+    const idBuf = Buffer.alloc(B * T * 8);
+    const maskBuf = Buffer.alloc(B * T * 8);
+    ids.forEach((r, b) => r.forEach((id, j) => {
+      idBuf.writeBigInt64LE(BigInt(id), (b * T + T - r.length + j) * 8);
+      maskBuf.writeBigInt64LE(1n, (b * T + T - r.length + j) * 8);
+    }));
+    const steer = new Float32Array(L * D);
+    const ablate = new Float32Array(L * D);
+    const layerOf = (hook: string, what: string) => {
+      const m = /^blocks\.(\d+)\.hook_resid_post$/.exec(hook);
+      if (!m) throw new EmlensError(`--backend ${url}: the KServe hooked model ${what}s at blocks.L.hook_resid_post only, not ${hook}`);
+      return Number(m[1]);
+    };
+    for (const s of req.interventions?.steer ?? []) {
+      if (s.fromPosition) throw new EmlensError(`--backend ${url}: the KServe hooked model steers every token; fromPosition ${s.fromPosition} needs an emlens serve server`);
+      const l = layerOf(s.hook, 'steer');
+      for (let k = 0; k < D; k++) steer[l * D + k]! += s.scale * s.vector[k]!;
+    }
+    for (const a of req.interventions?.ablate ?? []) {
+      const l = layerOf(a.hook, 'ablate');
+      if (a.directions.length !== 1 || ablate.subarray(l * D, (l + 1) * D).some((x) => x !== 0)) throw new EmlensError(`--backend ${url}: the KServe hooked model ablates one direction per layer`);
+      ablate.set(a.directions[0]!, l * D);
+    }
+    // Per-token captures (an exported model has resid_post ones; emlens serve every hook).
+    const outputs = (req.capture ?? []).map((h) => ({ name: h, parameters: { binary_data: true } }));
+    if (req.logits === 'all') throw new EmlensError(`--backend ${url}: the KServe hooked model returns the last token's logits only`);
+    if (req.logits === 'last') outputs.push({ name: 'logits', parameters: { binary_data: true } });
+    const f32 = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+    const tensors = [
+      { name: 'input_ids', datatype: 'INT64', shape: [B, T], data: idBuf },
+      { name: 'attention_mask', datatype: 'INT64', shape: [B, T], data: maskBuf },
+      { name: 'steer', datatype: 'FP32', shape: [L, D], data: f32(steer) },
+      { name: 'ablate', datatype: 'FP32', shape: [L, D], data: f32(ablate) },
+      { name: 'pool', datatype: 'FP32', shape: [B, T], data: Buffer.alloc(B * T * 4) },
+    ];
+    const head = Buffer.from(JSON.stringify({ inputs: tensors.map((t) => ({ name: t.name, datatype: t.datatype, shape: t.shape, parameters: { binary_data_size: t.data.length } })), outputs }));
+    return {
+      path: `/v2/models/${encodeURIComponent(kserveModelOf(url)!.model)}/infer`,
+      headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(head.length) },
+      body: Buffer.concat([head, ...tensors.map((t) => t.data)]),
+    };
   }
 
   async forward(req: ForwardRequest): Promise<ForwardResult> {
@@ -233,7 +349,8 @@ export class RemoteEngine implements ModelBackend {
       ...(opts.stopIds ? { stop_ids: opts.stopIds } : {}),
       interventions: wireInterventions(opts.interventions),
     };
-    return this.call('/emlens/v1/generate', body, async (r) => {
+    const json = JSON.stringify(body);
+    return this.call((url) => (kserveModelOf(url) ? null : { path: '/emlens/v1/generate', headers: { 'content-type': 'application/json' }, body: json }), async (r) => {
       const j = (await r.json()) as { tokens: number[][]; finished: boolean[]; context_full: boolean[] };
       return { tokens: j.tokens, finished: j.finished, contextFull: j.context_full };
     });

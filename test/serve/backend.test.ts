@@ -88,6 +88,34 @@ describe('--backend', () => {
     for (const s of [a, b]) expect(s.log().split('\n').filter((l) => / POST \/emlens\/v1\/forward 200 /.test(l)).length).toBeGreaterThan(3);
   }, 300_000);
 
+  it('a KServe v2 model URL works as a backend too (alone, or beside an emlens server), with steering', async () => {
+    const kserve = `${a.url}/v2/models/aidreams260k`;
+    const alone = await extract(join(dir, 'kserve'), ['--backend', kserve]);
+    expect(alone.status, alone.stderr).toBe(0);
+    sameActivations(join(dir, 'kserve'), join(dir, 'local'));
+    const mixed = await extract(join(dir, 'mixed'), ['--backend', `${kserve},${b.url}`]);
+    expect(mixed.status, mixed.stderr).toBe(0);
+    sameActivations(join(dir, 'mixed'), join(dir, 'local'));
+    expect(a.log()).toMatch(/POST \/v2\/models\/aidreams260k\/infer 200/);
+    // Forward with steering and ablation at resid_post through the KServe dialect = local.
+    const local = await LoadedModel.load(MODEL);
+    const remote = await LoadedModel.load(MODEL, { backend: { urls: [kserve], token: TOKEN } });
+    const tok = local.tokenizer!;
+    const ids = [tok.encode('a b c d e f'), tok.encode('the sea')];
+    const v = Float32Array.from({ length: local.spec.dModel }, (_, i) => Math.cos(i) * 2);
+    const iv = { steer: [{ hook: 'blocks.1.hook_resid_post', vector: v, scale: 1.5 }], ablate: [{ hook: 'blocks.2.hook_resid_post', directions: [v.map((x) => x / Math.hypot(...v))] }] };
+    const f1 = await local.engine.forward({ ids, capture: ['blocks.3.hook_resid_post'], logits: 'last', interventions: iv });
+    const f2 = await remote.backend.forward({ ids, capture: ['blocks.3.hook_resid_post'], logits: 'last', interventions: iv });
+    const T = f1.layout.seq;
+    const D = local.spec.dModel;
+    ids.forEach((r, bi) => {
+      for (let t = T - r.length; t < T; t++) for (let k = 0; k < D; k++) expect(Math.abs(f2.captures.get('blocks.3.hook_resid_post')![(bi * T + t) * D + k]! - f1.captures.get('blocks.3.hook_resid_post')![(bi * T + t) * D + k]!)).toBeLessThan(1e-4);
+    });
+    expect(maxDiff(f2.logits!, f1.logits!)).toBeLessThan(1e-4);
+    await expect(remote.backend.generate([ids[0]!], { maxNewTokens: 2 })).rejects.toThrow(/needs an emlens serve server/);
+    await expect(remote.backend.forward({ ids, logits: 'all' })).rejects.toThrow(/last token's logits only/);
+  }, 300_000);
+
   it('a server killed with SIGKILL mid-run leaves its rows to the other; the result is the same', async () => {
     const c = await serve(MODEL);
     const d = await serve(MODEL);
