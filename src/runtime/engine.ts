@@ -9,7 +9,7 @@ import type { Graph } from '../graph/ir.js';
 import { emitOnnx } from '../graph/onnx.js';
 import { EmlensError } from '../errors.js';
 import type { ModelSpec } from '../model/config.js';
-import type { Weights } from '../model/weights.js';
+import type { Weights } from '../model/tensor-names.js';
 import { HOOK_PATTERN, parseHookName } from '../hooks/names.js';
 import { orthonormalize } from '../hooks/interventions.js';
 import type { Interventions } from '../hooks/interventions.js';

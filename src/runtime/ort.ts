@@ -1,17 +1,24 @@
 /**
- * The one adapter to onnxruntime-node: sessions, their options, and tensors. Execution providers
- * are CPU by default; a GPU user sets EMLENS_EP=cuda (needs onnxruntime-node's CUDA binaries, see
- * README). Options come from the caller, else from the environment (EMLENS_EP, EMLENS_THREADS,
- * EMLENS_SPIN), so a benchmark or a server can run sessions side by side with different settings.
+ * The one adapter to ONNX Runtime: sessions, their options, and tensors. In Node it is
+ * onnxruntime-node: CPU by default; a GPU user sets EMLENS_EP=cuda (needs onnxruntime-node's CUDA
+ * binaries, see README). Options come from the caller, else from the environment (EMLENS_EP,
+ * EMLENS_THREADS, EMLENS_SPIN), so a benchmark or a server can run sessions side by side with
+ * different settings. The browser bundle (src/browser/) maps this import to onnxruntime-web, same
+ * API: there the default provider is wasm (webgpu when asked for) and there is no environment.
  */
 import ort from 'onnxruntime-node';
+
+/** Node's process.env, or nothing in a browser. */
+const ENV: Record<string, string | undefined> = typeof process !== 'undefined' && process.env ? process.env : {};
+/** Whether this runs on onnxruntime-web (a browser bundle). */
+export const WEB = !(typeof process !== 'undefined' && process.versions?.node);
 
 // onnxruntime-node >= 1.2x starts a telemetry client with the first session; it reads
 // /proc/self/cmdline and scans it with a recursive matcher (about 3 stack frames per byte), so a
 // command line over ~30 kB (a long --prompt) overflowed the main thread's stack: SIGSEGV. It also
 // left /tmp/mat-debug-PID.log behind on every run. The variable is read when that client starts,
 // i.e. at the first InferenceSession.create, which this module always precedes.
-process.env.ORT_DISABLE_TELEMETRY = '1';
+if (!WEB) ENV.ORT_DISABLE_TELEMETRY = '1';
 
 export type OrtTensor = ort.Tensor;
 export type OrtSession = ort.InferenceSession;
@@ -29,7 +36,7 @@ export interface SessionOptions {
 }
 
 function envInt(name: string): number | null {
-  const v = process.env[name];
+  const v = ENV[name];
   if (v === undefined || v === '') return null;
   const n = Number(v);
   return Number.isInteger(n) && n >= 0 ? n : null;
@@ -37,11 +44,11 @@ function envInt(name: string): number | null {
 
 /** The options sessions get when the caller names none. */
 export function defaultSessionOptions(): SessionOptions {
-  const ep = (process.env.EMLENS_EP ?? 'cpu').split(',').map((s) => s.trim()).filter(Boolean);
+  const ep = (ENV.EMLENS_EP ?? (WEB ? 'wasm' : 'cpu')).split(',').map((s) => s.trim()).filter(Boolean);
   return {
-    executionProviders: ep.length ? ep : ['cpu'],
+    executionProviders: ep.length ? ep : [WEB ? 'wasm' : 'cpu'],
     intraOpThreads: envInt('EMLENS_THREADS') ?? 0,
-    spinning: process.env.EMLENS_SPIN !== '0',
+    spinning: ENV.EMLENS_SPIN !== '0',
   };
 }
 
@@ -52,6 +59,8 @@ export function threads(): number {
 
 export async function createSession(model: Uint8Array, options: Partial<SessionOptions> = {}): Promise<OrtSession> {
   const o = { ...defaultSessionOptions(), ...options };
+  // onnxruntime-web takes providers and the optimisation level; threads are its env.wasm's.
+  if (WEB) return ort.InferenceSession.create(model, { executionProviders: o.executionProviders as ort.InferenceSession.ExecutionProviderConfig[], graphOptimizationLevel: 'all' });
   return ort.InferenceSession.create(model, {
     executionProviders: o.executionProviders as ort.InferenceSession.ExecutionProviderConfig[],
     graphOptimizationLevel: 'all',

@@ -16,7 +16,7 @@ export function haveChromium(): boolean {
 
 // Without the background-networking switches Chromium tries to reach Google services at start-up,
 // which this offline machine refuses.
-const ARGS = [
+export const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
   '--disable-gpu',
@@ -83,7 +83,7 @@ function countRendered(): { figures: number; rendered: number; perFigure: Record
 }
 
 export async function checkReportInBrowser(file: string, opts: CheckOptions = {}): Promise<BrowserCheck> {
-  const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: ARGS, headless: true });
+  const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS, headless: true });
   try {
     const context = await browser.newContext({ viewport: opts.viewport ?? { width: 1280, height: 900 }, deviceScaleFactor: 1 });
     const page: Page = await context.newPage();

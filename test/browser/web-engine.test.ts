@@ -1,0 +1,122 @@
+/**
+ * The same graphs on onnxruntime-web: the browser bundle (scripts/build-web.mjs) runs in real
+ * headless Chromium (Debian's, via playwright-core), loads each family's tiny checkpoint over HTTP
+ * from 127.0.0.1 (config.json + model.safetensors, as a page would), and its logits, captures,
+ * greedy, seeded and steered tokens equal the Node engine's (onnxruntime-node) on the same files.
+ * EP: wasm (one thread). WebGPU is not tried here: Debian's Chromium has no adapter in this headless
+ * machine (no GPU, and SwiftShader's WebGPU is behind flags this build does not ship).
+ */
+import { spawnSync } from 'node:child_process';
+import { createReadStream, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { extname, join, normalize, resolve } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LoadedModel } from '../../src/backend/model.js';
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../helpers/browser.js';
+import { TINY_FAMILIES, writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
+
+const ROOT = resolve(__dirname, '../..');
+let dir: string;
+let server: Server;
+let url: string;
+let browser: Browser;
+let page: Page;
+const errors: string[] = [];
+const envCache = process.env.EMLENS_CACHE;
+
+const TYPES: Record<string, string> = { '.mjs': 'text/javascript', '.js': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.html': 'text/html', '.map': 'application/json' };
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'emlens-web-'));
+  process.env.EMLENS_CACHE = join(dir, 'cache');
+  const b = spawnSync(process.execPath, [join(ROOT, 'scripts/build-web.mjs'), join(dir, 'site')], { encoding: 'utf8' });
+  if (b.status !== 0) throw new Error(`build-web failed: ${b.stderr}`);
+  for (const f of TINY_FAMILIES) writeTinyCheckpoint(join(dir, 'site', 'models', f), f);
+  // The page's own script (a file, so the test runner's transform never touches its import()).
+  writeFileSync(join(dir, 'site', 'index.html'), '<!doctype html><meta charset="utf-8"><title>emlens web</title><script type="module" src="/run.mjs"></script>');
+  writeFileSync(join(dir, 'site', 'run.mjs'), PAGE_SCRIPT);
+  const site = join(dir, 'site');
+  server = createServer((req, res) => {
+    const p = normalize(join(site, decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)));
+    if (!p.startsWith(site) || !existsSync(p) || !statSync(p).isFile()) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': TYPES[extname(p)] ?? 'application/octet-stream' });
+    createReadStream(p).pipe(res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+  // One page for every family (the wasm runtime loads once).
+  page = await browser.newPage();
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${url}/index.html`);
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  server?.close();
+  if (envCache === undefined) delete process.env.EMLENS_CACHE;
+  else process.env.EMLENS_CACHE = envCache;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const PAGE_SCRIPT = `
+import * as m from '/emlens.mjs';
+m.ort.env.wasm.wasmPaths = '/ort/';
+m.ort.env.wasm.numThreads = 1;
+window.runEmlens = async (family, ids) => {
+  const model = await m.loadModelFromUrl('/models/' + family);
+  const D = model.spec.dModel;
+  const hook = m.hookName(1, 'resid_post');
+  const f = await model.engine.forward({ ids, capture: [hook], logits: 'all' });
+  const greedy = await model.engine.generate(ids, { maxNewTokens: 6, temperature: 0 });
+  const seeded = await model.engine.generate(ids, { maxNewTokens: 6, temperature: 1, seed: 11 });
+  const vector = new Float32Array(Array.from({ length: D }, (_, i) => Math.sin(i) * 2));
+  const steered = await model.engine.generate(ids, { maxNewTokens: 6, temperature: 0, interventions: { steer: [{ hook, vector, scale: 3 }] } });
+  return { ep: (model.engine.sessionOptions.executionProviders || [])[0] || m.defaultSessionOptions().executionProviders[0], logits: Array.from(f.logits), capture: Array.from(f.captures.get(hook)), greedy: greedy.tokens, seeded: seeded.tokens, steered: steered.tokens };
+};
+`;
+
+interface PageResult {
+  ep: string;
+  logits: number[];
+  capture: number[];
+  greedy: number[][];
+  seeded: number[][];
+  steered: number[][];
+}
+
+describe('browser engine (onnxruntime-web, wasm)', () => {
+  for (const family of TINY_FAMILIES) {
+    it(`${family}: logits within 1e-4 and the same greedy, seeded and steered tokens as Node`, async () => {
+      errors.length = 0;
+      const ids = [[3, 17, 5, 9, 22, 4], [7, 1, 30]];
+      const steerVec = (D: number) => Array.from({ length: D }, (_, i) => Math.sin(i) * 2);
+      await page.waitForFunction(() => (window as unknown as { runEmlens?: unknown }).runEmlens !== undefined);
+      const r = (await page.evaluate(([family, ids]) => (window as unknown as { runEmlens: (f: string, i: number[][]) => Promise<unknown> }).runEmlens(family as string, ids as number[][]), [family, ids] as const)) as PageResult;
+      expect(errors).toEqual([]);
+      const local = await LoadedModel.load(join(dir, 'site', 'models', family));
+      const hook = 'blocks.1.hook_resid_post';
+      const f = await local.engine.forward({ ids, capture: [hook], logits: 'all' });
+      const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+        expect(a.length).toBe(b.length);
+        let m = 0;
+        for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+        return m;
+      };
+      expect(maxDiff(r.logits, f.logits!)).toBeLessThan(1e-4);
+      expect(maxDiff(r.capture, f.captures.get(hook)!)).toBeLessThan(1e-4);
+      expect(r.greedy).toEqual((await local.engine.generate(ids, { maxNewTokens: 6, temperature: 0 })).tokens);
+      expect(r.seeded).toEqual((await local.engine.generate(ids, { maxNewTokens: 6, temperature: 1, seed: 11 })).tokens);
+      const vector = Float32Array.from(steerVec(local.spec.dModel));
+      const steered = (await local.engine.generate(ids, { maxNewTokens: 6, temperature: 0, interventions: { steer: [{ hook, vector, scale: 3 }] } })).tokens;
+      expect(r.steered).toEqual(steered);
+      expect(r.ep).toMatch(/wasm/);
+    }, 120_000);
+  }
+});
