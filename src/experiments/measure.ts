@@ -31,8 +31,8 @@ export interface MeasureResult {
   report: Report;
 }
 
-const KIND_NAME: Record<SolutionKind, string> = { steer: 'steering vectors', 'lora-r1': 'rank-1 LoRA adapters' };
-const NORM_OF: Record<SolutionKind, string> = { steer: '‖α·s‖', 'lora-r1': '‖α·B·A‖_F' };
+const KIND_NAME: Record<SolutionKind, string> = { steer: 'steering vectors', 'lora-r1': 'rank-1 LoRA adapters', lora: 'LoRA adapters' };
+const NORM_OF: Record<SolutionKind, string> = { steer: '‖α·s‖', 'lora-r1': '‖α·B·A‖_F', lora: '‖s·B·A‖_F' };
 
 /** Rows of each set used when --n is not given (the paper's 100). */
 export const DEFAULT_ROWS = 100;

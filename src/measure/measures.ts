@@ -100,6 +100,7 @@ export interface NormAxis {
 const QUANTITY: Record<SolutionKind, string> = {
   steer: '‖α·s‖ (vector added to the residual stream)',
   'lora-r1': '‖α·B·A‖_F (rank-1 matrix added to mlp.down_proj)',
+  lora: '‖s·B·A‖_F (matrices added to the adapted projections)',
 };
 
 /** One norm axis per kind present, in order of first appearance. */
