@@ -4,6 +4,7 @@ import { runTraining, stalledWarning } from '../experiments/train.js';
 import { TRAIN_DEFAULTS as D, loraDefaultAlpha } from '../train/trainer.js';
 import { ALL_MODULES, parseLayers, parseModules } from '../train/lora.js';
 import { EmlensError } from '../errors.js';
+import { checkOutputPath } from '../io/paths.js';
 import { choice, intArg, numArg, warn } from './args.js';
 
 const positive = (n: number) => (n > 0 ? null : 'must be > 0');
@@ -17,7 +18,7 @@ export function register(program: Command): void {
     .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
     .requiredOption('--data <file>', 'NARROW.jsonl: chat rows (CE on the final assistant message) or text rows (CE on every token after the first)')
     .option('--layer <L>', 'layer of steer (blocks.L.hook_resid_post) and lora-r1 (layer L mlp.down_proj)', intArg('--layer'))
-    .requiredOption('--out <path>', 'steer, lora-r1: output safetensors file; lora: PEFT adapter folder')
+    .requiredOption('--out <file|dir>', 'steer, lora-r1: output safetensors file; lora: PEFT adapter folder')
     .option('--kind <kind>', 'steer | lora | lora-r1 (= lora --rank 1 --modules down --layers L)', choice('--kind', ['steer', 'lora-r1', 'lora'] as const), 'steer')
     .option('--alpha <a>', 'scale of steer (adds alpha*s) and lora-r1 (adds alpha*B*A)', numArg('--alpha', positive), D.alpha)
     .option('--rank <r>', 'lora: rank r of every adapted projection', intArg('--rank', 1))
@@ -46,6 +47,7 @@ export function register(program: Command): void {
       if (o.klData === undefined && given('klWeight')) throw new EmlensError('--kl-weight needs --kl-data (the rows the KL term is measured on)');
       if (o.klData === undefined && given('klNormalization')) throw new EmlensError('--kl-normalization applies to the KL term: it needs --kl-data and --kl-weight');
       const lora = o.kind === 'lora';
+      checkOutputPath(o.out, lora ? 'dir' : 'file', '--out');
       if (lora) {
         if (o.layer !== undefined) throw new EmlensError('--layer is for --kind steer and lora-r1; a lora run takes --layers');
         if (given('alpha')) throw new EmlensError('--alpha is for --kind steer and lora-r1; a lora run takes --lora-alpha');
