@@ -46,7 +46,7 @@ export function stalledWarning(r: TrainResult): string | null {
   const { before, after } = r.firstBatch;
   const rel = Math.abs(after - before) / Math.max(Math.abs(before), 1e-12);
   if (rel >= STALLED_BELOW) return null;
-  return `training moved the loss of its first batch by only ${(100 * rel).toPrecision(2)}% (${before.toFixed(4)} → ${after.toFixed(4)}): it learned next to nothing; raise --lr or --alpha`;
+  return `training moved the loss of its first batch by only ${(100 * rel).toPrecision(2)}% (${before.toFixed(4)} → ${after.toFixed(4)}): it learned next to nothing; raise --lr or --${r.solution.kind === 'lora' ? 'lora-alpha' : 'alpha'}`;
 }
 
 export async function runTraining(model: LoadedModel, req: TrainRequest): Promise<TrainResult> {
