@@ -11,7 +11,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { LoadedModel } from '../../src/backend/model.js';
 import { IO } from '../../src/arch/decoder.js';
 import { readSafetensorsHeader, readTensorF32 } from '../../src/io/safetensors/index.js';
-import { initSolution, solutionCall } from '../../src/train/trainer.js';
+import { initSolution, solutionCall, trainSolution, type TrainConfig } from '../../src/train/trainer.js';
 import { readHistory } from '../../src/train/history.js';
 import { parseLayers, parseModules } from '../../src/train/lora.js';
 import { rng } from '../../src/runtime/random.js';
@@ -115,6 +115,30 @@ describe('train --kind lora writes a PEFT adapter folder', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')).r).toBe(4);
     expect(readdirSync(d).filter((f) => f.startsWith('.again'))).toEqual([]);
+  }, 60_000);
+});
+
+describe('checkpoints of a lora run', () => {
+  it('a run stopped after a checkpoint and resumed ends bit-identical to an uninterrupted one', async () => {
+    const dd = mkdtempSync(join(tmpdir(), 'emlens-lora-resume-'));
+    writeTinyCheckpoint(dd, 'gemma2', { layers: 2 });
+    const model = await LoadedModel.load(dd);
+    const rows = Array.from({ length: 12 }, (_, i) => ({ ids: seqIds(8, model.spec.vocab, 30 + i), start: 3, end: 8 }));
+    const kl = Array.from({ length: 6 }, (_, i) => ({ ids: seqIds(7, model.spec.vocab, 60 + i), start: 1, end: 7 }));
+    const c: TrainConfig = {
+      kind: 'lora', alpha: 4, lora: { rank: 2, rslora: false, modules: ['q_proj', 'up_proj'], layers: [0, 1] },
+      lr: 0.01, steps: 9, batchTokens: 4096, batchRows: 3, seed: 5, warmup: 2, weightDecay: 0.01, klLambda: 0.5, klNorm: 'token', checkpointEvery: 3,
+    };
+    const full = await trainSolution(model, rows, kl, c, join(dd, 'full'), { dataKey: 'k' });
+    const out = join(dd, 'cut');
+    await expect(trainSolution(model, rows, kl, c, out, { dataKey: 'k', onStep: (log) => { if (log.step === 8) throw new Error('killed'); } })).rejects.toThrow('killed');
+    expect(existsSync(`${out}.ckpt`)).toBe(true);
+    const resumed = await trainSolution(model, rows, kl, c, out, { dataKey: 'k', resume: true });
+    expect(resumed.resumedFrom).toBe(6);
+    expect(resumed.solution.params).toHaveLength(8);
+    resumed.solution.params.forEach((p, i) => expect(Buffer.from(p.buffer).equals(Buffer.from(full.solution.params[i]!.buffer)), `param ${i}`).toBe(true));
+    expect(resumed.history).toEqual(full.history);
+    await expect(trainSolution(model, rows, kl, { ...c, lora: { ...c.lora!, rank: 3 } }, out, { dataKey: 'k', resume: true })).rejects.toThrow(/other settings/);
   }, 60_000);
 });
 
