@@ -194,14 +194,19 @@ export function peftTensors(f: PeftFolder): Map<string, StWriteTensor> {
   return m;
 }
 
+/** An existing `dir` may be replaced only if it is an adapter folder (never a folder of other files). */
+export function checkPeftOut(dir: string): void {
+  if (existsSync(dir) && !existsSync(join(dir, ADAPTER_CONFIG))) {
+    throw new EmlensError(`${dir}: exists and is not an adapter folder; emlens replaces only an adapter folder with --overwrite`);
+  }
+}
+
 /**
  * Writes a PEFT folder as a whole or not at all: everything goes into a temporary sibling that
  * replaces `dir` by rename. `extra` files (the loss history, the report) are written into it too.
  */
 export function writePeftFolder(dir: string, f: PeftFolder, extra: (tmp: string) => void = () => {}): void {
-  if (existsSync(dir) && !existsSync(join(dir, ADAPTER_CONFIG))) {
-    throw new EmlensError(`${dir}: exists and is not an adapter folder; emlens replaces only its own output`);
-  }
+  checkPeftOut(dir);
   ensureDir(dirname(dir));
   const tmp = join(dirname(dir), `.${basename(dir)}.${process.pid}.tmp`);
   const old = join(dirname(dir), `.${basename(dir)}.${process.pid}.old`);

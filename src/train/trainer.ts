@@ -19,14 +19,13 @@ import type { LoadedModel } from '../backend/model.js';
 import { IO } from '../arch/decoder.js';
 import { hookName } from '../hooks/names.js';
 import { f32, i64, type OrtTensor } from '../runtime/ort.js';
-import { rng } from '../runtime/random.js';
 import { shuffled } from '../data/balance.js';
 import { adamwInit, adamwStep, linearSchedule, type AdamWState } from './adamw.js';
 import { logSoftmaxRows, makeBatch, packBatches, type TrainRow } from './batch.js';
 import { OBJ, objective } from './objective.js';
 import type { Interventions } from '../hooks/interventions.js';
 import { ADAPTER_CONFIG, type LoraModuleName } from '../model/adapter.js';
-import { initLoraParams, loraCall, loraNorm, loraTargets, peftModulePrefix, writePeftFolder, type LoraShape } from './lora.js';
+import { checkPeftOut, initLoraParams, loraCall, loraNorm, loraTargets, peftModulePrefix, writePeftFolder, type LoraShape } from './lora.js';
 
 export type SolutionKind = 'steer' | 'lora-r1' | 'lora';
 
@@ -279,6 +278,7 @@ export async function trainSolution(
   if (cfg.klLambda === 0 && kl.length > 0) throw new EmlensError('--kl-data needs --kl-weight > 0 (with λ = 0 its rows would be ignored)');
   if (cfg.steps !== undefined && cfg.epochs !== undefined) throw new EmlensError('--steps and --epochs both fix the length of the run: give one of them');
   if (o.resume && o.overwrite) throw new EmlensError('--resume continues the checkpoint in OUT.ckpt/ and --overwrite discards it: give one of them');
+  if (cfg.kind === 'lora') checkPeftOut(out);
   const sol = initSolution(model, cfg.kind, cfg.layer, cfg.alpha, cfg.seed, cfg.lora);
   const st = adamwInit(sol.params);
   const plan = stepPlan(narrow, cfg);

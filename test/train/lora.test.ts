@@ -4,7 +4,7 @@
  * forward), PEFT's initialisation, the history and report of every kind, and flag errors.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -115,6 +115,12 @@ describe('train --kind lora writes a PEFT adapter folder', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')).r).toBe(4);
     expect(readdirSync(d).filter((f) => f.startsWith('.again'))).toEqual([]);
+    // A folder of other files is never replaced, even with --overwrite (refused before training).
+    const other = join(d, 'other');
+    mkdirSync(other);
+    writeFileSync(join(other, 'notes.txt'), 'mine');
+    expectOneLineError(emlens(...args.slice(0, -1), other, '--overwrite'), /other: exists and is not an adapter folder/);
+    expect(readFileSync(join(other, 'notes.txt'), 'utf8')).toBe('mine');
   }, 60_000);
 });
 
