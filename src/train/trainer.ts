@@ -337,7 +337,8 @@ export type Sidecars = { history: string; report: string };
  * (trainOutputs) — inside the folder, which appears whole, or beside the file.
  */
 export function writeSolution(file: string, model: LoadedModel, sol: Solution, metadata: Record<string, string>, sidecars?: Sidecars): void {
-  const meta = { ...metadata, kind: sol.kind, layer: String(sol.layer), alpha: String(sol.alpha), norm: String(solutionNorm(sol)) };
+  const layers = sol.kind === 'lora' ? [...new Set(sol.lora!.targets.map((t) => t.layer))].join(',') : String(sol.layer);
+  const meta = { ...metadata, kind: sol.kind, [sol.kind === 'lora' ? 'layers' : 'layer']: layers, alpha: String(sol.alpha), norm: String(solutionNorm(sol)) };
   const paths = trainOutputs(file, sol.kind);
   if (sol.kind === 'lora') {
     const shape = sol.lora!;

@@ -64,6 +64,7 @@ describe('train --kind lora writes a PEFT adapter folder', () => {
       }
     }
     expect(new Map([...h.tensors].map(([k, v]) => [k, v.shape]))).toEqual(want);
+    expect(h.metadata).toMatchObject({ format: 'pt', kind: 'lora', layers: '0,2', r: '3', use_rslora: 'true', alpha: '5' });
     // Trained: every B moved off its zero init.
     for (const [k, t] of h.tensors) if (k.endsWith('lora_B.weight')) expect(readTensorF32(t).some((x) => x !== 0), k).toBe(true);
 
