@@ -11,11 +11,12 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { LoadedModel } from '../../src/backend/model.js';
 import { IO } from '../../src/arch/decoder.js';
 import { readSafetensorsHeader, readTensorF32 } from '../../src/io/safetensors/index.js';
-import { initSolution, solutionCall, trainSolution, type TrainConfig } from '../../src/train/trainer.js';
+import { initSolution, solutionCall, trainSolution, writeSolution, type TrainConfig } from '../../src/train/trainer.js';
+import { LORA_MODULES } from '../../src/model/adapter.js';
 import { readHistory } from '../../src/train/history.js';
 import { parseLayers, parseModules } from '../../src/train/lora.js';
 import { rng } from '../../src/runtime/random.js';
-import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
+import { TINY_FAMILIES, writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { addTokenizer, writeChatDataset } from '../helpers/datasets.js';
 import { seqIds } from '../helpers/compare.js';
 
@@ -122,6 +123,34 @@ describe('train --kind lora writes a PEFT adapter folder', () => {
     writeFileSync(join(other, 'notes.txt'), 'mine');
     expectOneLineError(emlens(...args.slice(0, -1), other, '--overwrite'), /other: exists and is not an adapter folder/);
     expect(readFileSync(join(other, 'notes.txt'), 'utf8')).toBe('mine');
+  }, 60_000);
+});
+
+describe.each(TINY_FAMILIES)('%s: the folder round trip', (family) => {
+  it('writeSolution\'s folder merged by --adapter gives the logits of the LoRA graph', async () => {
+    const dd = mkdtempSync(join(tmpdir(), `emlens-lora-rt-${family}-`));
+    writeTinyCheckpoint(dd, family);
+    const model = await LoadedModel.load(dd);
+    const layers = Array.from({ length: model.spec.nLayers }, (_, l) => l);
+    const sol = initSolution(model, 'lora', undefined, 6, 1, { rank: 3, rslora: false, modules: [...LORA_MODULES], layers });
+    sol.params.forEach((p, i) => {
+      if (i % 2 === 1) p.set(Float32Array.from(seqIds(p.length, 1000, 70 + i), (x) => (x - 500) / 2500));
+    });
+    const out = join(dd, 'adapter');
+    writeSolution(out, model, sol, {});
+    // PEFT names modules as the checkpoint does (a multimodal Gemma 3 keeps its text-model prefix).
+    const names = [...readSafetensorsHeader(join(out, 'adapter_model.safetensors')).tensors.keys()];
+    const ckptQ = [...readSafetensorsHeader(join(dd, 'model.safetensors')).tensors.keys()].find((n) => n.endsWith('layers.0.self_attn.q_proj.weight'))!;
+    expect(names).toContain(`base_model.model.${ckptQ.replace(/\.weight$/, '.lora_A.weight')}`);
+    expect(names).toHaveLength(2 * 7 * layers.length);
+    const ids = [seqIds(7, model.spec.vocab, 5), seqIds(4, model.spec.vocab, 6)];
+    const call = solutionCall(model, sol);
+    const graph = (await model.engine.run(model.engine.prepareCall(ids, { logits: 'all', lora: call.lora }), call.feeds))[IO.logits]!.data as Float32Array;
+    const merged = (await (await LoadedModel.load(dd, { adapter: out })).engine.forward({ ids, logits: 'all' })).logits!;
+    const plain = (await model.engine.forward({ ids, logits: 'all' })).logits!;
+    const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i]!)), 0);
+    expect(maxDiff(graph, plain)).toBeGreaterThan(1e-2);
+    expect(maxDiff(graph, merged)).toBeLessThan(1e-4);
   }, 60_000);
 });
 
