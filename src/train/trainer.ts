@@ -24,7 +24,7 @@ import { adamwInit, adamwStep, linearSchedule, type AdamWState } from './adamw.j
 import { logSoftmaxRows, makeBatch, packBatches, type TrainRow } from './batch.js';
 import { OBJ, objective } from './objective.js';
 import type { Interventions } from '../hooks/interventions.js';
-import { ADAPTER_CONFIG, type LoraModuleName } from '../model/adapter.js';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, loraScale, planAdapter, type LoraModuleName } from '../model/adapter.js';
 import { checkPeftOut, initLoraParams, loraCall, loraNorm, loraTargets, peftModulePrefix, writePeftFolder, type LoraShape } from './lora.js';
 
 export type SolutionKind = 'steer' | 'lora-r1' | 'lora';
@@ -127,6 +127,11 @@ export function solutionNorm(sol: Solution): number {
   if (sol.kind === 'steer') return Math.sqrt(n2(sol.params[0]!));
   // Rank 1: ‖b aᵀ‖_F = ‖a‖·‖b‖.
   return sol.lora ? loraNorm(sol.lora, sol.params) : Math.sqrt(n2(sol.params[0]!) * n2(sol.params[1]!));
+}
+
+/** What multiplies the parameters' contribution: α for steer and lora-r1, α/r (α/√r with rsLoRA) for lora. */
+export function solutionScale(sol: Solution): number {
+  return sol.kind === 'lora' ? loraScale(sol.alpha, sol.lora!.rank, sol.lora!.rslora) : sol.alpha;
 }
 
 /** The modules a LoRA solution adapts: lora-r1 is rank 1 on `layer`'s down_proj. */
@@ -371,12 +376,27 @@ export function writeSolution(file: string, model: LoadedModel, sol: Solution, m
   rmSync(ckptDir(file), { recursive: true, force: true });
 }
 
+/** The files a solution is read from: a solution file, or a lora folder's weights and config (provenance). */
+export function solutionFiles(path: string): { tensors: string; config: string | null } {
+  return existsSync(path) && statSync(path).isDirectory() ? { tensors: join(path, ADAPTER_WEIGHTS), config: join(path, ADAPTER_CONFIG) } : { tensors: path, config: null };
+}
+
+/** A PEFT adapter folder as a lora solution: one rank and one alpha for every module (as train writes them). */
+function readLoraFolder(dir: string, model: LoadedModel): Solution {
+  const plan = planAdapter(dir, model.spec);
+  const c = plan.config;
+  if (c.rankPattern.length || c.alphaPattern.length) throw new EmlensError(`${c.file}: rank_pattern / alpha_pattern give modules their own rank or alpha; a solution has one of each`);
+  const targets = plan.modules.map((m) => loraTargets(model.spec, [m.module], [m.layer])[0]!);
+  const params = plan.modules.flatMap((m) => [readTensorF32(m.A), readTensorF32(m.B)]);
+  return { kind: 'lora', layer: targets[0]!.layer, alpha: c.alpha, params, lora: { rank: c.r, rslora: c.rslora, targets } };
+}
+
 /** Reads a solution written by writeSolution (or a direction file, as a steering vector with alpha 1). */
 export function readSolution(file: string, model: LoadedModel): Solution {
   if (!existsSync(file)) throw new EmlensError(`${file}: no such solution file`);
   if (statSync(file).isDirectory()) {
-    const what = existsSync(join(file, ADAPTER_CONFIG)) ? 'a LoRA adapter folder (load it with --adapter); measure reads steer and lora-r1 solution files' : 'a folder, not a solution file';
-    throw new EmlensError(`${file}: is ${what}`);
+    if (!existsSync(join(file, ADAPTER_CONFIG))) throw new EmlensError(`${file}: is a folder, not a solution file or a LoRA adapter folder`);
+    return readLoraFolder(file, model);
   }
   const h = readSafetensorsHeader(file);
   const kind = (h.metadata.kind ?? 'steer') as SolutionKind;

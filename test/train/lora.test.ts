@@ -4,7 +4,7 @@
  * forward), PEFT's initialisation, the history and report of every kind, and flag errors.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +14,9 @@ import { readSafetensorsHeader, readTensorF32 } from '../../src/io/safetensors/i
 import { initSolution, solutionCall, trainSolution, writeSolution, type TrainConfig } from '../../src/train/trainer.js';
 import { LORA_MODULES } from '../../src/model/adapter.js';
 import { readHistory } from '../../src/train/history.js';
+import { narrowRow } from '../../src/train/batch.js';
+import { readJsonl } from '../../src/data/rows.js';
+import { datasetLoss } from '../../src/measure/measures.js';
 import { parseLayers, parseModules } from '../../src/train/lora.js';
 import { rng } from '../../src/runtime/random.js';
 import { TINY_FAMILIES, writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
@@ -228,9 +231,48 @@ describe('train --kind lora: flags of other kinds are errors', () => {
     expect(existsSync(out)).toBe(false);
   }, 60_000);
 
-  it('measure refuses an adapter folder in one line', () => {
+  it('measure reads a lora folder: its added norm is s·√(Σ‖B·A‖²_F), on its own axis', async () => {
     const out = join(d, 'm-adapter');
-    expect(emlens(...base, '--kind', 'lora', '--rank', '1', '--out', out).status).toBe(0);
-    expectOneLineError(emlens('measure', '--model', d, '--data', narrow, '--seeds', '1', '--n', '4', '--solutions', out, '--out', join(d, 'r.html')), /m-adapter: is a LoRA adapter folder \(load it with --adapter\)/);
-  }, 60_000);
+    expect(emlens(...base, '--kind', 'lora', '--rank', '2', '--lora-alpha', '3', '--rslora', '--modules', 'o,down', '--layers', '0-1', '--out', out).status).toBe(0);
+    const steer = join(d, 'm-steer.safetensors');
+    expect(emlens(...base, '--layer', '1', '--out', steer).status).toBe(0);
+    const report = join(d, 'm', 'r.html');
+    const m = emlens('measure', '--model', d, '--data', narrow, '--seeds', '1', '--n', '4', '--solutions', steer, out, '--out', report);
+    expect(m.status, m.stderr).toBe(0);
+    const json = JSON.parse(readFileSync(join(d, 'm', 'r.json'), 'utf8'));
+    expect(json.efficiency.axes.map((a: { kind: string; solutions: number[] }) => [a.kind, a.solutions])).toEqual([['steer', [0]], ['lora', [1]]]);
+    // Independently: the dense s·B·A of each module from the folder's tensors, s = 3/√2.
+    const h = readSafetensorsHeader(join(out, 'adapter_model.safetensors'));
+    let sum = 0;
+    for (const [k, a] of h.tensors) {
+      if (!k.endsWith('lora_A.weight')) continue;
+      const A = readTensorF32(a);
+      const B = readTensorF32(h.tensors.get(k.replace('lora_A', 'lora_B'))!);
+      const [r, inn] = a.shape as [number, number];
+      const outDim = B.length / r;
+      for (let o = 0; o < outDim; o++) {
+        for (let i = 0; i < inn; i++) {
+          let x = 0;
+          for (let j = 0; j < r; j++) x += B[o * r + j]! * A[j * inn + i]!;
+          sum += (x * 3 / Math.sqrt(2)) ** 2;
+        }
+      }
+    }
+    expect(json.efficiency.addedNorm[1]).toBeCloseTo(Math.sqrt(sum), 6);
+    // Rescaled by 0.5 = every module's s·B·A halved: the model with that adapter at lora_alpha 1.5,
+    // merged by --adapter (the independent path), scored on the same 4 rows.
+    const half = join(d, 'm-half');
+    mkdirSync(half);
+    writeFileSync(join(half, 'adapter_config.json'), JSON.stringify({ ...JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')), lora_alpha: 1.5 }));
+    copyFileSync(join(out, 'adapter_model.safetensors'), join(half, 'adapter_model.safetensors'));
+    const merged = await LoadedModel.load(d, { adapter: half });
+    const rows = readJsonl(narrow).rows.slice(0, 4).map((r) => narrowRow(merged.tokenizer!, r, 'x'));
+    const want = (await datasetLoss(merged, null, rows, [], 2048)).ce;
+    const f = json.efficiency.factors as number[];
+    expect(json.efficiency.byFactor[1][f.indexOf(0.5)]).toBeCloseTo(want, 4);
+    expect(json.efficiency.loss[1]).toBeLessThan(json.efficiency.baseLoss);
+    const other = join(d, 'm-other');
+    mkdirSync(other);
+    expectOneLineError(emlens('measure', '--model', d, '--data', narrow, '--seeds', '1', '--n', '4', '--solutions', other, '--out', report), /m-other: is a folder, not a solution file or a LoRA adapter folder/);
+  }, 120_000);
 });
