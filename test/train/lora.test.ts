@@ -11,7 +11,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { LoadedModel } from '../../src/backend/model.js';
 import { IO } from '../../src/arch/decoder.js';
 import { readSafetensorsHeader, readTensorF32 } from '../../src/io/safetensors/index.js';
-import { initSolution, solutionCall, trainSolution, writeSolution, type TrainConfig } from '../../src/train/trainer.js';
+import { evaluateBatch, initSolution, solutionCall, stepPlan, trainSolution, writeSolution, type TrainConfig } from '../../src/train/trainer.js';
 import { LORA_MODULES } from '../../src/model/adapter.js';
 import { readHistory } from '../../src/train/history.js';
 import { narrowRow } from '../../src/train/batch.js';
@@ -22,6 +22,7 @@ import { rng } from '../../src/runtime/random.js';
 import { TINY_FAMILIES, writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { addTokenizer, writeChatDataset } from '../helpers/datasets.js';
 import { seqIds } from '../helpers/compare.js';
+import { checkReportInBrowser } from '../helpers/browser.js';
 
 const BIN = join(resolve(__dirname, '../..'), 'dist/cli/main.js');
 const emlens = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
@@ -97,6 +98,10 @@ describe('train --kind lora writes a PEFT adapter folder', () => {
     expect(hist.map((x) => x.step)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(hist.every((x) => x.kl === null && x.loss === x.ce && x.grad_norm > 0)).toBe(true);
     expect(readFileSync(join(out, 'report.html'), 'utf8')).toMatch(/Training: LoRA rank 3/);
+    const page = await checkReportInBrowser(join(out, 'report.html'));
+    expect(page.consoleErrors).toEqual([]);
+    expect(page.figures).toBe(4);
+    expect(page.rendered).toBe(page.figures);
   }, 120_000);
 
   it('steer and lora-r1 write OUT.history.jsonl and OUT.report.html beside the solution file', () => {
@@ -178,6 +183,14 @@ describe('checkpoints of a lora run', () => {
     resumed.solution.params.forEach((p, i) => expect(Buffer.from(p.buffer).equals(Buffer.from(full.solution.params[i]!.buffer)), `param ${i}`).toBe(true));
     expect(resumed.history).toEqual(full.history);
     await expect(trainSolution(model, rows, kl, { ...c, lora: { ...c.lora!, rank: 3 } }, out, { dataKey: 'k', resume: true })).rejects.toThrow(/other settings/);
+
+    // The history's grad_norm of step 1: ‖∇‖ over every factor at the init, on the first batch.
+    const plan = stepPlan(rows, c);
+    const init = initSolution(model, 'lora', undefined, c.alpha, c.seed, c.lora);
+    const g = await evaluateBatch(model, init, plan[0]!.map((i) => rows[i]!), kl.slice(0, plan[0]!.length), { klLambda: c.klLambda, klNorm: 'token', grads: true });
+    const n2 = g.grads.reduce((t, x) => t + x.reduce((u, v) => u + v * v, 0), 0);
+    expect(full.history[0]!.gradNorm).toBeCloseTo(Math.sqrt(n2), 10);
+    expect(full.history[0]!.loss).toBe(g.loss);
   }, 60_000);
 });
 
