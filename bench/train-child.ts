@@ -6,6 +6,10 @@
  *   section's call: every resid_post, no LM head), evaluateBatch without gradients (forward with
  *   logits 'all' + CE) and with them (forward + CE + backward to the vector); then trainSolution
  *   for a few steps.
+ * - lora: the same model and rows, a rank-r LoRA on all seven projections of every layer
+ *   (PEFT's init with B off zero, so the adapted forward is not the base one numerically). Times,
+ *   interleaved: the plain forward, evaluateBatch without gradients (forward with the LoRA + LM
+ *   head + CE) and with them (+ backward to every A and B); then trainSolution for a few steps.
  * - organism: WeightTrainer (every weight) on the organism-sized model, 32 rows of 64 tokens a
  *   step, with or without the KL term (32 more rows against a frozen base engine, as the
  *   organism's em-kl stage), with ORT's intra-op spinning on or off.
@@ -19,7 +23,8 @@ import { hookName } from '../src/hooks/names.js';
 import { randomWeights } from '../src/model/random.js';
 import type { Weights } from '../src/model/weights.js';
 import { Engine } from '../src/runtime/engine.js';
-import { evaluateBatch, initSolution, trainSolution, type TrainConfig } from '../src/train/trainer.js';
+import { evaluateBatch, initSolution, trainSolution, type Solution, type TrainConfig } from '../src/train/trainer.js';
+import { LORA_MODULES } from '../src/model/adapter.js';
 import type { TrainRow } from '../src/train/batch.js';
 import { WeightTrainer } from '../src/train/weights.js';
 import { benchSpec, log, organismSpec, peakRss, randomIds, benchWeights, stats, type Stats } from './util.js';
@@ -49,6 +54,34 @@ export interface SteerResult {
   trainSteps: number;
   trainMs: number;
   weightBytes: number;
+  peakRss: number;
+}
+
+export interface LoraArgs {
+  batch: number;
+  seq: number;
+  rank: number;
+  warmup: number;
+  runs: number;
+  trainSteps: number;
+}
+
+export interface LoraResult {
+  batch: number;
+  seq: number;
+  rank: number;
+  /** Adapted projections and trained parameters. */
+  modules: number;
+  params: number;
+  firstCallMs: { plain: number; lmForward: number; forwardBackward: number };
+  plainMs: number[];
+  lmForwardMs: number[];
+  forwardBackwardMs: number[];
+  plain: Stats;
+  lmForward: Stats;
+  forwardBackward: Stats;
+  trainSteps: number;
+  trainMs: number;
   peakRss: number;
 }
 
@@ -93,29 +126,8 @@ async function steer(a: SteerArgs): Promise<SteerResult> {
     if (!Number.isFinite(r.loss) || (grads && r.grads[0]!.length !== spec.dModel)) throw new Error('bad evaluateBatch result');
     return r;
   };
-  const lmForward = evaluate(false);
-  const forwardBackward = evaluate(true);
-  const first = async (fn: () => Promise<unknown>) => {
-    const t = performance.now();
-    await fn();
-    return performance.now() - t;
-  };
-  const firstCallMs = { plain: await first(plain), lmForward: await first(lmForward), forwardBackward: await first(forwardBackward) };
-  log(`train: first calls (compile + run): plain ${firstCallMs.plain.toFixed(0)} ms, LM-head forward ${firstCallMs.lmForward.toFixed(0)} ms, forward+backward ${firstCallMs.forwardBackward.toFixed(0)} ms`);
-  for (let i = 1; i < a.warmup; i++) {
-    await plain();
-    await lmForward();
-    await forwardBackward();
-  }
-  const plainMs: number[] = [];
-  const lmForwardMs: number[] = [];
-  const forwardBackwardMs: number[] = [];
-  for (let r = 0; r < a.runs; r++) {
-    plainMs.push(await first(plain));
-    lmForwardMs.push(await first(lmForward));
-    forwardBackwardMs.push(await first(forwardBackward));
-    log(`train: round ${r + 1}/${a.runs}: plain ${plainMs[r]!.toFixed(0)} ms, LM-head forward ${lmForwardMs[r]!.toFixed(0)} ms, forward+backward ${forwardBackwardMs[r]!.toFixed(0)} ms`);
-  }
+  const { firstCallMs, ms } = await interleaved({ plain, lmForward: evaluate(false), forwardBackward: evaluate(true) }, a.warmup, a.runs);
+  const [plainMs, lmForwardMs, forwardBackwardMs] = [ms.plain, ms.lmForward, ms.forwardBackward];
   const cfg: TrainConfig = {
     kind: 'steer',
     layer: a.layer,
@@ -151,6 +163,62 @@ async function steer(a: SteerArgs): Promise<SteerResult> {
     trainMs,
     weightBytes: bytes,
     peakRss: peakRss(),
+  };
+}
+
+/** Times `fns` interleaved: a first call each (graph compile), warmup rounds, then `runs` timed rounds. */
+async function interleaved(fns: Record<'plain' | 'lmForward' | 'forwardBackward', () => Promise<unknown>>, warmup: number, runs: number) {
+  const time = async (fn: () => Promise<unknown>) => {
+    const t = performance.now();
+    await fn();
+    return performance.now() - t;
+  };
+  const firstCallMs = { plain: await time(fns.plain), lmForward: await time(fns.lmForward), forwardBackward: await time(fns.forwardBackward) };
+  log(`train: first calls (compile + run): plain ${firstCallMs.plain.toFixed(0)} ms, LM-head forward ${firstCallMs.lmForward.toFixed(0)} ms, forward+backward ${firstCallMs.forwardBackward.toFixed(0)} ms`);
+  for (let i = 1; i < warmup; i++) for (const fn of Object.values(fns)) await fn();
+  const ms = { plain: [] as number[], lmForward: [] as number[], forwardBackward: [] as number[] };
+  for (let r = 0; r < runs; r++) {
+    ms.plain.push(await time(fns.plain));
+    ms.lmForward.push(await time(fns.lmForward));
+    ms.forwardBackward.push(await time(fns.forwardBackward));
+    log(`train: round ${r + 1}/${runs}: plain ${ms.plain[r]!.toFixed(0)} ms, LM-head forward ${ms.lmForward[r]!.toFixed(0)} ms, forward+backward ${ms.forwardBackward[r]!.toFixed(0)} ms`);
+  }
+  return { firstCallMs, ms };
+}
+
+async function lora(a: LoraArgs): Promise<LoraResult> {
+  const spec = benchSpec();
+  const { weights } = benchWeights(spec);
+  const engine = new Engine(spec, weights);
+  const model = { spec, engine, source: 'bench', dir: tmpdir(), tokenizer: null } as unknown as LoadedModel;
+  const ids = randomIds(a.batch, a.seq, spec.vocab, 4);
+  const rows: TrainRow[] = ids.map((r) => ({ ids: r, start: 1, end: r.length }));
+  const shape = { rank: a.rank, rslora: false, modules: [...LORA_MODULES], layers: Array.from({ length: spec.nLayers }, (_, l) => l) };
+  const sol: Solution = initSolution(model, 'lora', undefined, 2 * a.rank, 0, shape);
+  sol.params.forEach((p, i) => {
+    if (i % 2 === 1) p.forEach((_, j, v) => (v[j] = Math.sin(i + j) * 1e-3));
+  });
+  const params = sol.params.reduce((n, p) => n + p.length, 0);
+  const capture = Array.from({ length: spec.nLayers }, (_, l) => hookName(l, 'resid_post'));
+  const evaluate = (grads: boolean) => async () => {
+    const r = await evaluateBatch(model, sol, rows, [], { klLambda: 0, klNorm: 'token', grads });
+    if (!Number.isFinite(r.loss) || (grads && r.grads.length !== sol.params.length)) throw new Error('bad evaluateBatch result');
+  };
+  const { firstCallMs, ms } = await interleaved({ plain: () => engine.forward({ ids, capture, logits: 'none' }), lmForward: evaluate(false), forwardBackward: evaluate(true) }, a.warmup, a.runs);
+  const cfg: TrainConfig = {
+    kind: 'lora', alpha: 2 * a.rank, lora: shape, lr: 1e-3, steps: a.trainSteps, batchTokens: a.batch * a.seq, batchRows: a.batch,
+    seed: 0, warmup: 0, weightDecay: 0, klLambda: 0, klNorm: 'token', checkpointEvery: 0,
+  };
+  const t = performance.now();
+  const res = await trainSolution(model, rows, [], cfg, join(tmpdir(), `emlens-bench-lora-${process.pid}`), { dataKey: 'bench' });
+  const trainMs = performance.now() - t;
+  if (res.history.length !== a.trainSteps) throw new Error(`trainSolution ran ${res.history.length} steps`);
+  log(`train: LoRA rank ${a.rank} trainSolution ${a.trainSteps} steps in ${(trainMs / 1000).toFixed(1)} s`);
+  return {
+    batch: a.batch, seq: a.seq, rank: a.rank, modules: sol.lora!.targets.length, params, firstCallMs,
+    plainMs: ms.plain, lmForwardMs: ms.lmForward, forwardBackwardMs: ms.forwardBackward,
+    plain: stats(ms.plain), lmForward: stats(ms.lmForward), forwardBackward: stats(ms.forwardBackward),
+    trainSteps: a.trainSteps, trainMs, peakRss: peakRss(),
   };
 }
 
@@ -220,6 +288,9 @@ let result: unknown;
 switch (mode) {
   case 'steer':
     result = await steer(args as SteerArgs);
+    break;
+  case 'lora':
+    result = await lora(args as LoraArgs);
     break;
   case 'organism':
     result = await organism(args as OrganismArgs);

@@ -6,11 +6,14 @@
  * full-weight WeightTrainer steps/s on the organism-sized model, with and without the KL term,
  * each with ORT's default session options and with intra-op thread spinning off.
  *
- * Goal (issue [3]): (forward + backward) / forward <= 3x.
+ * Then the same for a rank-32 LoRA on all seven projections of every layer (gradients w.r.t.
+ * every A and B) and its train steps/s.
+ *
+ * Goal (issues [3], [7]): (forward + backward) / forward <= 3x.
  */
 import type { BenchOptions, Row, Section, SectionResult } from './section.js';
 import { GiB, log, runChild, stats } from './util.js';
-import type { OrganismArgs, OrganismResult, SteerArgs, SteerResult } from './train-child.js';
+import type { LoraArgs, LoraResult, OrganismArgs, OrganismResult, SteerArgs, SteerResult } from './train-child.js';
 
 export const BATCH = 4;
 export const SEQ = 128;
@@ -21,6 +24,7 @@ export const ORG_SEQ = 64;
 export const ORG_WARMUP = 5;
 export const ORG_STEPS = 20;
 export const GOAL_RATIO = 3;
+export const LORA_RANK = 32;
 
 export interface OrganismCase {
   kl: boolean;
@@ -39,6 +43,12 @@ export interface TrainBench {
   /** (forward + backward) / plain forward (no LM head) */
   ratioPlain: number;
   steerStepsPerSec: number;
+  lora: LoraResult;
+  /** LoRA (forward + backward) / (forward with the LoRA + LM head + CE) */
+  loraRatioLm: number;
+  /** LoRA (forward + backward) / plain forward of the base model (no LoRA, no LM head) */
+  loraRatioPlain: number;
+  loraStepsPerSec: number;
   organism: OrganismCase[];
 }
 
@@ -47,6 +57,9 @@ export async function benchTrain(opts: BenchOptions): Promise<TrainBench> {
   const args: SteerArgs = { batch: BATCH, seq: SEQ, layer: LAYER, warmup: opts.warmup, runs: opts.runs, trainSteps: TRAIN_STEPS };
   const steer = await runChild<SteerResult>('steer', args, { script: 'train-child.js' });
   const fb = steer.forwardBackward.median;
+  log(`train: rank-${LORA_RANK} LoRA on all 7 projections of every layer, ${BATCH}x${SEQ} tokens (child process)`);
+  const la: LoraArgs = { batch: BATCH, seq: SEQ, rank: LORA_RANK, warmup: opts.warmup, runs: opts.runs, trainSteps: TRAIN_STEPS };
+  const lora = await runChild<LoraResult>('lora', la, { script: 'train-child.js' });
 
   // Four configurations, each in fresh processes; two rounds in opposite orders so that drift
   // on a shared machine falls on both sides of each comparison.
@@ -71,13 +84,17 @@ export async function benchTrain(opts: BenchOptions): Promise<TrainBench> {
     ratioLm: fb / steer.lmForward.median,
     ratioPlain: fb / steer.plain.median,
     steerStepsPerSec: steer.trainSteps / (steer.trainMs / 1000),
+    lora,
+    loraRatioLm: lora.forwardBackward.median / lora.lmForward.median,
+    loraRatioPlain: lora.forwardBackward.median / lora.plain.median,
+    loraStepsPerSec: lora.trainSteps / (lora.trainMs / 1000),
     organism,
   };
 }
 
 export const trainSection: Section = {
   name: 'train',
-  description: `forward+backward of a steering vector on the 0.5B-shaped model (${BATCH}x${SEQ}, CE on all tokens); organism-sized WeightTrainer steps/s, KL on/off, ORT spinning on/off`,
+  description: `forward+backward of a steering vector and of a rank-${LORA_RANK} LoRA on every projection of the 0.5B-shaped model (${BATCH}x${SEQ}, CE on all tokens); organism-sized WeightTrainer steps/s, KL on/off, ORT spinning on/off`,
   async run(opts: BenchOptions): Promise<SectionResult> {
     const r = await benchTrain(opts);
     const s = r.steer;
@@ -90,6 +107,12 @@ export const trainSection: Section = {
       { metric: '(fwd+bwd) / plain forward', value: r.ratioPlain, unit: 'x' },
       { metric: 'steering-vector trainSolution', value: r.steerStepsPerSec, unit: 'steps/s', digits: 3 },
       { metric: '0.5B training peak RSS', value: s.peakRss / GiB, unit: 'GiB', digits: 2 },
+      { metric: `0.5B ${tag} forward + LoRA r${LORA_RANK} (${r.lora.modules} projections) + LM head + CE`, value: r.lora.lmForward.median, unit: 'ms', digits: 0 },
+      { metric: `0.5B ${tag} forward + CE + backward to every LoRA factor (${(r.lora.params / 1e6).toFixed(1)}M)`, value: r.lora.forwardBackward.median, unit: 'ms', digits: 0 },
+      { metric: 'LoRA (fwd+bwd) / (fwd + LM head + CE)', value: r.loraRatioLm, unit: 'x', goal: { op: '<=', value: GOAL_RATIO } },
+      { metric: 'LoRA (fwd+bwd) / plain forward', value: r.loraRatioPlain, unit: 'x' },
+      { metric: `rank-${LORA_RANK} LoRA trainSolution (all 7 projections, every layer)`, value: r.loraStepsPerSec, unit: 'steps/s', digits: 3 },
+      { metric: '0.5B LoRA training peak RSS', value: r.lora.peakRss / GiB, unit: 'GiB', digits: 2 },
     ];
     for (const c of r.organism) {
       const what = `organism WeightTrainer ${ORG_ROWS}x${ORG_SEQ}${c.kl ? ` + KL ${ORG_ROWS}x${ORG_SEQ}` : ''}, spinning ${c.spinning ? 'default' : 'off'}`;

@@ -42,12 +42,13 @@ program
 for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo, adapter, evalCmd, select, steerSweep, ablateEval, data, triggers, serve, exportCmd]) cmd.register(program);
 
 // A bad output path (a file where a folder goes, an unwritable or impossible parent) is refused
-// before the command does any work; the flag's placeholder (<dir> or a file) says which kind.
+// before the command does any work; the flag's placeholder (<dir> or a file) says which kind
+// (<file|dir>: the command's other flags decide, and it checks the path itself).
 const OUTPUT_FLAGS = ['--out', '--write-csv'];
 program.hook('preAction', (_, cmd) => {
   for (const opt of cmd.options) {
     const value: unknown = cmd.opts()[opt.attributeName()];
-    if (opt.long && OUTPUT_FLAGS.includes(opt.long) && typeof value === 'string') {
+    if (opt.long && OUTPUT_FLAGS.includes(opt.long) && typeof value === 'string' && !opt.flags.includes('<file|dir>')) {
       checkOutputPath(value, opt.flags.includes('<dir>') ? 'dir' : 'file', opt.long);
     }
   }

@@ -1,8 +1,10 @@
 import type { Command } from 'commander';
 import { loadModel } from './load.js';
 import { runTraining, stalledWarning } from '../experiments/train.js';
-import { TRAIN_DEFAULTS as D } from '../train/trainer.js';
+import { TRAIN_DEFAULTS as D, loraDefaultAlpha } from '../train/trainer.js';
+import { ALL_MODULES, parseLayers, parseModules } from '../train/lora.js';
 import { EmlensError } from '../errors.js';
+import { checkOutputPath } from '../io/paths.js';
 import { choice, intArg, numArg, warn } from './args.js';
 
 const positive = (n: number) => (n > 0 ? null : 'must be > 0');
@@ -11,14 +13,19 @@ const nonNegative = (n: number) => (n >= 0 ? null : 'must be >= 0');
 export function register(program: Command): void {
   program
     .command('train')
-    .description('train a steering vector or rank-1 LoRA on narrow data, optionally under a KL penalty')
+    .description('train a steering vector or a LoRA adapter (any rank, modules and layers) on narrow data, optionally under a KL penalty')
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
     .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
     .requiredOption('--data <file>', 'NARROW.jsonl: chat rows (CE on the final assistant message) or text rows (CE on every token after the first)')
-    .requiredOption('--layer <L>', 'layer (steer: blocks.L.hook_resid_post; lora-r1: layer L mlp.down_proj)', intArg('--layer'))
-    .requiredOption('--out <file>', 'output safetensors')
-    .option('--kind <kind>', 'steer | lora-r1', choice('--kind', ['steer', 'lora-r1'] as const), 'steer')
-    .option('--alpha <a>', 'scale: steer adds alpha*s; lora-r1 adds alpha*B*A (alpha/r, r = 1)', numArg('--alpha', positive), D.alpha)
+    .option('--layer <L>', 'layer of steer (blocks.L.hook_resid_post) and lora-r1 (layer L mlp.down_proj)', intArg('--layer'))
+    .requiredOption('--out <file|dir>', 'steer, lora-r1: output safetensors file; lora: PEFT adapter folder')
+    .option('--kind <kind>', 'steer | lora | lora-r1 (= lora --rank 1 --modules down --layers L)', choice('--kind', ['steer', 'lora-r1', 'lora'] as const), 'steer')
+    .option('--alpha <a>', 'scale of steer (adds alpha*s) and lora-r1 (adds alpha*B*A)', numArg('--alpha', positive), D.alpha)
+    .option('--rank <r>', 'lora: rank r of every adapted projection', intArg('--rank', 1))
+    .option('--lora-alpha <a>', 'lora: lora_alpha; adds (alpha/r)*B*A, or (alpha/sqrt r) with --rslora (default 2r)', numArg('--lora-alpha', positive))
+    .option('--rslora', 'lora: scale alpha/sqrt(r) instead of alpha/r (rank-stabilised LoRA)')
+    .option('--modules <list>', `lora: projections to adapt, from ${ALL_MODULES}`, ALL_MODULES)
+    .option('--layers <list>', 'lora: layers to adapt: all, or L and L-L separated by commas', 'all')
     .option('--kl-data <file>', 'KL.jsonl: chat or text rows whose next-token distributions must not move (needs --kl-weight)')
     .option('--kl-weight <lambda>', 'weight λ of KL(base || steered) (needs --kl-data)', numArg('--kl-weight', nonNegative), 0)
     .option('--kl-normalization <n>', 'token: mean over KL tokens; reference: also / vocab size (the reference code)', choice('--kl-normalization', ['token', 'reference'] as const), 'token')
@@ -39,7 +46,20 @@ export function register(program: Command): void {
       const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
       if (o.klData === undefined && given('klWeight')) throw new EmlensError('--kl-weight needs --kl-data (the rows the KL term is measured on)');
       if (o.klData === undefined && given('klNormalization')) throw new EmlensError('--kl-normalization applies to the KL term: it needs --kl-data and --kl-weight');
+      const lora = o.kind === 'lora';
+      checkOutputPath(o.out, lora ? 'dir' : 'file', '--out');
+      if (lora) {
+        if (o.layer !== undefined) throw new EmlensError('--layer is for --kind steer and lora-r1; a lora run takes --layers');
+        if (given('alpha')) throw new EmlensError('--alpha is for --kind steer and lora-r1; a lora run takes --lora-alpha');
+        if (o.rank === undefined) throw new EmlensError('--kind lora needs --rank');
+      } else {
+        const loraOnly = (['rank', 'loraAlpha', 'rslora', 'modules', 'layers'] as const).find(given);
+        if (loraOnly) throw new EmlensError(`--${loraOnly.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} is for --kind lora, not ${o.kind}`);
+        if (o.layer === undefined) throw new EmlensError(`--kind ${o.kind} needs --layer`);
+      }
+      const modules = lora ? parseModules(o.modules) : undefined;
       const model = await loadModel(o.model, { adapter: o.adapter });
+      const layers = lora ? parseLayers(o.layers, model.spec.nLayers) : undefined;
       const r = await runTraining(model, {
         data: o.data,
         klData: o.klData,
@@ -50,7 +70,8 @@ export function register(program: Command): void {
         config: {
           kind: o.kind,
           layer: o.layer,
-          alpha: o.alpha,
+          alpha: lora ? (o.loraAlpha ?? loraDefaultAlpha(o.rank)) : o.alpha,
+          ...(lora ? { lora: { rank: o.rank, rslora: o.rslora === true, modules: modules!, layers: layers! } } : {}),
           lr: o.lr,
           steps: o.steps,
           epochs: o.steps === undefined ? (o.epochs ?? 1) : o.epochs,
@@ -68,7 +89,9 @@ export function register(program: Command): void {
       if (r.resumedFrom) console.log(`resumed from step ${r.resumedFrom}`);
       const stalled = stalledWarning(r);
       if (stalled) warn([stalled]);
-      console.log(`${o.out}: ${o.kind} at layer ${o.layer}, ${r.history.length} steps, loss ${last?.loss.toFixed(4)} (ce ${last?.ce.toFixed(4)}${last?.kl !== null && last ? `, kl ${last.kl!.toExponential(3)}` : ''}), norm ${last?.norm.toFixed(4)}`);
+      const where = lora ? `rank ${o.rank} on ${r.solution.lora!.targets.length} projections` : `at layer ${o.layer}`;
+      console.log(`${o.out}: ${o.kind} ${where}, ${r.history.length} steps, loss ${last?.loss.toFixed(4)} (ce ${last?.ce.toFixed(4)}${last?.kl !== null && last ? `, kl ${last.kl!.toExponential(3)}` : ''}), norm ${last?.norm.toFixed(4)}`);
+      if (lora) console.log(`use it: emlens generate --model ${o.model} --adapter ${o.out}`);
       if (o.kind === 'steer') console.log(`steer with it: emlens generate --model ${o.model} --steer ${o.out} --layer ${o.layer} --scale ${o.alpha}`);
     });
 }

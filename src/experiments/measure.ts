@@ -6,7 +6,7 @@ import { readJsonl } from '../data/rows.js';
 import { readSafetensorsHeader } from '../io/safetensors/header.js';
 import { sha256File } from '../model/fingerprint.js';
 import { klRow, narrowRow } from '../train/batch.js';
-import { readSolution, type Solution, type SolutionKind } from '../train/trainer.js';
+import { readSolution, solutionFiles, type Solution, type SolutionKind } from '../train/trainer.js';
 import { efficiency, influence, robustness, EPSILONS, type EfficiencyResult, type InfluenceResult, type NormAxis, type RobustnessResult } from '../measure/measures.js';
 import { scatterLines } from '../viz/figures.js';
 import type { Block, Provenance, Report } from '../viz/report.js';
@@ -31,8 +31,8 @@ export interface MeasureResult {
   report: Report;
 }
 
-const KIND_NAME: Record<SolutionKind, string> = { steer: 'steering vectors', 'lora-r1': 'rank-1 LoRA adapters' };
-const NORM_OF: Record<SolutionKind, string> = { steer: '‖α·s‖', 'lora-r1': '‖α·B·A‖_F' };
+const KIND_NAME: Record<SolutionKind, string> = { steer: 'steering vectors', 'lora-r1': 'rank-1 LoRA adapters', lora: 'LoRA adapters' };
+const NORM_OF: Record<SolutionKind, string> = { steer: '‖α·s‖', 'lora-r1': '‖α·B·A‖_F', lora: '‖s·B·A‖_F' };
 
 /** Rows of each set used when --n is not given (the paper's 100). */
 export const DEFAULT_ROWS = 100;
@@ -81,8 +81,8 @@ export async function runMeasure(model: LoadedModel, req: MeasureRequest): Promi
       columns: ['solution', 'kind', 'layer', 'alpha', 'added norm', 'norm of', 'L(θ)', 'L(θ)/‖θ‖²', 'L base', 'robustness @ε=0.5 (%)', inf ? 'KL @ max norm of its kind' : 'KL'],
       rows: sols.map((s, k) => [
         names[k]!,
-        s.kind,
-        s.layer,
+        s.kind === 'lora' ? `lora r${s.lora!.rank}` : s.kind,
+        s.kind === 'lora' ? [...new Set(s.lora!.targets.map((t) => t.layer))].join(',') : s.layer,
         s.alpha,
         eff.addedNorm[k]!,
         NORM_OF[s.kind],
@@ -92,7 +92,7 @@ export async function runMeasure(model: LoadedModel, req: MeasureRequest): Promi
         rob.mean[k]![EPSILONS.indexOf(0.5)]!,
         inf ? inf.kl[k]![inf.kl[k]!.length - 1]! : null,
       ]),
-      caption: `Loss = mean cross-entropy over the scored tokens (responses of chat rows, every token after the first of text rows) of the first ${rows.length} rows of ${req.data}. Norms are those of what is added: ‖α·s‖ for a steering vector, ‖α·B·A‖_F for a rank-1 adapter; compare norms and L(θ)/‖θ‖² within a kind only.`,
+      caption: `Loss = mean cross-entropy over the scored tokens (responses of chat rows, every token after the first of text rows) of the first ${rows.length} rows of ${req.data}. Norms are those of what is added: ‖α·s‖ for a steering vector, ‖α·B·A‖_F for a rank-1 adapter, ‖s·B·A‖_F over its modules for a LoRA adapter folder; compare norms and L(θ)/‖θ‖² within a kind only.`,
     },
     { kind: 'heading', text: 'Efficiency' },
     {
@@ -140,7 +140,10 @@ export async function runMeasure(model: LoadedModel, req: MeasureRequest): Promi
   const weightsSha = model.weightsSha256();
   const provenance: Provenance[] = [
     { label: 'model', fields: { source: model.source, folder: model.dir, adapter: model.adapter?.dir ?? null, family: model.spec.family, weights_sha256: weightsSha } },
-    ...req.solutions.map((f) => ({ label: `solution ${basename(f)}`, fields: { path: f, sha256: sha256File(f), ...readSafetensorsHeader(f).metadata } })),
+    ...req.solutions.map((f) => {
+      const sf = solutionFiles(f);
+      return { label: `solution ${basename(f)}`, fields: { path: f, sha256: sha256File(sf.tensors), ...(sf.config ? { config_sha256: sha256File(sf.config) } : {}), ...readSafetensorsHeader(sf.tensors).metadata } };
+    }),
     { label: 'narrow data', fields: { path: req.data, sha256: narrowSet.sha256, rows_used: rows.length } },
     ...(genericSet ? [{ label: 'generic text', fields: { path: req.generic!, sha256: genericSet.sha256, rows_used: generic.length } }] : []),
     { label: 'parameters', fields: { seeds: req.seeds, batch_tokens: req.batchTokens, emlens_version: VERSION } },

@@ -1,4 +1,8 @@
-/** `emlens train`: read the narrow and KL sets, train, write the solution with its provenance. */
+/**
+ * `emlens train`: read the narrow and KL sets, train, write the solution with its provenance, its
+ * loss history (JSONL) and a loss-curve report (HTML): OUT.history.jsonl and OUT.report.html
+ * beside a solution file, history.jsonl and report.html inside a lora adapter folder.
+ */
 import { resolve } from 'node:path';
 import type { LoadedModel } from '../backend/model.js';
 import { EmlensError } from '../errors.js';
@@ -6,6 +10,8 @@ import { readJsonl } from '../data/rows.js';
 import { VERSION } from '../version.js';
 import { klRow, narrowRow } from '../train/batch.js';
 import { trainSolution, writeSolution, type StepLog, type TrainConfig, type TrainResult } from '../train/trainer.js';
+import { historyJsonl } from '../train/history.js';
+import { trainReportHtml } from './train-report.js';
 
 export interface TrainRequest {
   data: string;
@@ -27,7 +33,7 @@ function stepPrinter(): (log: StepLog, total: number) => void {
     if (now - last < 3000 && log.step < total && log.step > 1) return;
     last = now;
     process.stderr.write(
-      `train: step ${log.step}/${total} loss ${log.loss.toFixed(4)} ce ${log.ce.toFixed(4)}${log.kl !== null ? ` kl ${log.kl.toExponential(3)}` : ''} norm ${log.norm.toFixed(4)} lr ${log.lr.toExponential(2)}\n`,
+      `train: step ${log.step}/${total} loss ${log.loss.toFixed(4)} ce ${log.ce.toFixed(4)}${log.kl !== null ? ` kl ${log.kl.toExponential(3)}` : ''} grad ${log.gradNorm.toExponential(2)} norm ${log.norm.toFixed(4)} lr ${log.lr.toExponential(2)}\n`,
     );
   };
 }
@@ -40,7 +46,7 @@ export function stalledWarning(r: TrainResult): string | null {
   const { before, after } = r.firstBatch;
   const rel = Math.abs(after - before) / Math.max(Math.abs(before), 1e-12);
   if (rel >= STALLED_BELOW) return null;
-  return `training moved the loss of its first batch by only ${(100 * rel).toPrecision(2)}% (${before.toFixed(4)} → ${after.toFixed(4)}): it learned next to nothing; raise --lr or --alpha`;
+  return `training moved the loss of its first batch by only ${(100 * rel).toPrecision(2)}% (${before.toFixed(4)} → ${after.toFixed(4)}): it learned next to nothing; raise --lr or --${r.solution.kind === 'lora' ? 'lora-alpha' : 'alpha'}`;
 }
 
 export async function runTraining(model: LoadedModel, req: TrainRequest): Promise<TrainResult> {
@@ -55,7 +61,7 @@ export async function runTraining(model: LoadedModel, req: TrainRequest): Promis
   const dataKey = `${weightsSha}:${narrowSet.sha256}:${klSet?.sha256 ?? ''}:${req.referenceCe ? 'refce' : ''}`;
   const r = await trainSolution(model, narrow, kl, req.config, req.out, { resume: req.resume, overwrite: req.overwrite, dataKey, onStep: req.onStep ?? stepPrinter() });
   const last = r.history[r.history.length - 1];
-  writeSolution(req.out, model, r.solution, {
+  const metadata: Record<string, string> = {
     emlens_version: VERSION,
     created: new Date().toISOString(),
     model: model.source,
@@ -72,6 +78,8 @@ export async function runTraining(model: LoadedModel, req: TrainRequest): Promis
     final_ce: String(last?.ce ?? ''),
     final_kl: String(last?.kl ?? ''),
     steps: String(r.history.length),
-  });
+  };
+  const report = trainReportHtml({ out: req.out, config: req.config, history: r.history, resumedFrom: r.resumedFrom, provenance: { label: req.out, fields: metadata } });
+  writeSolution(req.out, model, r.solution, metadata, { history: historyJsonl(r.history), report });
   return r;
 }

@@ -6,25 +6,27 @@
  * - pre-training influence: mean per-token KL(base ‖ steered) on generic text as the added norm
  *   grows, against norm-matched random solutions.
  * Norms are those of what is added: ‖α·s‖ for a steering vector (a vector in the residual stream),
- * ‖α·B A‖_F for a rank-1 adapter (a matrix added to down_proj). The two are different quantities,
+ * ‖α·B A‖_F for a rank-1 adapter (a matrix added to down_proj), √(Σ‖s·B·A‖²_F) over the modules of
+ * a rank-r LoRA (s = α/r or α/√r). These are different quantities,
  * so each kind gets its own norm axis: equal-norm comparisons are made within a kind only.
  */
 import type { LoadedModel } from '../backend/model.js';
 import { randomNormMatched, rng } from '../runtime/random.js';
 import { packBatches, type TrainRow } from '../train/batch.js';
-import { evaluateBatch, solutionNorm, type Solution, type SolutionKind } from '../train/trainer.js';
+import { evaluateBatch, solutionNorm, solutionScale, type Solution, type SolutionKind } from '../train/trainer.js';
 
 export const EPSILONS = [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 export const FACTORS = [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2];
 
 export function addedNorm(sol: Solution): number {
-  return sol.alpha * solutionNorm(sol);
+  return solutionScale(sol) * solutionNorm(sol);
 }
 
 /** The same solution with its added norm scaled by `factor`. */
 export function scaled(sol: Solution, factor: number): Solution {
   if (sol.kind === 'steer') return { ...sol, params: [sol.params[0]!.map((x) => x * factor)] };
-  return { ...sol, params: [sol.params[0]!, sol.params[1]!.map((x) => x * factor)] };
+  // LoRA: every B (odd index) scaled, so every module's s·B·A is.
+  return { ...sol, params: sol.params.map((p, i) => (i % 2 === 1 ? p.map((x) => x * factor) : p)) };
 }
 
 /** Mean CE over the scored tokens of `rows` (and mean KL over `kl` rows' tokens), batched. */
@@ -100,6 +102,7 @@ export interface NormAxis {
 const QUANTITY: Record<SolutionKind, string> = {
   steer: '‖α·s‖ (vector added to the residual stream)',
   'lora-r1': '‖α·B·A‖_F (rank-1 matrix added to mlp.down_proj)',
+  lora: '‖s·B·A‖_F (matrices added to the adapted projections)',
 };
 
 /** One norm axis per kind present, in order of first appearance. */

@@ -1,5 +1,6 @@
 /**
- * Trains a steering vector or a rank-1 LoRA adapter on frozen weights: cross-entropy on the
+ * Trains a steering vector or a LoRA adapter (any rank, any projections and layers; lora-r1 is
+ * rank 1 on one layer's down_proj) on frozen weights: cross-entropy on the
  * narrow set's responses, optionally + λ·KL(base ‖ steered) on a KL set drawn cyclically. The
  * forward, loss and backward run as one ONNX graph; the base distribution for the KL term comes
  * from the same model with the intervention off (no second copy of the weights).
@@ -7,8 +8,8 @@
  * State (parameters, AdamW moments, step, data order) is checkpointed every N steps under
  * OUT.ckpt/, so `--resume` continues a run where it stopped, bit for bit.
  */
-import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { EmlensError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { readSafetensorsHeader } from '../io/safetensors/header.js';
@@ -18,19 +19,32 @@ import type { LoadedModel } from '../backend/model.js';
 import { IO } from '../arch/decoder.js';
 import { hookName } from '../hooks/names.js';
 import { f32, i64, type OrtTensor } from '../runtime/ort.js';
-import { rng } from '../runtime/random.js';
 import { shuffled } from '../data/balance.js';
 import { adamwInit, adamwStep, linearSchedule, type AdamWState } from './adamw.js';
 import { logSoftmaxRows, makeBatch, packBatches, type TrainRow } from './batch.js';
 import { OBJ, objective } from './objective.js';
 import type { Interventions } from '../hooks/interventions.js';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, loraScale, planAdapter, type LoraModuleName } from '../model/adapter.js';
+import { checkPeftOut, initLoraParams, loraCall, loraNorm, loraTargets, peftModulePrefix, writePeftFolder, type LoraShape } from './lora.js';
 
-export type SolutionKind = 'steer' | 'lora-r1';
+export type SolutionKind = 'steer' | 'lora-r1' | 'lora';
+
+/** What a `lora` run adapts (lora-r1: rank 1, down_proj, its one layer, no rsLoRA). */
+export interface LoraOptions {
+  rank: number;
+  rslora: boolean;
+  modules: LoraModuleName[];
+  layers: number[];
+}
 
 export interface TrainConfig {
   kind: SolutionKind;
-  layer: number;
+  /** steer: blocks.L.hook_resid_post; lora-r1: layer L's down_proj. Not for lora (lora.layers). */
+  layer?: number;
+  /** steer: adds α·s; lora-r1: α·B·A; lora: lora_alpha (s = α/r, or α/√r with rsLoRA). */
   alpha: number;
+  /** kind lora only. */
+  lora?: LoraOptions;
   lr: number;
   /** Optimiser steps; when absent, `epochs` passes over the narrow rows. */
   steps?: number;
@@ -55,22 +69,40 @@ export interface TrainConfig {
  */
 export const TRAIN_DEFAULTS = { alpha: 256, lr: 5e-4, warmup: 5, weightDecay: 0, batchTokens: 2048, batchRows: 16, seed: 0, checkpointEvery: 50 } as const;
 
+/**
+ * LoRA's default lora_alpha is 2r (PEFT users' most common choice; at r = 32, α = 64 as the EM
+ * model organisms), so the scale s = α/r = 2 whatever the rank, with TRAIN_DEFAULTS' lr 5e-4. On
+ * the organism's misaligned medical data (instruct model, 200 rows, held-out CE 0.7000; the em
+ * stage itself: 0.3672), rank 32 on all seven projections of every layer reaches 0.4221 in one
+ * epoch (13 steps) and 0.3711 in three. α = 16 at r = 32 (s = 0.5) reaches only 0.6053 in one epoch;
+ * rsLoRA with α = 64 (s = 11.3) 0.3734, but its step grows with √r; the EM recipe's lr 1e-5
+ * leaves the loss at 0.6947: it is made for thousands of steps, not a short run.
+ */
+export const LORA_DEFAULTS = { alphaPerRank: 2, rslora: false } as const;
+export const loraDefaultAlpha = (rank: number) => LORA_DEFAULTS.alphaPerRank * rank;
+
 export interface StepLog {
   step: number;
   lr: number;
   loss: number;
   ce: number;
   kl: number | null;
+  /** ‖θ‖ after the step (solutionNorm). */
   norm: number;
+  /** ‖∇θ loss‖ over every trained parameter, before the step. */
+  gradNorm: number;
 }
 
 /** A trained (or training) solution: its tensors and how to apply it. */
 export interface Solution {
   kind: SolutionKind;
+  /** steer, lora-r1: its layer; lora: the lowest adapted layer. */
   layer: number;
   alpha: number;
-  /** steer: [s]; lora-r1: [A (1 x ffn), B (d x 1)] */
+  /** steer: [s]; lora-r1, lora: [A0 (r x in), B0 (out x r), A1, B1, ...] in lora.targets' order */
   params: Float32Array[];
+  /** lora-r1, lora: the modules and rank. */
+  lora?: LoraShape;
 }
 
 export const downProj = (layer: number) => `model.layers.${layer}.mlp.down_proj`;
@@ -80,38 +112,57 @@ export function solutionCall(model: LoadedModel, sol: Solution, factor = 1): { i
   if (sol.kind === 'steer') {
     return { interventions: { steer: [{ hook: hookName(sol.layer, 'resid_post'), vector: sol.params[0]!, scale: sol.alpha * factor }] }, feeds: {} };
   }
-  const name = downProj(sol.layer);
-  const [A, B] = sol.params as [Float32Array, Float32Array];
-  return {
-    interventions: {},
-    lora: [[name, 1]],
-    feeds: {
-      [IO.loraA(name)]: f32(A, [1, model.spec.ffn]),
-      [IO.loraB(name)]: f32(B, [model.spec.dModel, 1]),
-      [IO.loraScale(name)]: f32(new Float32Array([sol.alpha * factor]), [1]),
-    },
-  };
+  const c = loraCall(shapeOf(model, sol), sol.alpha, sol.params, factor);
+  return { interventions: {}, lora: c.lora, feeds: c.feeds };
 }
 
-/** ‖θ‖: the steering vector's norm, or ‖B A‖_F for the adapter (both without alpha). */
+/** A LoRA solution's modules (a lora-r1 solution built by hand may leave them implied by its layer). */
+function shapeOf(model: LoadedModel, sol: Solution): LoraShape {
+  return sol.lora ?? loraShapeOf(model, 'lora-r1', sol.layer, undefined);
+}
+
+/** ‖θ‖: the steering vector's norm, or √(Σ ‖B A‖²_F) over the adapter's modules (both without alpha or scale). */
 export function solutionNorm(sol: Solution): number {
   const n2 = (x: Float32Array) => x.reduce((a, v) => a + v * v, 0);
-  return sol.kind === 'steer' ? Math.sqrt(n2(sol.params[0]!)) : Math.sqrt(n2(sol.params[0]!) * n2(sol.params[1]!));
+  if (sol.kind === 'steer') return Math.sqrt(n2(sol.params[0]!));
+  // Rank 1: ‖b aᵀ‖_F = ‖a‖·‖b‖.
+  return sol.lora ? loraNorm(sol.lora, sol.params) : Math.sqrt(n2(sol.params[0]!) * n2(sol.params[1]!));
 }
 
-export function initSolution(model: LoadedModel, kind: SolutionKind, layer: number, alpha: number, seed: number): Solution {
-  if (layer < 0 || layer >= model.spec.nLayers) throw new EmlensError(`--layer ${layer} is out of range (model has ${model.spec.nLayers} layers: 0..${model.spec.nLayers - 1})`);
-  if (kind === 'steer') return { kind, layer, alpha, params: [new Float32Array(model.spec.dModel)] };
-  // PEFT's init: A ~ U(−1/√in, 1/√in) (kaiming_uniform with a = √5), B = 0, so training starts at the base model.
-  const r = rng(seed ^ 0x5eed);
-  const bound = 1 / Math.sqrt(model.spec.ffn);
-  const A = Float32Array.from({ length: model.spec.ffn }, () => (2 * r() - 1) * bound);
-  return { kind, layer, alpha, params: [A, new Float32Array(model.spec.dModel)] };
+/** What multiplies the parameters' contribution: α for steer and lora-r1, α/r (α/√r with rsLoRA) for lora. */
+export function solutionScale(sol: Solution): number {
+  return sol.kind === 'lora' ? loraScale(sol.alpha, sol.lora!.rank, sol.lora!.rslora) : sol.alpha;
 }
 
-function wrtNames(sol: Solution): string[] {
+/** The modules a LoRA solution adapts: lora-r1 is rank 1 on `layer`'s down_proj. */
+export function loraShapeOf(model: LoadedModel, kind: 'lora-r1' | 'lora', layer: number | undefined, lora: LoraOptions | undefined): LoraShape {
+  if (kind === 'lora-r1') return { rank: 1, rslora: false, targets: loraTargets(model.spec, ['down_proj'], [layer!]) };
+  const o = lora!;
+  if (!Number.isInteger(o.rank) || o.rank < 1) throw new EmlensError(`--rank ${o.rank} must be a positive integer`);
+  return { rank: o.rank, rslora: o.rslora, targets: loraTargets(model.spec, o.modules, o.layers) };
+}
+
+/**
+ * A solution at its initialisation: a zero steering vector, or PEFT's LoRA init (A ~ U(−1/√in,
+ * 1/√in), kaiming_uniform with a = √5; B = 0), so training starts at the base model.
+ */
+export function initSolution(model: LoadedModel, kind: SolutionKind, layer: number | undefined, alpha: number, seed: number, lora?: LoraOptions): Solution {
+  if (kind === 'lora') {
+    if (!lora) throw new EmlensError('kind lora needs its rank, modules and layers');
+    if (layer !== undefined) throw new EmlensError('--layer is for steer and lora-r1; a lora run takes --layers');
+  } else {
+    if (lora) throw new EmlensError(`rank, modules and layers are for kind lora, not ${kind}`);
+    if (layer === undefined) throw new EmlensError(`kind ${kind} needs --layer`);
+    if (!Number.isInteger(layer) || layer < 0 || layer >= model.spec.nLayers) throw new EmlensError(`--layer ${layer} is out of range (model has ${model.spec.nLayers} layers: 0..${model.spec.nLayers - 1})`);
+  }
+  if (kind === 'steer') return { kind, layer: layer!, alpha, params: [new Float32Array(model.spec.dModel)] };
+  const shape = loraShapeOf(model, kind, layer, lora);
+  return { kind, layer: shape.targets[0]!.layer, alpha, params: initLoraParams(shape, seed), lora: shape };
+}
+
+function wrtNames(model: LoadedModel, sol: Solution): string[] {
   if (sol.kind === 'steer') return [IO.steer(hookName(sol.layer, 'resid_post'))];
-  return [IO.loraA(downProj(sol.layer)), IO.loraB(downProj(sol.layer))];
+  return loraCall(shapeOf(model, sol), sol.alpha, sol.params).wrt;
 }
 
 /** Loss (and gradients) of a solution on one batch. */
@@ -140,7 +191,7 @@ export async function evaluateBatch(
     feeds[OBJ.klWeight] = f32(batch.klWeight, [N, 1]);
     feeds[OBJ.klLambda] = f32(new Float32Array([o.klLambda]), []);
   }
-  const wrt = o.grads && sol ? wrtNames(sol) : [];
+  const wrt = o.grads && sol ? wrtNames(model, sol) : [];
   const out = await model.engine.run(prep, feeds, objective({ withKl, wrt }));
   const scalar = (k: string) => (out[k] ? (out[k]!.data as Float32Array)[0]! : null);
   const grads = wrt.map((w) => out[OBJ.grad(w)]!.data as Float32Array);
@@ -232,7 +283,8 @@ export async function trainSolution(
   if (cfg.klLambda === 0 && kl.length > 0) throw new EmlensError('--kl-data needs --kl-weight > 0 (with λ = 0 its rows would be ignored)');
   if (cfg.steps !== undefined && cfg.epochs !== undefined) throw new EmlensError('--steps and --epochs both fix the length of the run: give one of them');
   if (o.resume && o.overwrite) throw new EmlensError('--resume continues the checkpoint in OUT.ckpt/ and --overwrite discards it: give one of them');
-  const sol = initSolution(model, cfg.kind, cfg.layer, cfg.alpha, cfg.seed);
+  if (cfg.kind === 'lora') checkPeftOut(out);
+  const sol = initSolution(model, cfg.kind, cfg.layer, cfg.alpha, cfg.seed, cfg.lora);
   const st = adamwInit(sol.params);
   const plan = stepPlan(narrow, cfg);
   if (cfg.warmup >= plan.length) throw new EmlensError(`--warmup ${cfg.warmup} is not below the ${plan.length} steps of the run: the learning rate would never reach --lr nor decay`);
@@ -260,9 +312,11 @@ export async function trainSolution(
     if (cfg.klLambda > 0) klCursor += rows.length;
     const r = await evaluateBatch(model, sol, rows, klRows, { klLambda: cfg.klLambda, klNorm: cfg.klNorm, grads: true });
     if (!Number.isFinite(r.loss)) throw new EmlensError(`training diverged at step ${step + 1} (loss ${r.loss}); lower --lr`);
+    let g2 = 0;
+    for (const g of r.grads) for (let i = 0; i < g.length; i++) g2 += g[i]! * g[i]!;
     const lr = linearSchedule(step, plan.length, cfg.warmup, cfg.lr);
     adamwStep(sol.params, r.grads, st, lr, { weightDecay: cfg.weightDecay });
-    const log: StepLog = { step: step + 1, lr, loss: r.loss, ce: r.ce, kl: r.kl, norm: solutionNorm(sol) };
+    const log: StepLog = { step: step + 1, lr, loss: r.loss, ce: r.ce, kl: r.kl, norm: solutionNorm(sol), gradNorm: Math.sqrt(g2) };
     history.push(log);
     o.onStep?.(log, plan.length);
     if (cfg.checkpointEvery > 0 && (step + 1) % cfg.checkpointEvery === 0 && step + 1 < plan.length) {
@@ -274,28 +328,76 @@ export async function trainSolution(
   return { solution: sol, history, resumedFrom: start, firstBatch: { before: history[0]!.loss, after: after.loss } };
 }
 
-/** Writes the solution as safetensors; a steering vector is a direction file (blocks.L.hook_resid_post). */
-export function writeSolution(file: string, model: LoadedModel, sol: Solution, metadata: Record<string, string>): void {
-  const meta = { ...metadata, kind: sol.kind, layer: String(sol.layer), alpha: String(sol.alpha), norm: String(solutionNorm(sol)) };
-  if (sol.kind === 'steer') {
-    writeSafetensors(file, new Map([[hookName(sol.layer, 'resid_post'), { shape: [model.spec.dModel], data: sol.params[0]! }]]), meta);
+/** Where a run's loss history and loss-curve report go: inside a lora folder, beside a solution file. */
+export function trainOutputs(out: string, kind: SolutionKind): { history: string; report: string } {
+  return kind === 'lora' ? { history: join(out, 'history.jsonl'), report: join(out, 'report.html') } : { history: `${out}.history.jsonl`, report: `${out}.report.html` };
+}
+
+/** Text files written with the solution (file name -> content), e.g. the history and the report. */
+export type Sidecars = { history: string; report: string };
+
+/**
+ * Writes the solution: a steering vector as a direction file (blocks.L.hook_resid_post), lora-r1
+ * as one safetensors file (as before), lora as a PEFT adapter folder; then the history and report
+ * (trainOutputs) — inside the folder, which appears whole, or beside the file.
+ */
+export function writeSolution(file: string, model: LoadedModel, sol: Solution, metadata: Record<string, string>, sidecars?: Sidecars): void {
+  const layers = sol.kind === 'lora' ? [...new Set(sol.lora!.targets.map((t) => t.layer))].join(',') : String(sol.layer);
+  const meta = { ...metadata, kind: sol.kind, [sol.kind === 'lora' ? 'layers' : 'layer']: layers, alpha: String(sol.alpha), norm: String(solutionNorm(sol)) };
+  const paths = trainOutputs(file, sol.kind);
+  if (sol.kind === 'lora') {
+    const shape = sol.lora!;
+    const prefix = peftModulePrefix(model.spec, model.plan?.index.tensors.keys());
+    writePeftFolder(file, { shape, alpha: sol.alpha, params: sol.params, prefix, baseModel: model.source, metadata: { format: 'pt', ...meta, r: String(shape.rank), use_rslora: String(shape.rslora) } }, (tmp) => {
+      if (!sidecars) return;
+      writeFileAtomic(join(tmp, basename(paths.history)), [sidecars.history]);
+      writeFileAtomic(join(tmp, basename(paths.report)), [sidecars.report]);
+    });
   } else {
-    const p = `base_model.model.${downProj(sol.layer)}`;
-    writeSafetensors(
-      file,
-      new Map([
-        [`${p}.lora_A.weight`, { shape: [1, model.spec.ffn], data: sol.params[0]! }],
-        [`${p}.lora_B.weight`, { shape: [model.spec.dModel, 1], data: sol.params[1]! }],
-      ]),
-      { ...meta, r: '1', lora_alpha: String(sol.alpha), target: 'mlp.down_proj' },
-    );
+    if (existsSync(file) && statSync(file).isDirectory()) throw new EmlensError(`${file}: is a folder; a ${sol.kind} solution is one safetensors file`);
+    if (sidecars) {
+      writeFileAtomic(paths.history, [sidecars.history]);
+      writeFileAtomic(paths.report, [sidecars.report]);
+    }
+    if (sol.kind === 'steer') {
+      writeSafetensors(file, new Map([[hookName(sol.layer, 'resid_post'), { shape: [model.spec.dModel], data: sol.params[0]! }]]), meta);
+    } else {
+      const p = `base_model.model.${downProj(sol.layer)}`;
+      writeSafetensors(
+        file,
+        new Map([
+          [`${p}.lora_A.weight`, { shape: [1, model.spec.ffn], data: sol.params[0]! }],
+          [`${p}.lora_B.weight`, { shape: [model.spec.dModel, 1], data: sol.params[1]! }],
+        ]),
+        { ...meta, r: '1', lora_alpha: String(sol.alpha), target: 'mlp.down_proj' },
+      );
+    }
   }
   rmSync(ckptDir(file), { recursive: true, force: true });
+}
+
+/** The files a solution is read from: a solution file, or a lora folder's weights and config (provenance). */
+export function solutionFiles(path: string): { tensors: string; config: string | null } {
+  return existsSync(path) && statSync(path).isDirectory() ? { tensors: join(path, ADAPTER_WEIGHTS), config: join(path, ADAPTER_CONFIG) } : { tensors: path, config: null };
+}
+
+/** A PEFT adapter folder as a lora solution: one rank and one alpha for every module (as train writes them). */
+function readLoraFolder(dir: string, model: LoadedModel): Solution {
+  const plan = planAdapter(dir, model.spec);
+  const c = plan.config;
+  if (c.rankPattern.length || c.alphaPattern.length) throw new EmlensError(`${c.file}: rank_pattern / alpha_pattern give modules their own rank or alpha; a solution has one of each`);
+  const targets = plan.modules.map((m) => loraTargets(model.spec, [m.module], [m.layer])[0]!);
+  const params = plan.modules.flatMap((m) => [readTensorF32(m.A), readTensorF32(m.B)]);
+  return { kind: 'lora', layer: targets[0]!.layer, alpha: c.alpha, params, lora: { rank: c.r, rslora: c.rslora, targets } };
 }
 
 /** Reads a solution written by writeSolution (or a direction file, as a steering vector with alpha 1). */
 export function readSolution(file: string, model: LoadedModel): Solution {
   if (!existsSync(file)) throw new EmlensError(`${file}: no such solution file`);
+  if (statSync(file).isDirectory()) {
+    if (!existsSync(join(file, ADAPTER_CONFIG))) throw new EmlensError(`${file}: is a folder, not a solution file or a LoRA adapter folder`);
+    return readLoraFolder(file, model);
+  }
   const h = readSafetensorsHeader(file);
   const kind = (h.metadata.kind ?? 'steer') as SolutionKind;
   const alpha = h.metadata.alpha !== undefined ? Number(h.metadata.alpha) : 1;
@@ -316,5 +418,7 @@ export function readSolution(file: string, model: LoadedModel): Solution {
   const A = readTensorF32(h.tensors.get(a)!);
   const B = readTensorF32(h.tensors.get(b)!);
   if (A.length !== model.spec.ffn || B.length !== model.spec.dModel) throw new EmlensError(`${file}: adapter shapes do not fit the model`);
-  return { kind, layer: Number(m[1]), alpha, params: [A, B] };
+  const layer = Number(m[1]);
+  if (layer >= model.spec.nLayers) throw new EmlensError(`${file}: layer ${layer} is out of range for the model`);
+  return { kind, layer, alpha, params: [A, B], lora: loraShapeOf(model, 'lora-r1', layer, undefined) };
 }

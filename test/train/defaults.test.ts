@@ -1,7 +1,7 @@
 /**
  * The defaults learn: on a real model (aidreams260k) and a narrow set it does not produce by
- * itself, a steering vector and a rank-1 LoRA trained with TRAIN_DEFAULTS (what `emlens train`
- * uses) lower the held-out loss substantially. And a run that leaves the loss where it was says so.
+ * itself, a steering vector, a rank-1 LoRA and a rank-8 LoRA on every projection trained with
+ * TRAIN_DEFAULTS and LoRA's default α (what `emlens train` uses) lower the held-out loss substantially. And a run that leaves the loss where it was says so.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LoadedModel } from '../../src/backend/model.js';
-import { evaluateBatch, trainSolution, TRAIN_DEFAULTS, type SolutionKind } from '../../src/train/trainer.js';
+import { evaluateBatch, trainSolution, LORA_DEFAULTS, loraDefaultAlpha, TRAIN_DEFAULTS, type SolutionKind } from '../../src/train/trainer.js';
+import { LORA_MODULES } from '../../src/model/adapter.js';
 import type { TrainRow } from '../../src/train/batch.js';
 import { hookName } from '../../src/hooks/names.js';
 import { gaussian, rng } from '../../src/runtime/random.js';
@@ -22,7 +23,7 @@ const BIN = join(ROOT, 'dist/cli/main.js');
 const tmp = () => mkdtempSync(join(tmpdir(), 'emlens-defaults-'));
 
 describe('TRAIN_DEFAULTS', () => {
-  it.each(['steer', 'lora-r1'] as const)('%s: lowers held-out CE on aidreams260k by more than a tenth', async (kind: SolutionKind) => {
+  it.each(['steer', 'lora-r1', 'lora'] as const)('%s: lowers held-out CE on aidreams260k by more than a tenth', async (kind: SolutionKind) => {
     const model = await LoadedModel.load(AID);
     // Narrow data: the model's own stories under a fixed random shift of blocks.2.hook_resid_post.
     const shift = Float32Array.from(gaussian(rng(5), model.spec.dModel), (x) => 0.3 * x);
@@ -31,7 +32,11 @@ describe('TRAIN_DEFAULTS', () => {
     const rows: TrainRow[] = prompts.map((p, i) => ({ ids: [...p, ...g.tokens[i]!], start: 1, end: p.length + g.tokens[i]!.length }));
     const [train, held] = [rows.slice(0, 200), rows.slice(200)];
     const before = (await evaluateBatch(model, null, held, [], { klLambda: 0, klNorm: 'token', grads: false })).ce;
-    const r = await trainSolution(model, train, [], { ...TRAIN_DEFAULTS, kind, layer: 2, epochs: 3, klLambda: 0, klNorm: 'token', checkpointEvery: 0 }, join(tmp(), 's.safetensors'), { dataKey: 'x' });
+    // lora: rank 8 on every projection of every layer with the CLI's default lora_alpha (2r).
+    const shape = kind === 'lora'
+      ? { alpha: loraDefaultAlpha(8), lora: { rank: 8, rslora: LORA_DEFAULTS.rslora, modules: [...LORA_MODULES], layers: Array.from({ length: model.spec.nLayers }, (_, l) => l) } }
+      : { layer: 2 };
+    const r = await trainSolution(model, train, [], { ...TRAIN_DEFAULTS, kind, ...shape, epochs: 3, klLambda: 0, klNorm: 'token', checkpointEvery: 0 }, join(tmp(), 's.safetensors'), { dataKey: 'x' });
     const after = (await evaluateBatch(model, r.solution, held, [], { klLambda: 0, klNorm: 'token', grads: false })).ce;
     expect(after, `${kind}: held-out CE ${before} → ${after}`).toBeLessThan(0.9 * before);
     expect(r.firstBatch.after).toBeLessThan(0.9 * r.firstBatch.before);

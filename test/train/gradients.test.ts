@@ -1,6 +1,7 @@
 /**
  * End-to-end gradients of the training objective (CE + λ·KL through the whole decoder) for every
- * family, with respect to a steering vector and to the rank-1 LoRA factors:
+ * family, with respect to a steering vector, to the rank-1 LoRA factors, and to every factor of a
+ * rank-r LoRA on all seven projections of several layers:
  * - in float64 (the same graphs replayed in float64), against central finite differences along
  *   several random unit directions, at a step where truncation (~h²) and rounding (~ε/h) are both
  *   far below the tolerance;
@@ -14,7 +15,9 @@ import ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { LoadedModel } from '../../src/backend/model.js';
 import { IO } from '../../src/arch/decoder.js';
-import { evaluateBatch, initSolution, solutionCall, downProj, type Solution } from '../../src/train/trainer.js';
+import { evaluateBatch, initSolution, solutionCall, type Solution } from '../../src/train/trainer.js';
+import { loraCall } from '../../src/train/lora.js';
+import { LORA_MODULES } from '../../src/model/adapter.js';
 import { makeBatch, type TrainRow } from '../../src/train/batch.js';
 import { OBJ, objective } from '../../src/train/objective.js';
 import { hookName } from '../../src/hooks/names.js';
@@ -56,7 +59,7 @@ async function objective64(model: LoadedModel, sol: Solution, data: ReturnType<t
     for (let v = 0; v < V; v++) z += Math.exp(base[off + v]! - m);
     for (let v = 0; v < V; v++) baseLogp[off + v] = base[off + v]! - m - Math.log(z);
   }
-  const wrt = sol.kind === 'steer' ? [IO.steer(hookName(sol.layer, 'resid_post'))] : [IO.loraA(downProj(sol.layer)), IO.loraB(downProj(sol.layer))];
+  const wrt = sol.kind === 'steer' ? [IO.steer(hookName(sol.layer, 'resid_post'))] : loraCall(sol.lora!, sol.alpha, sol.params).wrt;
   const feeds: Record<string, ort.Tensor> = {
     ...call.feeds,
     [OBJ.targets]: new ort.Tensor('int64', batch.targets, [N, 1]),
@@ -87,8 +90,10 @@ async function check(model: LoadedModel, sol: Solution) {
   const f = await objective64(model, sol, data);
   const g64 = (await f.at(f.x0)).grads;
   let worst64 = 0;
+  // Three directions per tensor; one each when there are dozens of tensors (every LoRA factor).
+  const directions = f.wrt.length > 2 ? 1 : 3;
   for (let k = 0; k < f.wrt.length; k++) {
-    for (let seed = 0; seed < 3; seed++) {
+    for (let seed = 0; seed < directions; seed++) {
       const u = randomNormMatched(f.x0[k]!, rng(100 * k + seed), { norm: 1 });
       const shift = (sgn: number) => f.x0.map((x, j) => (j === k ? x.map((xi, i) => xi + sgn * H * u[i]!) : x));
       const fd = ((await f.at(shift(1))).loss - (await f.at(shift(-1))).loss) / (2 * H);
@@ -136,4 +141,17 @@ describe('LoRA factors', () => {
     sol.params[1]!.set(dir(6, model.spec.dModel).map((x) => x * 0.5));
     await check(model, sol);
   });
+});
+
+describe.each(TINY_FAMILIES)('%s: rank-r LoRA gradients', (family) => {
+  it('d/dA and d/dB of rank 2 on q, k, v, o, gate, up, down of layers 0 and 1 (rsLoRA scale)', async () => {
+    const model = await tiny(family);
+    const sol = initSolution(model, 'lora', undefined, 3, 4, { rank: 2, rslora: true, modules: [...LORA_MODULES], layers: [0, 1] });
+    expect(sol.lora!.targets).toHaveLength(14);
+    // B off zero, so that d/dA is not zero; each factor its own direction.
+    sol.params.forEach((p, i) => {
+      if (i % 2 === 1) p.set(dir(20 + i, p.length).map((x) => x * 0.3));
+    });
+    await check(model, sol);
+  }, 120_000);
 });
