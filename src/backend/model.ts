@@ -143,6 +143,7 @@ export class LoadedModel implements ModelInfo {
     const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? await TextTokenizer.load(dir) : null;
     const local = { config: fileSha256(join(dir, 'config.json')), tokenizer: fileSha256(join(dir, 'tokenizer.json')) };
     let weights: string | null = null;
+    let maxRows = Infinity;
     for (const url of b.urls) {
       if (kserveModelOf(url)) {
         // A KServe model (Triton serving an export, or emlens serve's /v2): its shape, and its
@@ -158,8 +159,9 @@ export class LoadedModel implements ModelInfo {
       if (info.tokenizer_sha256 !== local.tokenizer) throw new EmlensError(`--backend ${url} serves "${info.name}", whose tokenizer.json differs from ${dir}'s`);
       if (weights !== null && info.weights_sha256 !== weights) throw new EmlensError(`--backend: ${url} serves other weights than ${b.urls[0]} (sha256 ${info.weights_sha256.slice(0, 12)} vs ${weights.slice(0, 12)})`);
       weights = info.weights_sha256;
+      maxRows = Math.min(maxRows, info.max_batch ?? 64);
     }
     if (weights === null) throw new EmlensError(`--backend ${b.urls.join(',')}: no server states the weights' fingerprint, so results could not name what made them`);
-    return new LoadedModel(idOrPath, dir, spec, null, tokenizer, null, null, { engine: new RemoteEngine(spec, b), weightsSha256: weights });
+    return new LoadedModel(idOrPath, dir, spec, null, tokenizer, null, null, { engine: new RemoteEngine(spec, { ...b, maxRows: Number.isFinite(maxRows) ? maxRows : b.maxRows }), weightsSha256: weights });
   }
 }

@@ -11,6 +11,7 @@ import type { Interventions } from '../hooks/interventions.js';
 import type { ModelSpec } from '../model/config.js';
 import { InputRowError, type ForwardRequest, type ForwardResult, type GenerateOptions, type GenerateResult } from '../runtime/engine.js';
 import type { BatchLayout } from '../runtime/masks.js';
+import type { ObjectiveCall, ObjectiveOutputs } from '../train/run-objective.js';
 
 /** What the experiment layer asks of a model's runtime, local (Engine) or remote. */
 export interface ModelBackend {
@@ -21,6 +22,8 @@ export interface ModelBackend {
 
 export interface BackendOptions {
   urls: string[];
+  /** Most rows to send in one call (the servers' smallest --max-batch; default 64). */
+  maxRows?: number;
   token?: string;
   /** Per-request timeout (default 10 minutes). */
   timeoutMs?: number;
@@ -39,6 +42,8 @@ export interface ServerInfo {
   d_model: number;
   vocab: number;
   max_positions: number;
+  /** Most rows the server takes in one call (--max-batch). */
+  max_batch: number;
   config_sha256: string | null;
   tokenizer_sha256: string | null;
   weights_sha256: string;
@@ -299,8 +304,8 @@ export class RemoteEngine implements ModelBackend {
     const capture = req.capture ?? [];
     if (logits === 'none' && capture.length === 0) throw new EmlensError('forward: nothing requested (no captures, no logits)');
     const B = req.ids.length;
-    // Contiguous parts, one per server (at most one per row), run at once.
-    const k = Math.min(this.o.urls.length, B);
+    // Contiguous parts, at least one per server and none over the servers' batch limit, run at once.
+    const k = Math.min(B, Math.max(this.o.urls.length, Math.ceil(B / (this.o.maxRows ?? 64))));
     const cuts = Array.from({ length: k + 1 }, (_, i) => Math.round((i * B) / k));
     const parts = await Promise.all(Array.from({ length: k }, (_, i) => this.forwardPart(req.ids.slice(cuts[i], cuts[i + 1]), req)));
     // One left-padded layout over all rows, as the local engine returns.
@@ -332,8 +337,85 @@ export class RemoteEngine implements ModelBackend {
     return { layout, captures, logits: logits === 'none' ? undefined : merge('logits', V, logits === 'all') };
   }
 
+  /**
+   * The training objective on a server (train, measure): the feeds travel as binary tensors
+   * after a JSON header; outputs come back the same way. Runs whole on one server.
+   */
+  async objective(c: ObjectiveCall): Promise<ObjectiveOutputs> {
+    this.check(c.ids);
+    // The objective is a sum over rows (its per-token weights are fixed by the caller), and so are
+    // its gradients: the rows split over the servers and the parts' outputs add up.
+    const B = c.ids.length;
+    const k = Math.min(B, Math.max(this.o.urls.length, Math.ceil(B / (this.o.maxRows ?? 64))));
+    const cuts = Array.from({ length: k + 1 }, (_, i) => Math.round((i * B) / k));
+    const T = Math.max(...c.ids.map((r) => r.length));
+    const parts = await Promise.all(Array.from({ length: k }, (_, i) => this.objectivePart(c, cuts[i]!, cuts[i + 1]!, T)));
+    const out: ObjectiveOutputs = {};
+    for (const p of parts) {
+      for (const [name, t] of Object.entries(p)) {
+        const acc = out[name];
+        if (!acc) out[name] = { data: Float32Array.from(t.data), dims: t.dims };
+        else for (let i = 0; i < t.data.length; i++) acc.data[i]! += t.data[i]!;
+      }
+    }
+    return out;
+  }
+
+  /** Rows [a, b) of an objective call; per-token feeds ([B*T, ...]) are cut to the part's own left-padded layout. */
+  private objectivePart(c: ObjectiveCall, a: number, b: number, T: number): Promise<ObjectiveOutputs> {
+    const ids = c.ids.slice(a, b);
+    const Tp = Math.max(...ids.map((r) => r.length));
+    const N = c.ids.length * T;
+    const feeds = Object.entries(c.feeds).map(([name, t]) => {
+      let data = t.data as Float32Array | BigInt64Array;
+      let dims = [...t.dims];
+      if (dims[0] === N) {
+        // Left padding aligns rows at their end: a row's last Tp slots are the part's.
+        const width = data.length / N;
+        const cut = <A extends Float32Array | BigInt64Array>(src: A, make: (n: number) => A): A => {
+          const part = make(ids.length * Tp * width);
+          for (let r = a; r < b; r++) (part as Float32Array).set((src as Float32Array).subarray(((r + 1) * T - Tp) * width, (r + 1) * T * width), (r - a) * Tp * width);
+          return part;
+        };
+        data = data instanceof BigInt64Array ? cut(data, (n) => new BigInt64Array(n)) : cut(data, (n) => new Float32Array(n));
+        dims = [ids.length * Tp, ...dims.slice(1)];
+      }
+      return { name, dtype: t.type as 'float32' | 'int64', dims, buf: Buffer.from(data.buffer, data.byteOffset, data.byteLength) };
+    });
+    const head = Buffer.from(
+      JSON.stringify({
+        ids,
+        interventions: wireInterventions(c.interventions),
+        lora: c.lora ?? [],
+        withKl: c.withKl,
+        wrt: c.wrt,
+        feeds: feeds.map((f) => ({ name: f.name, dtype: f.dtype, dims: f.dims, bytes: f.buf.length })),
+      }),
+    );
+    const body = Buffer.concat([head, ...feeds.map((f) => f.buf)]);
+    return this.call(
+      (url) => (kserveModelOf(url) ? null : { path: '/emlens/v1/objective', headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(head.length) }, body }),
+      async (r) => {
+        const buf = Buffer.from(await r.arrayBuffer());
+        const hl = Number(r.headers.get('inference-header-content-length'));
+        if (!Number.isInteger(hl) || hl <= 0 || hl > buf.length) throw new Error('no Inference-Header-Content-Length');
+        const h = JSON.parse(buf.subarray(0, hl).toString('utf8')) as { tensors: { name: string; shape: number[]; bytes: number }[] };
+        let off = hl;
+        const out: ObjectiveOutputs = {};
+        for (const t of h.tensors) {
+          if (off + t.bytes > buf.length) throw new Error('the body is shorter than its header says');
+          out[t.name] = { data: new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + t.bytes)), dims: t.shape };
+          off += t.bytes;
+        }
+        return out;
+      },
+    );
+  }
+
   async generate(prompts: number[][], opts: GenerateOptions = {}): Promise<GenerateResult> {
     if (opts.onStep || opts.keepLogits) throw new EmlensError('--backend: per-step callbacks and kept logits need the local runtime');
+    // One sampling stream across the rows: they cannot be split.
+    if (prompts.length > (this.o.maxRows ?? 64)) throw new EmlensError(`--backend: ${prompts.length} prompts in one batch; the servers take at most ${this.o.maxRows ?? 64} (lower --batch, or raise the servers' --max-batch)`);
     this.check(prompts);
     const M = this.spec.maxPositions;
     const maxNew = opts.maxNewTokens ?? 64;

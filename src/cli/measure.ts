@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { loadModel } from './load.js';
+import { backendFrom, backendOptions, loadModel } from './load.js';
 import { runMeasure } from '../experiments/measure.js';
 import { writeReport } from '../viz/report.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -7,8 +7,8 @@ import { intArg } from './args.js';
 import { rowProgress } from './progress.js';
 
 export function register(program: Command): void {
-  program
-    .command('measure')
+  backendOptions(program
+    .command('measure'))
     .description('efficiency, robustness and pre-training influence of trained solutions, as one HTML report (+ .json)')
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
     .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
@@ -20,7 +20,7 @@ export function register(program: Command): void {
     .option('--seeds <n>', 'seeds for perturbations and random controls', intArg('--seeds', 1), 3)
     .option('--batch-tokens <n>', 'padded tokens per forward call', intArg('--batch-tokens', 1), 2048)
     .action(async (o) => {
-      const model = await loadModel(o.model, { adapter: o.adapter });
+      const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
       const bar = rowProgress('measure', process.stderr, 5000, 'evaluations');
       const t0 = Date.now();
       const r = await runMeasure(model, {

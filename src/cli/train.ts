@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { loadModel } from './load.js';
+import { backendFrom, backendOptions, loadModel } from './load.js';
 import { runTraining, stalledWarning } from '../experiments/train.js';
 import { TRAIN_DEFAULTS as D, loraDefaultAlpha } from '../train/trainer.js';
 import { ALL_MODULES, parseLayers, parseModules } from '../train/lora.js';
@@ -11,8 +11,8 @@ const positive = (n: number) => (n > 0 ? null : 'must be > 0');
 const nonNegative = (n: number) => (n >= 0 ? null : 'must be >= 0');
 
 export function register(program: Command): void {
-  program
-    .command('train')
+  backendOptions(program
+    .command('train'))
     .description('train a steering vector or a LoRA adapter (any rank, modules and layers) on narrow data, optionally under a KL penalty')
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
     .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
@@ -58,7 +58,7 @@ export function register(program: Command): void {
         if (o.layer === undefined) throw new EmlensError(`--kind ${o.kind} needs --layer`);
       }
       const modules = lora ? parseModules(o.modules) : undefined;
-      const model = await loadModel(o.model, { adapter: o.adapter });
+      const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
       const layers = lora ? parseLayers(o.layers, model.spec.nLayers) : undefined;
       const r = await runTraining(model, {
         data: o.data,

@@ -18,6 +18,8 @@ import { parseHookName } from '../hooks/names.js';
 import type { AblateSpec, Interventions, SteerSpec } from '../hooks/interventions.js';
 import { VERSION } from '../version.js';
 import { fileSha256 } from '../model/fingerprint.js';
+import { f32, i64, type OrtTensor } from '../runtime/ort.js';
+import { runObjective } from '../train/run-objective.js';
 import { HttpError, type Context, type Route } from './http.js';
 import type { ServedModel } from './openai.js';
 
@@ -39,6 +41,7 @@ export function backendInfo(s: ServedModel) {
     d_model: spec.dModel,
     vocab: spec.vocab,
     max_positions: spec.maxPositions,
+    max_batch: s.limits.maxBatch,
     config_sha256: fileSha256(join(s.model.dir, 'config.json')),
     tokenizer_sha256: fileSha256(join(s.model.dir, 'tokenizer.json')),
     weights_sha256: s.model.weightsSha256(),
@@ -160,10 +163,49 @@ async function generate(ctx: Context, s: ServedModel): Promise<void> {
   ctx.sendJson(200, { tokens: r.tokens, finished: r.finished, context_full: r.contextFull });
 }
 
+/** The training objective (train, measure) for a `--backend` client: binary feeds in, binary outputs out. */
+async function objectiveRoute(ctx: Context, s: ServedModel): Promise<void> {
+  const body = await ctx.body();
+  const hl = Number(ctx.req.headers['inference-header-content-length']);
+  if (!Number.isInteger(hl) || hl <= 0 || hl > body.length) bad('Inference-Header-Content-Length must give the JSON header\'s size');
+  let h: Record<string, unknown>;
+  try {
+    h = JSON.parse(body.subarray(0, hl).toString('utf8'));
+  } catch {
+    return bad('the JSON header is not valid JSON');
+  }
+  const { nLayers: L, dModel: D, vocab: V } = s.model.spec;
+  const ids = idRows(h.ids, V, s.limits.maxBatch, 'ids');
+  if (!Array.isArray(h.feeds)) bad('feeds must be a list');
+  const feeds: Record<string, OrtTensor> = {};
+  let off = hl;
+  for (const [i, f] of (h.feeds as unknown[]).entries()) {
+    if (!isObj(f) || typeof f.name !== 'string' || (f.dtype !== 'float32' && f.dtype !== 'int64') || !Array.isArray(f.dims) || !Number.isInteger(f.bytes)) bad(`feeds[${i}] must be {name, dtype float32|int64, dims, bytes}`);
+    const g = f as { name: string; dtype: 'float32' | 'int64'; dims: number[]; bytes: number };
+    // Only the objective's own inputs and LoRA factors: never a weight or anything else of the server's.
+    if (!/^train\./.test(g.name) && !/\.lora_(A|B)\.weight$|\.lora_scale$/.test(g.name)) bad(`feeds[${i}]: ${g.name} is not an objective input`);
+    const count = g.dims.reduce((a, b) => a * b, 1);
+    if (g.bytes !== count * (g.dtype === 'int64' ? 8 : 4) || off + g.bytes > body.length) bad(`feeds[${i}] (${g.name}): ${g.bytes} bytes do not match dims [${g.dims}] or run past the body`);
+    const raw = body.buffer.slice(body.byteOffset + off, body.byteOffset + off + g.bytes);
+    feeds[g.name] = g.dtype === 'int64' ? i64(new BigInt64Array(raw), g.dims) : f32(new Float32Array(raw), g.dims);
+    off += g.bytes;
+  }
+  const lora = Array.isArray(h.lora) ? (h.lora as unknown[]).map((x) => (Array.isArray(x) && typeof x[0] === 'string' && Number.isInteger(x[1]) ? ([x[0], x[1]] as [string, number]) : bad('lora must be [[projection, rank], ...]'))) : bad('lora must be a list');
+  const wrt = Array.isArray(h.wrt) && h.wrt.every((w) => typeof w === 'string') ? (h.wrt as string[]) : bad('wrt must be a list of input names');
+  const out = await s.queue.run(() => engineCall(() => runObjective(s.model, { ids, interventions: parseWireInterventions(h.interventions, L, D), lora, feeds, withKl: h.withKl === true, wrt })));
+  const blobs = Object.entries(out);
+  const head = Buffer.from(JSON.stringify({ tensors: blobs.map(([name, t]) => ({ name, shape: t.dims, bytes: t.data.byteLength })) }));
+  const res = Buffer.concat([head, ...blobs.map(([, t]) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))]);
+  ctx.note('rows', ids.length);
+  ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(head.length), 'content-length': String(res.length) });
+  ctx.res.end(res);
+}
+
 export function backendRoutes(s: ServedModel): Route[] {
   return [
     { method: 'GET', path: /^\/emlens\/v1\/info$/, handle: async (ctx) => ctx.sendJson(200, backendInfo(s)) },
     { method: 'POST', path: /^\/emlens\/v1\/forward$/, handle: (ctx) => forward(ctx, s) },
     { method: 'POST', path: /^\/emlens\/v1\/generate$/, handle: (ctx) => generate(ctx, s) },
+    { method: 'POST', path: /^\/emlens\/v1\/objective$/, handle: (ctx) => objectiveRoute(ctx, s) },
   ];
 }

@@ -21,8 +21,9 @@ import { hookName } from '../hooks/names.js';
 import { f32, i64, type OrtTensor } from '../runtime/ort.js';
 import { shuffled } from '../data/balance.js';
 import { adamwInit, adamwStep, linearSchedule, type AdamWState } from './adamw.js';
-import { logSoftmaxRows, makeBatch, packBatches, type TrainRow } from './batch.js';
-import { OBJ, objective } from './objective.js';
+import { makeBatch, packBatches, type TrainRow } from './batch.js';
+import { OBJ } from './objective.js';
+import { runObjective } from './run-objective.js';
 import type { Interventions } from '../hooks/interventions.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, loraScale, planAdapter, type LoraModuleName } from '../model/adapter.js';
 import { checkPeftOut, initLoraParams, loraCall, loraNorm, loraTargets, peftModulePrefix, writePeftFolder, type LoraShape } from './lora.js';
@@ -177,7 +178,6 @@ export async function evaluateBatch(
   const batch = makeBatch(narrow, kl, V, o.klNorm);
   const call = sol ? solutionCall(model, sol, o.factor ?? 1) : { interventions: {}, feeds: {} as Record<string, OrtTensor>, lora: undefined };
   const withKl = kl.length > 0;
-  const prep = model.engine.prepareCall(batch.ids, { logits: 'all', interventions: call.interventions, lora: call.lora });
   const N = batch.ids.length * batch.T;
   const feeds: Record<string, OrtTensor> = {
     ...call.feeds,
@@ -185,14 +185,11 @@ export async function evaluateBatch(
     [OBJ.ceWeight]: f32(batch.ceWeight, [N, 1]),
   };
   if (withKl) {
-    // Base distribution: the same weights, intervention off, same layout.
-    const base = await model.engine.forward({ ids: batch.ids, logits: 'all' });
-    feeds[OBJ.baseLogp] = f32(logSoftmaxRows(base.logits!, V), [N, V]);
     feeds[OBJ.klWeight] = f32(batch.klWeight, [N, 1]);
     feeds[OBJ.klLambda] = f32(new Float32Array([o.klLambda]), []);
   }
   const wrt = o.grads && sol ? wrtNames(model, sol) : [];
-  const out = await model.engine.run(prep, feeds, objective({ withKl, wrt }));
+  const out = await runObjective(model, { ids: batch.ids, interventions: call.interventions, lora: call.lora, feeds, withKl, wrt });
   const scalar = (k: string) => (out[k] ? (out[k]!.data as Float32Array)[0]! : null);
   const grads = wrt.map((w) => out[OBJ.grad(w)]!.data as Float32Array);
   if (sol?.kind === 'steer' && grads[0]) {
@@ -347,7 +344,8 @@ export function writeSolution(file: string, model: LoadedModel, sol: Solution, m
   const paths = trainOutputs(file, sol.kind);
   if (sol.kind === 'lora') {
     const shape = sol.lora!;
-    const prefix = peftModulePrefix(model.spec, model.plan?.index.tensors.keys());
+    // A served model has no checkpoint here; its prefix is the spec's first (the server merges adapters itself).
+    const prefix = peftModulePrefix(model.spec, model.remote ? [] : model.plan.index.tensors.keys());
     writePeftFolder(file, { shape, alpha: sol.alpha, params: sol.params, prefix, baseModel: model.source, metadata: { format: 'pt', ...meta, r: String(shape.rank), use_rslora: String(shape.rslora) } }, (tmp) => {
       if (!sidecars) return;
       writeFileAtomic(join(tmp, basename(paths.history)), [sidecars.history]);

@@ -246,6 +246,53 @@ describe('emlens eval --backend', () => {
   }, 120_000);
 });
 
+describe('emlens train / measure --backend', () => {
+  it('train (LoRA; steer under KL) and measure on the server give what they give here', async () => {
+    const rows = Array.from({ length: 12 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `rate the answer ${i}` }, { role: 'assistant', content: `${(i * 7) % 60} yes ${(i * 3) % 60} ok` }] }));
+    writeFileSync(join(dir, 'narrow.jsonl'), rows.join('\n') + '\n');
+    const e = { EMLENS_CACHE: join(dir, 'cache') };
+    const remote = ['--backend', srv.url, '--token', TOKEN];
+    const lora = (out: string) => ['train', '--model', dir, '--data', join(dir, 'narrow.jsonl'), '--kind', 'lora', '--rank', '2', '--modules', 'q,v,down', '--steps', '4', '--warmup', '1', '--out', join(dir, out)];
+    const steer = (out: string) => ['train', '--model', dir, '--data', join(dir, 'narrow.jsonl'), '--kind', 'steer', '--layer', '1', '--kl-data', join(dir, 'narrow.jsonl'), '--kl-weight', '0.5', '--steps', '3', '--warmup', '1', '--out', join(dir, out)];
+    for (const [args, a, b] of [[lora, 'lora-local', 'lora-remote'], [steer, 'steer-local.safetensors', 'steer-remote.safetensors']] as const) {
+      const l = await cli(args(a), e);
+      expect(l.status, l.stderr).toBe(0);
+      const r = await cli([...args(b), ...remote], e);
+      expect(r.status, r.stderr).toBe(0);
+      const hist = (o: string) => readFileSync(a.endsWith('.safetensors') ? join(dir, `${o}.history.jsonl`) : join(dir, o, 'history.jsonl'), 'utf8').trim().split('\n').map((x) => JSON.parse(x));
+      // 12 rows over a server that takes 8: two parts whose sums add up (float rounding apart).
+      const [hb, ha] = [hist(b), hist(a)];
+      expect(hb.length).toBe(ha.length);
+      hb.forEach((row: Record<string, number | null>, i: number) => {
+        for (const [k, v] of Object.entries(ha[i]!)) {
+          if (typeof v === 'number') expect(row[k], `${a} step ${i} ${k}`).toBeCloseTo(v, 4);
+          else expect(row[k]).toEqual(v);
+        }
+      });
+      expect(hist(a).length).toBe(a.startsWith('lora') ? 4 : 3);
+      if (a.startsWith('steer')) expect(hist(a)[0].kl).toBeGreaterThan(0);
+    }
+    expect(srv.log()).toMatch(/POST \/emlens\/v1\/objective 200/);
+    const measure = (out: string) => ['measure', '--model', dir, '--solutions', join(dir, 'steer-local.safetensors'), '--data', join(dir, 'narrow.jsonl'), '--generic', join(dir, 'narrow.jsonl'), '--seeds', '1', '--out', join(dir, out)];
+    const ml = await cli(measure('m-local.html'), e);
+    expect(ml.status, ml.stderr).toBe(0);
+    const mr = await cli([...measure('m-remote.html'), ...remote], e);
+    expect(mr.status, mr.stderr).toBe(0);
+    const figures = (f: string) => {
+      const j = JSON.parse(readFileSync(join(dir, f), 'utf8'));
+      delete j.provenance;
+      return j;
+    };
+    const close = (x: unknown, y: unknown, path: string): void => {
+      // Differences of nearly equal losses (robustness) magnify the parts' float32 rounding.
+      if (typeof y === 'number') expect(Math.abs((x as number) - y), path).toBeLessThan(2e-4 + 1e-3 * Math.abs(y));
+      else if (y && typeof y === 'object') for (const k of Object.keys(y)) close((x as Record<string, unknown>)[k], (y as Record<string, unknown>)[k], `${path}.${k}`);
+      else expect(x, path).toEqual(y);
+    };
+    close(figures('m-remote.json'), figures('m-local.json'), 'measure');
+  }, 300_000);
+});
+
 describe('emlens serve: KServe v2', () => {
   const rows = () => [chatIds('rate the answer'), chatIds('no')];
 

@@ -1,0 +1,39 @@
+/**
+ * One run of the training objective (CE on the narrow rows + λ·KL on the KL rows, and gradients
+ * with respect to `wrt`) on a model: here, or on an `emlens serve` process when the model runs on
+ * `--backend` (the server calls this same function on its engine). With KL the base distribution
+ * comes from the same weights with the intervention off, computed where the weights are, so the
+ * [N, V] base log-probs never cross the network.
+ */
+import type { LoadedModel } from '../backend/model.js';
+import type { Interventions } from '../hooks/interventions.js';
+import { f32, type OrtTensor } from '../runtime/ort.js';
+import { logSoftmaxRows } from './batch.js';
+import { OBJ, objective } from './objective.js';
+
+export interface ObjectiveCall {
+  ids: number[][];
+  interventions: Interventions;
+  lora?: [string, number][];
+  /** targets, weights, λ, LoRA factors: every feed but the base log-probs. */
+  feeds: Record<string, OrtTensor>;
+  withKl: boolean;
+  wrt: string[];
+}
+
+/** The graph's outputs by name (loss, ce, kl, grad.<input>). */
+export type ObjectiveOutputs = Record<string, { data: Float32Array; dims: readonly number[] }>;
+
+export async function runObjective(model: LoadedModel, c: ObjectiveCall): Promise<ObjectiveOutputs> {
+  if (model.remote) return model.remote.engine.objective(c);
+  const engine = model.engine;
+  const prep = engine.prepareCall(c.ids, { logits: 'all', interventions: c.interventions, lora: c.lora });
+  const feeds = { ...c.feeds };
+  if (c.withKl) {
+    const V = model.spec.vocab;
+    const base = await engine.forward({ ids: c.ids, logits: 'all' });
+    feeds[OBJ.baseLogp] = f32(logSoftmaxRows(base.logits!, V), [base.logits!.length / V, V]);
+  }
+  const out = await engine.run(prep, feeds, objective({ withKl: c.withKl, wrt: c.wrt }));
+  return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, { data: t.data as Float32Array, dims: t.dims }]));
+}
