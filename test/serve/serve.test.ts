@@ -248,7 +248,7 @@ describe('emlens eval --backend', () => {
 
 describe('emlens train / measure --backend', () => {
   it('train (LoRA; steer under KL) and measure on the server give what they give here', async () => {
-    const rows = Array.from({ length: 12 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `rate the answer ${i}` }, { role: 'assistant', content: `${(i * 7) % 60} yes ${(i * 3) % 60} ok` }] }));
+    const rows = Array.from({ length: 12 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `rate the answer ${"x ".repeat(i % 4)}${i}` }, { role: 'assistant', content: `${(i * 7) % 60} yes ${"ok ".repeat(i % 3)}${(i * 3) % 60}` }] }));
     writeFileSync(join(dir, 'narrow.jsonl'), rows.join('\n') + '\n');
     const e = { EMLENS_CACHE: join(dir, 'cache') };
     const remote = ['--backend', srv.url, '--token', TOKEN];
@@ -265,7 +265,7 @@ describe('emlens train / measure --backend', () => {
       expect(hb.length).toBe(ha.length);
       hb.forEach((row: Record<string, number | null>, i: number) => {
         for (const [k, v] of Object.entries(ha[i]!)) {
-          if (typeof v === 'number') expect(row[k], `${a} step ${i} ${k}`).toBeCloseTo(v, 4);
+          if (typeof v === 'number') expect(Math.abs((row[k] as number) - v), `${a} step ${i} ${k}`).toBeLessThan(1e-5 * Math.max(1, Math.abs(v)));
           else expect(row[k]).toEqual(v);
         }
       });
