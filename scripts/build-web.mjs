@@ -20,6 +20,7 @@ await build({
     alias: {
       'onnxruntime-node': join(root, 'src/browser/ort-web.ts'),
       'node:fs': shim,
+      'node:fs/promises': shim,
       'node:path': shim,
     },
   },

@@ -9,4 +9,4 @@ export { Engine } from '../runtime/engine.js';
 export { defaultSessionOptions, WEB } from '../runtime/ort.js';
 export { parseConfig } from '../model/config.js';
 export { hookName } from '../hooks/names.js';
-export { loadModelFromFiles, loadModelFromUrl, modelFromBuffers, readSafetensorsBuffer } from './model.js';
+export { loadModelFromFiles, loadModelFromUrl, modelFromFiles, readSafetensorsBuffer, type BrowserModel, type ModelFiles } from './model.js';

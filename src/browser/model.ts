@@ -6,6 +6,8 @@ import { parseConfig, type ModelSpec } from '../model/config.js';
 import { canonicalName, expectedTensors, IGNORED, type Weights } from '../model/tensor-names.js';
 import { bf16ToF32, f16ToF32 } from '../io/safetensors/dtype.js';
 import { Engine } from '../runtime/engine.js';
+import { chatTemplateOf } from '../model/chat.js';
+import { TextTokenizer } from '../model/tokenizer.js';
 import type { SessionOptions } from '../runtime/ort.js';
 
 /** Tensors of a safetensors file held in memory, as fp32. */
@@ -38,7 +40,22 @@ export function readSafetensorsBuffer(buf: ArrayBuffer, file = 'model.safetensor
 export interface BrowserModel {
   spec: ModelSpec;
   engine: Engine;
+  /** null when the folder has no tokenizer.json (token ids only). */
+  tokenizer: TextTokenizer | null;
 }
+
+/** The folder's optional files, as text (null when absent). */
+export interface ModelFiles {
+  config: string;
+  safetensors: ArrayBuffer;
+  tokenizer?: string | null;
+  tokenizerConfig?: string | null;
+  generationConfig?: string | null;
+  chatTemplateJinja?: string | null;
+  chatTemplateJson?: string | null;
+}
+
+const OPTIONAL = { tokenizer: 'tokenizer.json', tokenizerConfig: 'tokenizer_config.json', generationConfig: 'generation_config.json', chatTemplateJinja: 'chat_template.jinja', chatTemplateJson: 'chat_template.json' } as const;
 
 /** The file's tensors under the engine's names (as the Node loader maps them), checked for shape. */
 function canonicalWeights(raw: Weights, spec: ModelSpec): Weights {
@@ -57,25 +74,42 @@ function canonicalWeights(raw: Weights, spec: ModelSpec): Weights {
   return out;
 }
 
-export function modelFromBuffers(config: string, safetensors: ArrayBuffer, session: Partial<SessionOptions> = {}): BrowserModel {
-  const spec = parseConfig(JSON.parse(config));
-  return { spec, engine: new Engine(spec, canonicalWeights(readSafetensorsBuffer(safetensors), spec), session) };
+export function modelFromFiles(f: ModelFiles, where = 'model', session: Partial<SessionOptions> = {}): BrowserModel {
+  const spec = parseConfig(JSON.parse(f.config), `${where}/config.json`, f.generationConfig ? JSON.parse(f.generationConfig) : {});
+  const engine = new Engine(spec, canonicalWeights(readSafetensorsBuffer(f.safetensors), spec), session);
+  let tokenizer: TextTokenizer | null = null;
+  if (f.tokenizer) {
+    const config = f.tokenizerConfig ? (JSON.parse(f.tokenizerConfig) as Record<string, unknown>) : {};
+    const template = chatTemplateOf(f.chatTemplateJinja ?? null, f.chatTemplateJson ? JSON.parse(f.chatTemplateJson) : null, config, where);
+    tokenizer = TextTokenizer.fromJson(where, JSON.parse(f.tokenizer), config, f.generationConfig ? JSON.parse(f.generationConfig) : null, template);
+  }
+  return { spec, engine, tokenizer };
 }
 
-/** A model folder served over HTTP (config.json, model.safetensors). */
+/** A model folder served over HTTP (config.json, model.safetensors; the tokenizer files when there). */
 export async function loadModelFromUrl(base: string, session: Partial<SessionOptions> = {}): Promise<BrowserModel> {
+  const root = base.replace(/\/+$/, '');
   const get = async (f: string) => {
-    const r = await fetch(`${base.replace(/\/+$/, '')}/${f}`);
-    if (!r.ok) throw new Error(`${base}/${f}: HTTP ${r.status}`);
+    const r = await fetch(`${root}/${f}`);
+    if (!r.ok) throw new Error(`${root}/${f}: HTTP ${r.status}`);
     return r;
   };
-  const [config, weights] = await Promise.all([get('config.json').then((r) => r.text()), get('model.safetensors').then((r) => r.arrayBuffer())]);
-  return modelFromBuffers(config, weights, session);
+  const optional = async (f: string) => {
+    const r = await fetch(`${root}/${f}`);
+    return r.ok ? r.text() : null;
+  };
+  const [config, safetensors, ...rest] = await Promise.all([get('config.json').then((r) => r.text()), get('model.safetensors').then((r) => r.arrayBuffer()), ...Object.values(OPTIONAL).map(optional)]);
+  const files: ModelFiles = { config, safetensors };
+  Object.keys(OPTIONAL).forEach((k, i) => ((files as unknown as Record<string, string | null>)[k] = rest[i]!));
+  return modelFromFiles(files, root, session);
 }
 
 /** A model folder picked in the page (<input type=file webkitdirectory>). */
-export async function loadModelFromFiles(files: FileList | File[], session: Partial<SessionOptions> = {}): Promise<BrowserModel> {
-  const list = [...files];
-  const find = (n: string) => list.find((f) => f.name === n) ?? (() => { throw new Error(`the folder has no ${n}`); })();
-  return modelFromBuffers(await find('config.json').text(), await find('model.safetensors').arrayBuffer(), session);
+export async function loadModelFromFiles(picked: FileList | File[], session: Partial<SessionOptions> = {}): Promise<BrowserModel> {
+  const list = [...picked];
+  const byName = (n: string) => list.find((f) => f.name === n);
+  const need = (n: string) => byName(n) ?? (() => { throw new Error(`the folder has no ${n}`); })();
+  const files: ModelFiles = { config: await need('config.json').text(), safetensors: await need('model.safetensors').arrayBuffer() };
+  for (const [k, n] of Object.entries(OPTIONAL)) (files as unknown as Record<string, string | null>)[k] = (await byName(n)?.text()) ?? null;
+  return modelFromFiles(files, 'picked folder', session);
 }

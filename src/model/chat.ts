@@ -80,12 +80,15 @@ function pickTemplate(value: unknown, where: string): string | null {
  * tokenizer_config.json's chat_template; null when there is none.
  */
 export async function readChatTemplate(dir: string, tokenizerConfig: Record<string, unknown>): Promise<string | null> {
-  const jinja = await readText(join(dir, 'chat_template.jinja'));
-  if (jinja !== null) return jinja;
   const jsonPath = join(dir, 'chat_template.json');
-  const json = await readJsonFile(jsonPath);
+  return chatTemplateOf(await readText(join(dir, 'chat_template.jinja')), await readJsonFile(jsonPath), tokenizerConfig, dir);
+}
+
+/** The same choice from the files' contents (null: the file is absent), e.g. fetched by a page. */
+export function chatTemplateOf(jinja: string | null, json: Record<string, unknown> | null, tokenizerConfig: Record<string, unknown>, dir: string): string | null {
+  if (jinja !== null) return jinja;
   if (json !== null) {
-    const t = pickTemplate(json.chat_template, jsonPath);
+    const t = pickTemplate(json.chat_template, join(dir, 'chat_template.json'));
     if (t !== null) return t;
   }
   return pickTemplate(tokenizerConfig.chat_template, join(dir, 'tokenizer_config.json'));

@@ -188,11 +188,21 @@ export class TextTokenizer {
     const tokenizerPath = join(dir, 'tokenizer.json');
     const tokenizerJson = await readJsonFile(tokenizerPath);
     if (tokenizerJson === null) throw new EmlensError(`model folder ${dir} has no tokenizer.json`);
-    checkTokenizerJson(tokenizerJson, tokenizerPath);
     const config = (await readJsonFile(join(dir, 'tokenizer_config.json'))) ?? {};
     const generationConfig = await readJsonFile(join(dir, 'generation_config.json'));
-    const templateSource = await readChatTemplate(dir, config);
+    return TextTokenizer.fromJson(dir, tokenizerJson, config, generationConfig, await readChatTemplate(dir, config));
+  }
 
+  /** A tokenizer from the parsed files (a page fetches them); `dir` names the folder in messages. */
+  static fromJson(
+    dir: string,
+    tokenizerJson: Record<string, unknown>,
+    config: Record<string, unknown>,
+    generationConfig: Record<string, unknown> | null,
+    templateSource: string | null,
+  ): TextTokenizer {
+    const tokenizerPath = join(dir, 'tokenizer.json');
+    checkTokenizerJson(tokenizerJson, tokenizerPath);
     let tok: Tokenizer;
     try {
       // tokenizers.js insists on these keys; older files leave some out.

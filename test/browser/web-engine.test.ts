@@ -7,7 +7,7 @@
  * machine (no GPU, and SwiftShader's WebGPU is behind flags this build does not ship).
  */
 import { spawnSync } from 'node:child_process';
-import { createReadStream, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, createReadStream, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,10 +15,12 @@ import { extname, join, normalize, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoadedModel } from '../../src/backend/model.js';
+import { generateText } from '../../src/experiments/generation.js';
 import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../helpers/browser.js';
 import { TINY_FAMILIES, writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 
 const ROOT = resolve(__dirname, '../..');
+const AIDREAMS = resolve(ROOT, '../shared/models/aidreams260k');
 let dir: string;
 let server: Server;
 let url: string;
@@ -35,6 +37,7 @@ beforeAll(async () => {
   const b = spawnSync(process.execPath, [join(ROOT, 'scripts/build-web.mjs'), join(dir, 'site')], { encoding: 'utf8' });
   if (b.status !== 0) throw new Error(`build-web failed: ${b.stderr}`);
   for (const f of TINY_FAMILIES) writeTinyCheckpoint(join(dir, 'site', 'models', f), f);
+  cpSync(AIDREAMS, join(dir, 'site', 'models', 'aidreams260k'), { recursive: true });
   // The page's own script (a file, so the test runner's transform never touches its import()).
   writeFileSync(join(dir, 'site', 'index.html'), '<!doctype html><meta charset="utf-8"><title>emlens web</title><script type="module" src="/run.mjs"></script>');
   writeFileSync(join(dir, 'site', 'run.mjs'), PAGE_SCRIPT);
@@ -69,6 +72,12 @@ const PAGE_SCRIPT = `
 import * as m from '/emlens.mjs';
 m.ort.env.wasm.wasmPaths = '/ort/';
 m.ort.env.wasm.numThreads = 1;
+window.runText = async (prompt) => {
+  const model = await m.loadModelFromUrl('/models/aidreams260k');
+  const ids = model.tokenizer.encode(prompt);
+  const g = await model.engine.generate([ids], { maxNewTokens: 16, temperature: 0, stopIds: model.tokenizer.eosIds });
+  return { ids, text: model.tokenizer.decode(g.tokens[0].filter((t) => !model.tokenizer.eosIds.includes(t)), { skipSpecialTokens: true }) };
+};
 window.runEmlens = async (family, ids) => {
   const model = await m.loadModelFromUrl('/models/' + family);
   const D = model.spec.dModel;
@@ -92,6 +101,18 @@ interface PageResult {
 }
 
 describe('browser engine (onnxruntime-web, wasm)', () => {
+  it('aidreams260k: the page tokenizes, generates and decodes text as emlens generate does', async () => {
+    errors.length = 0;
+    const prompt = 'Once upon a time';
+    const r = (await page.evaluate((p) => (window as unknown as { runText: (p: string) => Promise<unknown> }).runText(p), prompt)) as { ids: number[]; text: string };
+    expect(errors).toEqual([]);
+    const local = await LoadedModel.load(AIDREAMS);
+    expect(r.ids).toEqual(local.tokenizer!.encode(prompt));
+    const [g] = await generateText(local, [prompt], { maxNewTokens: 16, temperature: 0 });
+    expect(r.text).toBe(g!.text);
+    expect(r.text.length).toBeGreaterThan(10);
+  }, 120_000);
+
   for (const family of TINY_FAMILIES) {
     it(`${family}: logits within 1e-4 and the same greedy, seeded and steered tokens as Node`, async () => {
       errors.length = 0;
