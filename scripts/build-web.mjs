@@ -30,4 +30,7 @@ await build({
 mkdirSync(join(out, 'ort'), { recursive: true });
 const dist = join(root, 'node_modules/onnxruntime-web/dist');
 for (const f of readdirSync(dist)) if (/^ort-wasm-simd-threaded(\.jsep)?\.(wasm|mjs)$/.test(f)) cpSync(join(dist, f), join(out, 'ort', f));
+// The playground page (served or written by `emlens playground`).
+mkdirSync(join(out, 'playground'), { recursive: true });
+for (const f of readdirSync(join(root, 'src/browser/playground'))) cpSync(join(root, 'src/browser/playground', f), join(out, 'playground', f));
 console.log(`wrote ${join(out, 'emlens.mjs')}`);

@@ -5,6 +5,8 @@ import { readFileSync, rmSync } from 'node:fs';
 
 const run = (cmd, args) => spawnSync(cmd, args, { stdio: 'inherit' }).status ?? 1;
 if (run('npx', ['tsc', '-p', 'tsconfig.json']) !== 0) process.exit(1);
+// The browser bundle (dist-web/): the playground and its tests serve it.
+if (run('node', ['scripts/build-web.mjs']) !== 0) process.exit(1);
 const out = '.vitest-results.json';
 rmSync(out, { force: true });
 const code = run('npx', ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile=${out}`, ...process.argv.slice(2)]);

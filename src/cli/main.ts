@@ -27,6 +27,7 @@ import * as data from './data.js';
 import * as triggers from './triggers.js';
 import * as serve from './serve.js';
 import * as exportCmd from './export.js';
+import * as playground from './playground.js';
 
 const program = new Command();
 program
@@ -39,7 +40,7 @@ program
   // error ("(Did you mean --x?)" joins the line).
   .configureOutput({ outputError: (str, write) => write(`emlens: ${str.replace(/^error: /, '').trim().replace(/\s*\n\s*/g, ' ')}\n`) });
 
-for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo, adapter, evalCmd, select, steerSweep, ablateEval, data, triggers, serve, exportCmd]) cmd.register(program);
+for (const cmd of [inspect, generate, extract, train, measure, directions, compare, stability, project, organism, demo, adapter, evalCmd, select, steerSweep, ablateEval, data, triggers, serve, exportCmd, playground]) cmd.register(program);
 
 // A bad output path (a file where a folder goes, an unwritable or impossible parent) is refused
 // before the command does any work; the flag's placeholder (<dir> or a file) says which kind
