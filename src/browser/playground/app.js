@@ -90,10 +90,14 @@ async function generate() {
       const li = layers.indexOf(Number($('layer').value));
       const row = proj[li].slice(ids.length);
       const max = Math.max(...row.map(Math.abs));
+      // Each token's text as it adds to the decoded answer (a lone token would lose its leading space).
+      let prev = '';
       gen.forEach((t, i) => {
         const span = document.createElement('span');
         span.className = 'tok';
-        span.textContent = tok.decode([t], { skipSpecialTokens: true });
+        const upto = tok.decode(gen.slice(0, i + 1), { skipSpecialTokens: true });
+        span.textContent = upto.startsWith(prev) ? upto.slice(prev.length) : tok.decode([t], { skipSpecialTokens: true });
+        prev = upto;
         span.style.background = colour(row[i], max);
         span.dataset.proj = String(row[i]);
         span.title = `projection ${row[i].toFixed(3)}`;
