@@ -65,7 +65,8 @@ export async function benchSample(opts: BenchOptions & { sample: SampleOptions }
   log(`sample: roofline at 512 rows (the machine's Gemm, against the EPYC's ${EPYC_GFLOPS} GFLOP/s)`);
   const big = await gemmRoofline(projections(spec), 512, { warmup: 1, runs: 3, passes: 1 });
   const scale = big.gflops / EPYC_GFLOPS;
-  const decode: { batch: number; result: DecodeResult; tokensPerSec: number; gflops: number; roofline: number; share: number }[] = [];
+  const decode: { batch: number; result: DecodeResult; tokensPerSec: number; gflops: number; roofline: number; share: number; weightGBs: number; streamGBs: number }[] = [];
+  const weightBytes = 4 * (nLinear + spec.dModel * spec.vocab);
   for (const batch of so.batches) {
     log(`sample: batch ${batch}, ${PROMPT_LEN}-token prompts, ${so.newTokens} new tokens, in a child process`);
     const result = await runChild<DecodeResult>('decode', { batch, promptLen: PROMPT_LEN, newTokens: so.newTokens, warmup: opts.warmup > 0 ? 1 : 0, runs: Math.min(opts.runs, 3) }, { script: 'sample-child.js' });
@@ -76,7 +77,11 @@ export async function benchSample(opts: BenchOptions & { sample: SampleOptions }
     const r = await gemmRoofline([...projections(spec), lmHead()], batch, { warmup: 1, runs: 3, passes: 1 });
     const ms = r.shapes.reduce((s, t) => s + (t.name === 'lm_head' ? 1 : spec.nLayers) * t.count * t.medianMs, 0);
     const roofline = (2 * batch * (nLinear + spec.dModel * spec.vocab)) / ms / 1e6;
-    decode.push({ batch, result, tokensPerSec, gflops, roofline, share: gflops / roofline });
+    // At small batches a step streams every fp32 weight from memory once: its rate, against the
+    // LM head Gemm's (544 MB, no cache holds it) at the same rows.
+    const head = r.shapes.find((t) => t.name === 'lm_head')!;
+    const streamGBs = (4 * head.in * head.out) / head.medianMs / 1e6;
+    decode.push({ batch, result, tokensPerSec, gflops, roofline, share: gflops / roofline, weightGBs: weightBytes / step / 1e6, streamGBs });
   }
   let evalRun: { write: WriteResult; result: EvalResult } | null = null;
   if (so.eval) {
@@ -108,6 +113,7 @@ export function sampleSection(sample: SampleOptions): Section {
       for (const d of r.decode) {
         rows.push({ metric: `B=${d.batch} decode throughput`, value: d.tokensPerSec, unit: 'tokens/s', digits: 1 });
         rows.push({ metric: `B=${d.batch} roofline share (Gemm at ${d.batch} rows: ${d.roofline.toFixed(1)} GFLOP/s)`, value: d.share, unit: 'x' });
+        rows.push({ metric: `B=${d.batch} weights streamed per step (LM-head Gemm streams ${d.streamGBs.toFixed(1)})`, value: d.weightGBs, unit: 'GB/s', digits: 1 });
         const torch = TORCH_EPYC[d.batch];
         if (torch !== undefined) {
           rows.push({ metric: `B=${d.batch} vs PyTorch ${torch} tok/s scaled to this machine (x${r.scale.toFixed(2)})`, value: d.tokensPerSec / (torch * r.scale), unit: 'x', goal: { op: '>=', value: GOAL_X } });
@@ -115,7 +121,9 @@ export function sampleSection(sample: SampleOptions): Section {
       }
       if (r.eval) {
         const e = r.eval.result;
-        rows.push({ metric: `eval ${e.entries}x${e.samples}x${e.maxNewTokens} (${e.tokens} tokens sampled)`, value: e.runMs / 60000, unit: 'min', goal: { op: '<=', value: GOAL_EVAL_MIN } });
+        // The goal is the issue's eval (8 x 32 x 200); a smaller one is reported without it.
+        const full = e.entries === 8 && e.samples === 32 && e.maxNewTokens === 200;
+        rows.push({ metric: `eval ${e.entries}x${e.samples}x${e.maxNewTokens} (${e.tokens} tokens sampled)`, value: e.runMs / 60000, unit: 'min', ...(full ? { goal: { op: '<=' as const, value: GOAL_EVAL_MIN } } : {}) });
         rows.push({ metric: 'eval sampling throughput', value: e.tokens / (e.runMs / 1000), unit: 'tokens/s', digits: 1 });
       }
       return { section: 'sample', rows, data: r };

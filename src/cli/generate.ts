@@ -50,6 +50,8 @@ function checkModeFlags(cmd: Command, o: Opts): void {
   if (given('chat')) throw new EmlensError('--chat has no effect with --prompts: chat rows ({"messages": ...}) use the chat template, text rows are sampled as written');
   if (given('json')) throw new EmlensError('--json has no effect with --prompts: the answers go to --out as JSONL');
   if (o.out === undefined) throw new EmlensError('--prompts needs --out FILE.jsonl (the answers, one row a line)');
+  if (o.temperature === 0 && o.samples! > 1) throw new EmlensError(`--samples ${o.samples} with --temperature 0 (greedy decoding) gives ${o.samples} identical answers; sample with --temperature > 0, or drop --samples`);
+  if (o.temperature === 0 && given('topP')) throw new EmlensError('--top-p has no effect with --temperature 0 (greedy decoding); drop one of them');
 }
 
 function interventions(model: LoadedModel, o: Opts): Interventions {

@@ -190,6 +190,8 @@ describe('generate --prompts', () => {
     oneLine(emlens(['generate', '--model', AID, '--prompts', good, '--out', out, '--chat']), /--chat has no effect with --prompts/);
     oneLine(emlens(['generate', '--model', AID, '--prompts', good, '--out', out, '--json']), /--json has no effect with --prompts/);
     oneLine(emlens(['generate', '--model', AID, '--prompt', 'x', '--samples', '2']), /--samples needs --prompts/);
+    oneLine(emlens(['generate', '--model', AID, '--prompts', good, '--out', out, '--samples', '3']), /--samples 3 with --temperature 0 \(greedy decoding\) gives 3 identical answers/);
+    oneLine(emlens(['generate', '--model', AID, '--prompts', good, '--out', out, '--top-p', '0.9']), /--top-p has no effect with --temperature 0/);
     oneLine(emlens(['generate', '--model', AID, '--prompt', 'x', '--out', out]), /--out needs --prompts/);
     oneLine(emlens(['generate', '--model', AID, '--prompt', 'x', '--resume']), /--resume needs --prompts/);
     oneLine(emlens(['generate', '--model', AID, '--prompt', 'x', '--batch', '2']), /--batch needs --prompts/);
