@@ -291,7 +291,7 @@ export class Engine {
     const hd = spec.headDim;
     let past: Record<string, OrtTensor> = {};
     for (let l = 0; l < spec.nLayers; l++) {
-      past[IO.pastKey(l)] = f32(new Float32Array(0), [B, KV, 0, hd]);
+      past[IO.pastKey(l)] = f32(new Float32Array(0), [B, KV, hd, 0]);
       past[IO.pastValue(l)] = f32(new Float32Array(0), [B, KV, 0, hd]);
     }
     let step = 0;
