@@ -10,6 +10,7 @@ import type { LoadedModel } from '../backend/model.js';
 import { sha256File } from '../model/fingerprint.js';
 import { metaFile, samplePrompts } from '../experiments/sample-prompts.js';
 import { createProgress } from './progress.js';
+import { checkOutputPath } from '../io/paths.js';
 
 interface Opts {
   model: string;
@@ -61,7 +62,9 @@ function interventions(model: LoadedModel, o: Opts): Interventions {
   return iv;
 }
 
-async function generatePrompts(cmd: Command, o: Opts): Promise<void> {
+async function generatePrompts(o: Opts): Promise<void> {
+  // A bad --out is refused before the model loads.
+  checkOutputPath(o.out!, 'file', '--out');
   const model = await loadModel(o.model, { adapter: o.adapter });
   const iv = interventions(model, o);
   const progress = createProgress('generate', { unit: 'answers' });
@@ -125,7 +128,7 @@ export function register(program: Command): void {
       if (o.steer && (o.layer === undefined || o.scale === undefined)) throw new EmlensError('--steer needs --layer and --scale');
       if (!o.steer && (o.layer !== undefined || o.scale !== undefined)) throw new EmlensError('--layer and --scale need --steer');
       if (!o.ablate && cmd.getOptionValueSource('ablateLayers') === 'cli') throw new EmlensError('--ablate-layers needs --ablate');
-      if (o.prompts !== undefined) return generatePrompts(cmd, o);
+      if (o.prompts !== undefined) return generatePrompts(o);
       const prompt = o.prompt ?? readTextArg('--prompt-file', o.promptFile!);
       const promptFlag = o.prompt !== undefined ? '--prompt' : `--prompt-file ${o.promptFile}`;
       const model = await loadModel(o.model, { adapter: o.adapter });

@@ -187,6 +187,7 @@ describe('generate --prompts', () => {
     oneLine(emlens(['generate', '--model', AID, '--prompts', good, '--out', out, '--prompt', 'x']), /--prompts and --prompt both given/);
     oneLine(emlens(['generate', '--model', AID, '--prompts', good, '--out', out, '--prompt-file', good]), /--prompts and --prompt-file both given/);
     oneLine(emlens(['generate', '--model', AID, '--prompts', good]), /--prompts needs --out/);
+    oneLine(emlens(['generate', '--model', AID, '--prompts', good, '--out', dir]), /^emlens: --out .*: is a folder; a file name is expected here$/);
     oneLine(emlens(['generate', '--model', AID, '--prompts', good, '--out', out, '--chat']), /--chat has no effect with --prompts/);
     oneLine(emlens(['generate', '--model', AID, '--prompts', good, '--out', out, '--json']), /--json has no effect with --prompts/);
     oneLine(emlens(['generate', '--model', AID, '--prompt', 'x', '--samples', '2']), /--samples needs --prompts/);
