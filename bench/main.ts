@@ -15,13 +15,18 @@ import { generateSection } from './generate.js';
 import { extractSection } from './extract.js';
 import { trainSection } from './train.js';
 import { serveSection } from './serve.js';
+import { parseEvalSize, sampleSection, type SampleOptions } from './sample.js';
 import { loadMeter, log, type Load } from './util.js';
 import { threads } from '../src/runtime/ort.js';
 import { intArg } from '../src/cli/args.js';
 
 const ortVersion = (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
 
-export const SECTIONS: Section[] = [forwardSection, generateSection, extractSection, trainSection, serveSection];
+/** The sections; "sample" takes its own options (--sample-batches, --sample-tokens, --sample-eval). */
+export function sections(sample: SampleOptions): Section[] {
+  return [forwardSection, generateSection, extractSection, trainSection, sampleSection(sample), serveSection];
+}
+const SECTIONS = sections({ batches: [1, 8, 32, 64], newTokens: 32, eval: parseEvalSize('8x32x200') });
 
 interface Cli extends BenchOptions {
   sections: Section[];
@@ -37,17 +42,22 @@ function parseArgs(argv: string[]): Cli {
     .option('--json <file>', 'also write every raw result to this file')
     .option('--runs <n>', 'timed runs per measurement (the median is reported)', intArg('--runs', 1), 5)
     .option('--warmup <n>', 'untimed runs first (the first compiles the graph)', intArg('--warmup', 1), 2)
+    .option('--sample-batches <list>', 'sample: batch sizes', '1,8,32,64')
+    .option('--sample-tokens <n>', 'sample: new tokens per decode measurement', intArg('--sample-tokens', 2), 32)
+    .option('--sample-eval <QxSxT>', 'sample: the whole eval, questions x samples x new tokens, or none', '8x32x200')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `bench: ${s}` : s) });
   program.parse(argv, { from: 'user' });
-  const o = program.opts<{ json?: string; runs: number; warmup: number }>();
-  const sections: Section[] = [];
+  const o = program.opts<{ json?: string; runs: number; warmup: number; sampleBatches: string; sampleTokens: number; sampleEval: string }>();
+  if (!/^\d+(,\d+)*$/.test(o.sampleBatches) || o.sampleBatches.split(',').some((b) => +b < 1)) throw new Error(`--sample-batches must be a comma list of batch sizes >= 1, got "${o.sampleBatches}"`);
+  const all = sections({ batches: o.sampleBatches.split(',').map(Number), newTokens: o.sampleTokens, eval: parseEvalSize(o.sampleEval) });
+  const chosen: Section[] = [];
   for (const name of program.args) {
-    const s = SECTIONS.find((x) => x.name === name);
+    const s = all.find((x) => x.name === name);
     if (!s) throw new Error(`unknown section "${name}" (sections: ${SECTIONS.map((x) => x.name).join(', ')})`);
-    if (!sections.includes(s)) sections.push(s);
+    if (!chosen.includes(s)) chosen.push(s);
   }
-  return { sections: sections.length ? sections : [...SECTIONS], json: o.json, runs: o.runs, warmup: o.warmup };
+  return { sections: chosen.length ? chosen : all, json: o.json, runs: o.runs, warmup: o.warmup };
 }
 
 function fmt(v: number, digits = 2): string {

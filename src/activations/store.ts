@@ -13,7 +13,7 @@
  * activations-0000k-of-0000n.safetensors plus activations.safetensors.index.json (the Hugging Face
  * index layout). A tensor larger than the limit gets a shard of its own.
  */
-import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { EmlensError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -22,6 +22,26 @@ import { type StWriteTensor, writeSafetensors } from '../io/safetensors/write.js
 import { ensureDir } from '../io/paths.js';
 
 export const PARTIAL_DIR = '.partial';
+
+/** Where bare extraction-folder names live, under the current folder (git-ignored in the project). */
+export const ACTIVATIONS_ROOT = 'activations';
+
+/** A bare name: no path separator, and not "." or "..". */
+export const isBareName = (name: string): boolean => name !== '' && name !== '.' && name !== '..' && !/[\\/]/.test(name);
+
+/**
+ * The folder an extraction name means, for every flag that names one (extract --out and
+ * --balance-with, directions/stability --pos/--neg, project --acts): a bare name NAME is
+ * activations/NAME; anything with a slash ("./NAME", "runs/NAME", an absolute path) is used as is.
+ */
+export function activationsDir(name: string): string {
+  return isBareName(name) ? join(ACTIVATIONS_ROOT, name) : name;
+}
+
+/** extract --balance-with takes a folder or a JSONL: a bare name that is a file here is that file, else activationsDir. */
+export function activationsDirOrFile(name: string): string {
+  return isBareName(name) && existsSync(name) && !statSync(name).isDirectory() ? name : activationsDir(name);
+}
 export const SHARD_LIMIT = 2 * 1024 ** 3;
 
 export interface StoreLayout {

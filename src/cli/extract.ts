@@ -8,6 +8,7 @@ import { selectRows } from '../experiments/select.js';
 import { HOOK_KINDS, type HookKind } from '../hooks/names.js';
 import { choice, intArg, layersArg, warn } from './args.js';
 import { rowProgress } from './progress.js';
+import { ACTIVATIONS_ROOT, activationsDir, activationsDirOrFile } from '../activations/store.js';
 
 interface Opts extends BackendFlags {
   model: string;
@@ -37,14 +38,14 @@ export function register(program: Command): void {
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
     .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
     .requiredOption('--data <file>', 'JSONL: {"messages": [...]} or {"text": ...} rows, other fields are labels')
-    .requiredOption('--out <dir>', 'output folder')
+    .requiredOption('--out <dir>', `output folder; a bare name NAME (no slash) is ${ACTIVATIONS_ROOT}/NAME`)
     .option('--layers <layers>', '"all" or L,L,...', layersArg('--layers'), 'all')
     .option('--hook <name>', `hook point to read: ${HOOK_KINDS.join(' | ')}`, choice('--hook', HOOK_KINDS.map((h) => h) as HookKind[]), 'resid_post')
     .option('--pool <pool>', 'response-mean | mean | last (default: response-mean for chat rows, mean for text rows)', choice('--pool', POOLS))
     .option('--where <expr>', "select rows on labels, e.g. 'aligned<=30 && coherent>50'")
     .option('--where-file <file>', 'the --where expression read from a file (for long ones)')
     .option('--skip-bad', 'skip bad rows (counted in meta.json) instead of stopping')
-    .option('--balance-with <dir_or_file>', 'shuffle and truncate to the size of this set (extract folder or JSONL)')
+    .option('--balance-with <dir_or_file>', `shuffle and truncate to the size of this set (extract folder, a bare name meaning ${ACTIVATIONS_ROOT}/NAME, or JSONL)`)
     .option('--seed <s>', 'seed of the balancing shuffle', intArg('--seed'))
     .option('--resume', 'continue an interrupted extraction in --out')
     .option('--overwrite', 'replace an existing extraction in --out')
@@ -53,13 +54,15 @@ export function register(program: Command): void {
     .option('--max-tokens <n>', 'longest row accepted (default: the model\'s context)', intArg('--max-tokens', 1))
     .action(async (o: Opts) => {
       const where = o.whereFile !== undefined ? readWhereFile(o.whereFile, o.where) : o.where;
-      const sel = selectRows(o.data, { where, skipBad: o.skipBad, balanceWith: o.balanceWith, seed: o.seed });
+      const out = activationsDir(o.out);
+      const balanceWith = o.balanceWith === undefined ? undefined : activationsDirOrFile(o.balanceWith);
+      const sel = selectRows(o.data, { where, skipBad: o.skipBad, balanceWith, seed: o.seed });
       if (o.whereFile !== undefined) sel.selection.where_file = resolve(o.whereFile);
       const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
       const bar = rowProgress('extract');
       try {
         const meta = await extractActivations(model, sel.rows, {
-          outDir: o.out,
+          outDir: out,
           layers: o.layers,
           hook: o.hook,
           pool: o.pool,
@@ -75,7 +78,7 @@ export function register(program: Command): void {
         bar.stop();
         const tok = meta.tokens_per_row.reduce((a, b) => a + b, 0);
         if (meta.resumedRows) console.log(`resumed ${meta.resumedRows} rows from chunks already on disk`);
-        console.log(`${o.out}: ${meta.rows} rows x ${meta.layers.length} layers (${meta.hook}, pool ${meta.pool}, ${tok} tokens pooled) -> ${meta.files.join(', ')}`);
+        console.log(`${out}: ${meta.rows} rows x ${meta.layers.length} layers (${meta.hook}, pool ${meta.pool}, ${tok} tokens pooled) -> ${meta.files.join(', ')}`);
       } catch (e) {
         bar.stop();
         throw e;

@@ -5,6 +5,12 @@ import type { Interventions } from '../hooks/interventions.js';
 import { InputRowError } from '../runtime/engine.js';
 import { intArg, layersArg, numArg, readTextArg, warn } from './args.js';
 import { EmlensError } from '../errors.js';
+import { resolve } from 'node:path';
+import type { LoadedModel } from '../backend/model.js';
+import { sha256File } from '../model/fingerprint.js';
+import { metaFile, samplePrompts } from '../experiments/sample-prompts.js';
+import { createProgress } from './progress.js';
+import { checkOutputPath } from '../io/paths.js';
 
 interface Opts {
   model: string;
@@ -22,6 +28,75 @@ interface Opts {
   ablate?: string;
   ablateLayers: number[] | 'all';
   json?: boolean;
+  prompts?: string;
+  samples?: number;
+  batch?: number;
+  out?: string;
+  resume?: boolean;
+}
+
+/** Flags that only mean something with --prompts, and those that mean nothing with it. */
+function checkModeFlags(cmd: Command, o: Opts): void {
+  const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
+  if (o.prompts === undefined) {
+    for (const [k, flag] of [['samples', '--samples'], ['batch', '--batch'], ['out', '--out'], ['resume', '--resume']] as const) {
+      if (given(k)) throw new EmlensError(`${flag} needs --prompts (it applies to a prompts file)`);
+    }
+    if ((o.prompt === undefined) === (o.promptFile === undefined)) throw new EmlensError('generate needs exactly one of --prompt, --prompt-file and --prompts');
+    return;
+  }
+  for (const [k, flag] of [['prompt', '--prompt'], ['promptFile', '--prompt-file']] as const) {
+    if (given(k)) throw new EmlensError(`--prompts and ${flag} both given; use one`);
+  }
+  if (given('chat')) throw new EmlensError('--chat has no effect with --prompts: chat rows ({"messages": ...}) use the chat template, text rows are sampled as written');
+  if (given('json')) throw new EmlensError('--json has no effect with --prompts: the answers go to --out as JSONL');
+  if (o.out === undefined) throw new EmlensError('--prompts needs --out FILE.jsonl (the answers, one row a line)');
+  if (o.temperature === 0 && o.samples! > 1) throw new EmlensError(`--samples ${o.samples} with --temperature 0 (greedy decoding) gives ${o.samples} identical answers; sample with --temperature > 0, or drop --samples`);
+  if (o.temperature === 0 && given('topP')) throw new EmlensError('--top-p has no effect with --temperature 0 (greedy decoding); drop one of them');
+}
+
+function interventions(model: LoadedModel, o: Opts): Interventions {
+  const iv: Interventions = {};
+  if (o.steer) iv.steer = [steeringFromFile(model, { file: o.steer, layer: o.layer!, scale: o.scale! })];
+  if (o.ablate) iv.ablate = ablationFromFile(model, { file: o.ablate, layers: o.ablateLayers });
+  return iv;
+}
+
+async function generatePrompts(o: Opts): Promise<void> {
+  // A bad --out is refused before the model loads.
+  checkOutputPath(o.out!, 'file', '--out');
+  const model = await loadModel(o.model, { adapter: o.adapter });
+  const iv = interventions(model, o);
+  const progress = createProgress('generate', { unit: 'answers' });
+  const r = await samplePrompts({
+    model,
+    prompts: o.prompts!,
+    out: o.out!,
+    resume: o.resume ?? false,
+    samples: o.samples!,
+    seed: o.seed,
+    batch: o.batch!,
+    maxNewTokens: o.maxNewTokens,
+    temperature: o.temperature,
+    topP: o.topP,
+    interventions: iv,
+    key: {
+      model: o.model,
+      adapter: o.adapter ? resolve(o.adapter) : null,
+      weights_sha256: model.weightsSha256(),
+      steer: o.steer ? resolve(o.steer) : null,
+      steer_sha256: o.steer ? sha256File(o.steer) : null,
+      layer: o.layer ?? null,
+      scale: o.scale ?? null,
+      ablate: o.ablate ? resolve(o.ablate) : null,
+      ablate_sha256: o.ablate ? sha256File(o.ablate) : null,
+      ablate_layers: o.ablate ? (o.ablateLayers === 'all' ? 'all' : o.ablateLayers.join(',')) : null,
+    },
+    flags: { ...o },
+    onProgress: (done, total) => progress.update(done, total),
+  });
+  progress.stop();
+  console.log(`${o.out}: ${r.rows.length} answers (${r.sampled} sampled now); provenance in ${metaFile(o.out!)}`);
 }
 
 export function register(program: Command): void {
@@ -43,16 +118,21 @@ export function register(program: Command): void {
     .option('--ablate <file>', 'direction file whose unit directions are projected out')
     .option('--ablate-layers <layers>', '"all" (every layer the file covers) or L,L,...', layersArg('--ablate-layers'), 'all')
     .option('--json', 'print {"text", "tokens", "stopped"}')
-    .action(async (o: Opts) => {
-      if ((o.prompt === undefined) === (o.promptFile === undefined)) throw new EmlensError('generate needs exactly one of --prompt and --prompt-file');
-      const prompt = o.prompt ?? readTextArg('--prompt-file', o.promptFile!);
-      const promptFlag = o.prompt !== undefined ? '--prompt' : `--prompt-file ${o.promptFile}`;
+    .option('--prompts <file>', 'JSONL of prompts (chat rows not ending with the assistant, or text rows): sample --samples answers to each into --out')
+    .option('--samples <n>', 'with --prompts: answers per prompt', intArg('--samples', 1), 1)
+    .option('--batch <n>', 'with --prompts: answers sampled together (speed only; answers do not depend on it)', intArg('--batch', 1), 16)
+    .option('--out <file>', 'with --prompts: the answers JSONL (provenance in FILE.meta.json)')
+    .option('--resume', 'with --prompts: continue --out, sampling only the answers it lacks')
+    .action(async (o: Opts, cmd: Command) => {
+      checkModeFlags(cmd, o);
       if (o.steer && (o.layer === undefined || o.scale === undefined)) throw new EmlensError('--steer needs --layer and --scale');
       if (!o.steer && (o.layer !== undefined || o.scale !== undefined)) throw new EmlensError('--layer and --scale need --steer');
+      if (!o.ablate && cmd.getOptionValueSource('ablateLayers') === 'cli') throw new EmlensError('--ablate-layers needs --ablate');
+      if (o.prompts !== undefined) return generatePrompts(o);
+      const prompt = o.prompt ?? readTextArg('--prompt-file', o.promptFile!);
+      const promptFlag = o.prompt !== undefined ? '--prompt' : `--prompt-file ${o.promptFile}`;
       const model = await loadModel(o.model, { adapter: o.adapter });
-      const iv: Interventions = {};
-      if (o.steer) iv.steer = [steeringFromFile(model, { file: o.steer, layer: o.layer!, scale: o.scale! })];
-      if (o.ablate) iv.ablate = ablationFromFile(model, { file: o.ablate, layers: o.ablateLayers });
+      const iv = interventions(model, o);
       const [r] = await generateText(model, [prompt], {
         chat: o.chat,
         maxNewTokens: o.maxNewTokens,

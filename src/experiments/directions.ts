@@ -8,6 +8,7 @@
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { openActivations, type Activations } from '../activations/read.js';
+import { ACTIVATIONS_ROOT, activationsDir, isBareName } from '../activations/store.js';
 import { EmlensError } from '../errors.js';
 import type { DirectionMethod } from '../directions/common.js';
 import { norm } from '../directions/common.js';
@@ -28,9 +29,12 @@ export const DIRECTION_METHODS: readonly DirectionMethod[] = ['mean-diff', 'pca'
 export { DIRECTION_FORMATS, type DirectionFormat };
 
 /** An extraction folder, checked to exist and be finished. */
-export function openActivationsDir(dir: string, flag: string): Activations {
-  if (!existsSync(dir)) throw new EmlensError(`${flag} ${dir}: no such folder`);
-  if (!statSync(dir).isDirectory()) throw new EmlensError(`${flag} ${dir}: not a folder (give an extraction folder written by emlens extract)`);
+/** An extraction folder, by name (see activationsDir), checked to exist and be finished. */
+export function openActivationsDir(name: string, flag: string): Activations {
+  const dir = activationsDir(name);
+  const here = isBareName(name) && existsSync(name) ? `; a bare name is a folder under ${ACTIVATIONS_ROOT}/, write ./${name} for the one here` : '';
+  if (!existsSync(dir)) throw new EmlensError(`${flag} ${name}: no such folder ${dir}${here}`);
+  if (!statSync(dir).isDirectory()) throw new EmlensError(`${flag} ${name}: ${dir} is not a folder (give an extraction folder written by emlens extract)`);
   return openActivations(dir);
 }
 
@@ -52,7 +56,7 @@ export interface ActivationPair {
 export function openPair(posDir: string, negDir: string): ActivationPair {
   const pos = openActivationsDir(posDir, '--pos');
   const neg = openActivationsDir(negDir, '--neg');
-  if (realpathSync(posDir) === realpathSync(negDir)) {
+  if (realpathSync(pos.dir) === realpathSync(neg.dir)) {
     throw new EmlensError(`--pos and --neg are the same folder (${posDir}); a direction needs two different sets`);
   }
   const pm = pos.meta;

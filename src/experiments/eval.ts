@@ -10,7 +10,8 @@
  * seed formula), so with the organism's held-out file, --batch 200 and --max-new-tokens 40 the two
  * commands sample the same answers.
  */
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, truncateSync, writeSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { appendRowLog, readRowLog } from '../io/row-log.js';
 import { basename, join, resolve } from 'node:path';
 import { sha256File } from '../model/fingerprint.js';
 import { EmlensError } from '../errors.js';
@@ -27,6 +28,7 @@ import { ensureDir } from '../io/paths.js';
 import { writeReport } from '../viz/report.js';
 import { VERSION } from '../version.js';
 import { evalReportBlocks, provenanceFields } from './eval-report.js';
+import { decodeAnswer } from './generation.js';
 
 export interface SampleOptions {
   samples: number;
@@ -147,11 +149,8 @@ export async function sampleBatch(model: LoadedModel, format: PromptFormat, item
     },
   );
   return part.map((item, k) => {
-    const ids = g.tokens[k]!;
     const finished = g.finished[k]!;
-    // Embedding tables padded past the tokenizer: an id with no token decodes to nothing.
-    const body = (finished ? ids.slice(0, -1) : ids).filter((t) => t < tok.vocabSize);
-    return { item, answer: tok.decode(body, { skipSpecialTokens: format !== 'organism' }), finished };
+    return { item, answer: decodeAnswer(tok, g.tokens[k]!, finished, format !== 'organism'), finished };
   });
 }
 
@@ -235,34 +234,12 @@ export const RUN = 'run.json';
  * and, with `repair`, cut from the file, so the append continues on a clean line.
  */
 export function readAnswers(dir: string, repair = true): AnswerRow[] {
-  const file = join(dir, ANSWERS);
-  if (!existsSync(file)) return [];
-  const buf = readFileSync(file);
-  const end = buf.lastIndexOf(0x0a) + 1; // bytes after the last newline: a line written in part
-  if (repair && end < buf.length) truncateSync(file, end);
-  const lines = buf.subarray(0, end).toString('utf8').split('\n');
-  const rows: AnswerRow[] = [];
-  lines.forEach((l, i) => {
-    if (l === '') return;
-    try {
-      rows.push(JSON.parse(l) as AnswerRow);
-    } catch {
-      throw new EmlensError(`${file}: line ${i + 1} is not JSON; this is not an answers file emlens wrote, or it was edited`);
-    }
-  });
-  return rows;
+  return readRowLog<AnswerRow>(join(dir, ANSWERS), 'an answers file', repair);
 }
 
 /** Appends rows as whole lines and makes them durable before the next batch starts. */
 export function appendRows(dir: string, rows: readonly AnswerRow[]): void {
-  if (rows.length === 0) return;
-  const fd = openSync(join(dir, ANSWERS), 'a');
-  try {
-    writeSync(fd, rows.map((r) => `${JSON.stringify(r)}\n`).join(''));
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  appendRowLog(join(dir, ANSWERS), rows);
 }
 
 /** Checks a resumed run against the recorded one: every key that fixes the answers must match. */

@@ -5,6 +5,7 @@
 import { EmlensError } from '../errors.js';
 import type { LoadedModel } from '../backend/model.js';
 import { wordLevelUnknowns } from '../model/wordlevel.js';
+import type { TextTokenizer } from '../model/tokenizer.js';
 import { readDirectionFile } from '../io/directions.js';
 import { hookName } from '../hooks/names.js';
 import type { AblateSpec, Interventions, SteerSpec } from '../hooks/interventions.js';
@@ -73,6 +74,16 @@ function unknownFinder(model: LoadedModel): ReturnType<typeof wordLevelUnknowns>
   return finders.get(model)!;
 }
 
+/**
+ * The text of generated ids: the stop token that ended a row dropped, and ids past the tokenizer
+ * dropped (embedding tables are often padded past it, e.g. Qwen's 151936 vs 151665 ids; an id
+ * with no token decodes to nothing, as in transformers).
+ */
+export function decodeAnswer(tok: TextTokenizer, ids: readonly number[], finished: boolean, skipSpecialTokens: boolean): string {
+  const body = (finished ? ids.slice(0, -1) : ids).filter((t) => t < tok.vocabSize);
+  return tok.decode(body, { skipSpecialTokens });
+}
+
 export async function generateText(model: LoadedModel, prompts: string[], opts: GenerateTextOptions = {}): Promise<GeneratedText[]> {
   const tok = model.tokenizer;
   if (!tok) throw new EmlensError(`${model.dir}: no tokenizer.json, cannot generate from text`);
@@ -91,9 +102,6 @@ export async function generateText(model: LoadedModel, prompts: string[], opts: 
   return prompts.map((prompt, i) => {
     const tokens = r.tokens[i]!;
     const unknownWords = unk && encoded[i]!.includes(unk.unkId) ? unk.find(prompt) : [];
-    // Embedding tables are often padded past the tokenizer (e.g. Qwen's 151936 vs 151665 ids);
-    // an id with no token decodes to nothing, as in transformers.
-    const body = (r.finished[i] ? tokens.slice(0, -1) : tokens).filter((t) => t < tok.vocabSize);
-    return { prompt, promptTokens: encoded[i]!, text: tok.decode(body, { skipSpecialTokens: true }), tokens, finished: r.finished[i]!, contextFull: r.contextFull[i]!, unknownWords };
+    return { prompt, promptTokens: encoded[i]!, text: decodeAnswer(tok, tokens, r.finished[i]!, true), tokens, finished: r.finished[i]!, contextFull: r.contextFull[i]!, unknownWords };
   });
 }

@@ -37,7 +37,13 @@ export interface ForwardResult {
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
   maxNewTokens?: number;
+  /** One generator for the batch: rows draw from it in row order, so a row's tokens depend on the batch. */
   seed?: number;
+  /**
+   * One generator per row instead (row b draws from rng(seeds[b]) only): a row's tokens are then
+   * those of a batch of one with that seed, whatever rows it is batched with.
+   */
+  seeds?: number[];
   interventions?: Interventions;
   /** Stop a row at any of these ids (default: the model's EOS ids). */
   stopIds?: number[];
@@ -263,7 +269,10 @@ export class Engine {
     const spec = this.spec;
     const maxNew = opts.maxNewTokens ?? 64;
     const sampling: SamplingOptions = { temperature: opts.temperature ?? 0, topP: opts.topP ?? 1 };
-    const random = rng(opts.seed ?? 0);
+    if (opts.seeds && opts.seed !== undefined) throw new EmlensError('generate: pass seed or seeds, not both');
+    if (opts.seeds && opts.seeds.length !== prompts.length) throw new EmlensError(`generate: ${opts.seeds.length} seeds for ${prompts.length} rows`);
+    const shared = rng(opts.seed ?? 0);
+    const randoms = opts.seeds ? opts.seeds.map((s) => rng(s)) : prompts.map(() => shared);
     const stop = new Set(opts.stopIds ?? spec.eosIds);
     const iv = opts.interventions ?? {};
     const B = prompts.length;
@@ -282,7 +291,7 @@ export class Engine {
     const hd = spec.headDim;
     let past: Record<string, OrtTensor> = {};
     for (let l = 0; l < spec.nLayers; l++) {
-      past[IO.pastKey(l)] = f32(new Float32Array(0), [B, KV, 0, hd]);
+      past[IO.pastKey(l)] = f32(new Float32Array(0), [B, KV, hd, 0]);
       past[IO.pastValue(l)] = f32(new Float32Array(0), [B, KV, 0, hd]);
     }
     let step = 0;
@@ -301,7 +310,7 @@ export class Engine {
           next[b] = BigInt(tokens[b]![tokens[b]!.length - 1] ?? 0);
           continue;
         }
-        const t = sampleToken(logits, b * spec.vocab, spec.vocab, sampling, random);
+        const t = sampleToken(logits, b * spec.vocab, spec.vocab, sampling, randoms[b]!);
         tokens[b]!.push(t);
         next[b] = BigInt(t);
         if (stop.has(t)) finished[b] = true;

@@ -58,8 +58,8 @@ describe('long command lines', () => {
     writeFileSync(join(dir, 'long.txt'), 'a'.repeat(40_000));
     const n = m.tokenizer!.encode('a'.repeat(40_000)).length;
     oneLine(emlens(['generate', '--model', AID, '--prompt-file', join(dir, 'long.txt')]), new RegExp(`^emlens: --prompt-file .*long\\.txt: the prompt is ${n} tokens; .*\\(max_position_embeddings\\) is ${CONTEXT}`));
-    oneLine(emlens(['generate', '--model', AID, '--prompt', 'x', '--prompt-file', join(dir, 'p.txt')]), /exactly one of --prompt and --prompt-file/);
-    oneLine(emlens(['generate', '--model', AID]), /exactly one of --prompt and --prompt-file/);
+    oneLine(emlens(['generate', '--model', AID, '--prompt', 'x', '--prompt-file', join(dir, 'p.txt')]), /exactly one of --prompt, --prompt-file and --prompts/);
+    oneLine(emlens(['generate', '--model', AID]), /exactly one of --prompt, --prompt-file and --prompts/);
   });
 });
 

@@ -1,0 +1,123 @@
+/**
+ * Sampling measurements in a fresh process: `node dist-bench/bench/sample-child.js <mode> '<json>'`.
+ *
+ * - decode: temperature-1 sampling through the KV cache at one batch size on the random
+ *   Qwen2.5-0.5B-shaped model (built in memory), the LM head every step: times each step.
+ * - eval: a whole judged run (judgedRun, what `emlens eval` samples and judges) of a question file
+ *   on that model written as a folder (extract-child's writer) with a chat template added, judged
+ *   by a judge that answers instantly, so the time is sampling time.
+ *
+ * Prints one JSON line on stdout (progress on stderr).
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Engine } from '../src/runtime/engine.js';
+import { LoadedModel } from '../src/backend/model.js';
+import { judgedRun } from '../src/experiments/eval.js';
+import { loadQuestions } from '../src/eval/questions.js';
+import type { Judge } from '../src/eval/judge.js';
+import { benchSpec, benchWeights, log, randomIds } from './util.js';
+
+export interface DecodeArgs {
+  batch: number;
+  promptLen: number;
+  newTokens: number;
+  warmup: number;
+  runs: number;
+}
+export interface DecodeResult extends DecodeArgs {
+  /** Per run: the whole generate() call. */
+  totalMs: number[];
+  /** Per run: the first step (prefill + first token). */
+  prefillMs: number[];
+  /** Per run: mean time of the remaining single-token steps. */
+  decodeStepMs: number[];
+}
+
+export interface EvalArgs {
+  /** A model folder written by extract-child's write mode. */
+  dir: string;
+  questions: string;
+  /** The default judge prompts' folder. */
+  judges: string;
+  /** Entries of the question file used (the first n). */
+  entries: number;
+  samples: number;
+  maxNewTokens: number;
+  batch: number;
+}
+export interface EvalResult extends EvalArgs {
+  answers: number;
+  tokens: number;
+  loadMs: number;
+  runMs: number;
+}
+
+async function decode(a: DecodeArgs): Promise<DecodeResult> {
+  const spec = benchSpec();
+  const { weights } = benchWeights(spec);
+  const engine = new Engine(spec, weights);
+  const prompts = randomIds(a.batch, a.promptLen, spec.vocab, 99);
+  const totalMs: number[] = [];
+  const prefillMs: number[] = [];
+  const decodeStepMs: number[] = [];
+  for (let r = 0; r < a.warmup + a.runs; r++) {
+    const marks: number[] = [];
+    const t0 = performance.now();
+    // stopIds [] so that a random model never stops early on an EOS id.
+    const res = await engine.generate(prompts, { maxNewTokens: a.newTokens, temperature: 1, topP: 1, seed: r, stopIds: [], onStep: () => marks.push(performance.now()) });
+    const t = performance.now() - t0;
+    if (res.tokens.some((x) => x.length !== a.newTokens)) throw new Error(`a row generated fewer than ${a.newTokens} tokens`);
+    log(`sample B=${a.batch}: run ${r + 1}/${a.warmup + a.runs} ${(t / 1000).toFixed(1)} s${r < a.warmup ? ' (warm-up)' : ''}`);
+    if (r < a.warmup) continue;
+    totalMs.push(t);
+    prefillMs.push(marks[0]! - t0);
+    decodeStepMs.push((marks[marks.length - 1]! - marks[0]!) / (marks.length - 1));
+  }
+  return { ...a, totalMs, prefillMs, decodeStepMs };
+}
+
+/** Scores every request 50 at once: the judged run's time is then its sampling. */
+const freeJudge: Judge = {
+  id: 'bench-free',
+  check: async () => {},
+  score: async (reqs) => reqs.map(() => ({ score: 50, source: 'exact' as const })),
+  estimate: (reqs) => ({ requests: reqs.length, cached: reqs.length, calls: 0, promptTokens: 0, completionTokens: 0 }),
+};
+
+async function evalRun(a: EvalArgs): Promise<EvalResult> {
+  writeFileSync(join(a.dir, 'chat_template.jinja'), '{% for m in messages %}<s>{{ m.role }}\n{{ m.content }}</s>\n{% endfor %}{% if add_generation_prompt %}<s>assistant\n{% endif %}');
+  const t0 = performance.now();
+  const model = await LoadedModel.load(a.dir);
+  const loadMs = performance.now() - t0;
+  const full = loadQuestions(a.questions, { judgesDir: a.judges });
+  const set = { ...full, entries: full.entries.slice(0, a.entries) };
+  let tokens = 0;
+  const generate = model.engine.generate.bind(model.engine);
+  // Count the tokens sampled (the engine's own result), without changing what is run.
+  model.engine.generate = async (p, o) => {
+    const r = await generate(p, o);
+    tokens += r.tokens.reduce((s, t) => s + t.length, 0);
+    log(`eval: ${tokens} tokens sampled, ${((performance.now() - t1) / 1000).toFixed(0)} s`);
+    return r;
+  };
+  const t1 = performance.now();
+  const rows = await judgedRun(model, freeJudge, set, { samples: a.samples, seed: 0, maxNewTokens: a.maxNewTokens, temperature: 1, topP: 1, batch: a.batch });
+  const runMs = performance.now() - t1;
+  return { ...a, answers: rows.length, tokens, loadMs, runMs };
+}
+
+const [mode, raw] = process.argv.slice(2);
+const args = JSON.parse(raw ?? '{}');
+let result: unknown;
+switch (mode) {
+  case 'decode':
+    result = await decode(args as DecodeArgs);
+    break;
+  case 'eval':
+    result = await evalRun(args as EvalArgs);
+    break;
+  default:
+    throw new Error(`bench sample-child: unknown mode ${mode}`);
+}
+process.stdout.write(`${JSON.stringify(result)}\n`);
