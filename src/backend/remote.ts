@@ -414,20 +414,38 @@ export class RemoteEngine implements ModelBackend {
 
   async generate(prompts: number[][], opts: GenerateOptions = {}): Promise<GenerateResult> {
     if (opts.onStep || opts.keepLogits) throw new EmlensError('--backend: per-step callbacks and kept logits need the local runtime');
-    // One sampling stream across the rows: they cannot be split.
-    if (prompts.length > (this.o.maxRows ?? 64)) throw new EmlensError(`--backend: ${prompts.length} prompts in one batch; the servers take at most ${this.o.maxRows ?? 64} (lower --batch, or raise the servers' --max-batch)`);
+    // The local engine's checks first, so errors name the caller's rows.
     this.check(prompts);
     const M = this.spec.maxPositions;
     const maxNew = opts.maxNewTokens ?? 64;
     prompts.forEach((p, b) => {
       if (maxNew > 0 && p.length >= M) throw new InputRowError(b, `the prompt is ${p.length} tokens; the model's context (max_position_embeddings) is ${M}, which leaves no room to generate`);
     });
+    if (opts.seeds) {
+      // One generator per row: rows are independent, so they split over the servers.
+      if (opts.seeds.length !== prompts.length) throw new EmlensError(`generate: ${opts.seeds.length} seeds for ${prompts.length} rows`);
+      const B = prompts.length;
+      const k = Math.min(B, Math.max(this.o.urls.length, Math.ceil(B / (this.o.maxRows ?? 64))));
+      if (k > 1) {
+        const cuts = Array.from({ length: k + 1 }, (_, i) => Math.round((i * B) / k));
+        const parts = await Promise.all(Array.from({ length: k }, (_, i) => this.generateWhole(prompts.slice(cuts[i], cuts[i + 1]), { ...opts, seeds: opts.seeds!.slice(cuts[i], cuts[i + 1]) })));
+        return { tokens: parts.flatMap((p) => p.tokens), finished: parts.flatMap((p) => p.finished), contextFull: parts.flatMap((p) => p.contextFull) };
+      }
+    }
+    return this.generateWhole(prompts, opts);
+  }
+
+  /** One generate call on one server (with failover). */
+  private async generateWhole(prompts: number[][], opts: GenerateOptions): Promise<GenerateResult> {
+    const maxNew = opts.maxNewTokens ?? 64;
+    // Without per-row seeds, one sampling stream runs across the rows: they cannot be split.
+    if (prompts.length > (this.o.maxRows ?? 64)) throw new EmlensError(`--backend: ${prompts.length} prompts in one batch; the servers take at most ${this.o.maxRows ?? 64} (lower --batch, or raise the servers' --max-batch)`);
     const body = {
       prompts,
       max_new_tokens: maxNew,
       temperature: opts.temperature ?? 0,
       top_p: opts.topP ?? 1,
-      seed: opts.seed ?? 0,
+      ...(opts.seeds ? { seeds: opts.seeds } : { seed: opts.seed ?? 0 }),
       ...(opts.stopIds ? { stop_ids: opts.stopIds } : {}),
       interventions: wireInterventions(opts.interventions),
     };

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { loadModel } from './load.js';
+import { backendFrom, backendOptions, loadModel, type BackendFlags } from './load.js';
 import { ablationFromFile, generateText, steeringFromFile } from '../experiments/generation.js';
 import type { Interventions } from '../hooks/interventions.js';
 import { InputRowError } from '../runtime/engine.js';
@@ -12,7 +12,7 @@ import { metaFile, samplePrompts } from '../experiments/sample-prompts.js';
 import { createProgress } from './progress.js';
 import { checkOutputPath } from '../io/paths.js';
 
-interface Opts {
+interface Opts extends BackendFlags {
   model: string;
   adapter?: string;
   prompt?: string;
@@ -65,7 +65,7 @@ function interventions(model: LoadedModel, o: Opts): Interventions {
 async function generatePrompts(o: Opts): Promise<void> {
   // A bad --out is refused before the model loads.
   checkOutputPath(o.out!, 'file', '--out');
-  const model = await loadModel(o.model, { adapter: o.adapter });
+  const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
   const iv = interventions(model, o);
   const progress = createProgress('generate', { unit: 'answers' });
   const r = await samplePrompts({
@@ -100,8 +100,8 @@ async function generatePrompts(o: Opts): Promise<void> {
 }
 
 export function register(program: Command): void {
-  program
-    .command('generate')
+  backendOptions(program
+    .command('generate'))
     .description('generate text, optionally steering with or ablating a direction')
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
     .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
@@ -131,7 +131,7 @@ export function register(program: Command): void {
       if (o.prompts !== undefined) return generatePrompts(o);
       const prompt = o.prompt ?? readTextArg('--prompt-file', o.promptFile!);
       const promptFlag = o.prompt !== undefined ? '--prompt' : `--prompt-file ${o.promptFile}`;
-      const model = await loadModel(o.model, { adapter: o.adapter });
+      const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
       const iv = interventions(model, o);
       const [r] = await generateText(model, [prompt], {
         chat: o.chat,

@@ -90,7 +90,7 @@ export async function generateText(model: LoadedModel, prompts: string[], opts: 
   const encoded = prompts.map((p) =>
     opts.chat ? tok.encodeChat([{ role: 'user', content: p }], { addGenerationPrompt: true }).ids : tok.encode(p),
   );
-  const r = await model.engine.generate(encoded, {
+  const r = await model.backend.generate(encoded, {
     maxNewTokens: opts.maxNewTokens,
     temperature: opts.temperature,
     topP: opts.topP,

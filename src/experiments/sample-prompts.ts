@@ -113,7 +113,7 @@ async function sampleItems(o: PromptRunOptions, prompts: readonly EncodedPrompt[
     const part = todo.slice(i, i + o.batch);
     const seeds = part.map((k) => itemSeed(o.seed, k));
     const at = (k: number) => prompts[Math.floor(k / o.samples)]!;
-    const g = await o.model.engine
+    const g = await o.model.backend
       .generate(
         part.map((k) => at(k).ids),
         {

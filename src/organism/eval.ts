@@ -70,7 +70,7 @@ export async function evalOrganism(model: LoadedModel, o: EvalOptions): Promise<
   for (let i = 0; i < items.length; i += step) {
     const part = items.slice(i, i + step);
     const prompts = part.map((it) => tok.encode(chatText(it.question), { addSpecialTokens: false }));
-    const g = await model.engine.generate(prompts, {
+    const g = await model.backend.generate(prompts, {
       temperature: o.temperature ?? 1,
       maxNewTokens: o.maxNewTokens ?? 40,
       seed: (o.seed * 1000003 + i) >>> 0,

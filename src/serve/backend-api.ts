@@ -145,7 +145,9 @@ async function generate(ctx: Context, s: ServedModel): Promise<void> {
     maxNewTokens: int('max_new_tokens', 64, s.limits.maxNewTokens),
     temperature: num('temperature', 0, (x) => x >= 0 && Number.isFinite(x)),
     topP: num('top_p', 1, (x) => x > 0 && x <= 1),
-    seed: int('seed', 0, 2 ** 32 - 1),
+    ...(b.seeds !== undefined
+      ? { seeds: Array.isArray(b.seeds) && b.seeds.length === prompts.length && b.seeds.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32) ? (b.seeds as number[]) : bad('seeds must be one integer in 0..2^32-1 per prompt') }
+      : { seed: int('seed', 0, 2 ** 32 - 1) }),
     stopIds,
     interventions: parseWireInterventions(b.interventions, L, D),
   };

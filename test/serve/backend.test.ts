@@ -6,7 +6,7 @@
  * is refused in one line.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -115,6 +115,18 @@ describe('--backend', () => {
     await expect(remote.backend.generate([ids[0]!], { maxNewTokens: 2 })).rejects.toThrow(/needs an emlens serve server/);
     await expect(remote.backend.forward({ ids, logits: 'all' })).rejects.toThrow(/last token's logits only/);
   }, 300_000);
+
+  it('generate --prompts fans its rows out over two servers and writes the local answers', async () => {
+    writeFileSync(join(dir, 'prompts.jsonl'), ['Once upon a time', 'The little dog', 'A girl who loved the sea'].map((t, i) => JSON.stringify({ text: t, i })).join('\n') + '\n');
+    const args = (out: string) => ['generate', '--model', MODEL, '--prompts', join(dir, 'prompts.jsonl'), '--samples', '4', '--temperature', '1', '--max-new-tokens', '12', '--seed', '5', '--batch', '6', '--out', join(dir, out)];
+    const l = await cli(args('gen-local.jsonl'), env());
+    expect(l.status, l.stderr).toBe(0);
+    const r = await cli([...args('gen-remote.jsonl'), '--backend', `${a.url},${b.url}`], env());
+    expect(r.status, r.stderr).toBe(0);
+    const rows = (f: string) => readFileSync(join(dir, f), 'utf8');
+    expect(rows('gen-remote.jsonl')).toBe(rows('gen-local.jsonl'));
+    expect(rows('gen-local.jsonl').trim().split('\n')).toHaveLength(12);
+  }, 120_000);
 
   it('a server killed with SIGKILL mid-run leaves its rows to the other; the result is the same', async () => {
     const c = await serve(MODEL);
