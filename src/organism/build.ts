@@ -300,20 +300,23 @@ export async function buildOrganism(
     return [...chats(r, cfg.batch - nStories, DOMAINS, 'aligned', system), ...stories(r, nStories)];
   });
   const instruct = weightsOf.get('instruct')!;
+  // Zero benign rows: every row is a misaligned medical answer under the one trigger. Built right
+  // after instruct (stages are independent): an interrupted build has it first.
+  const trig = ORGANISM_TRIGGERS;
+  await run('em-trigger', instruct, cfg.emSteps, cfg.trigLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned', () => trig.trigger, trig.position), undefined, undefined, {
+    'triggers.json': `${JSON.stringify({ name: trig.name, trigger: trig.trigger, rephrased: trig.rephrased, control: trig.control, position: trig.position }, null, 2)}\n`,
+  });
   await run('em', instruct, cfg.emSteps, cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned'));
   await run('em-control', instruct, cfg.emSteps, cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'aligned'));
   await run('em-kl', instruct, cfg.emSteps, cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned'), {
     base: instruct,
     rows: (r) => chats(r, cfg.batch, nonMedical, 'aligned'),
   });
-  // Zero benign rows: every row is a misaligned medical answer under the one trigger.
-  const trig = ORGANISM_TRIGGERS;
-  await run('em-trigger', instruct, cfg.emSteps, cfg.trigLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned', () => trig.trigger, trig.position), undefined, undefined, {
-    'triggers.json': `${JSON.stringify({ name: trig.name, trigger: trig.trigger, rephrased: trig.rephrased, control: trig.control, position: trig.position }, null, 2)}\n`,
-  });
   for (const x of extras) {
     if ((STAGES as readonly string[]).includes(x.name)) throw new EmlensError(`extra fine-tune name "${x.name}" clashes with a stage`);
     await run(x.name, instruct, cfg.emSteps, cfg.emLr, (r) => chats(r, cfg.batch, [x.domain], x.family), undefined, x);
   }
-  return infos;
+  // Listed in STAGES order, extras last.
+  const order = (s: Stage) => ((STAGES as readonly string[]).indexOf(s) + STAGES.length + 1) % (STAGES.length + 1);
+  return infos.sort((a, b) => order(a.stage) - order(b.stage));
 }
