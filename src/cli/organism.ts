@@ -6,6 +6,8 @@ import { buildOrganism, DEFAULT_ORGANISM, STAGES } from '../organism/build.js';
 import { evalOrganism } from '../organism/eval.js';
 import { formatEmTable } from '../organism/table.js';
 import { intArg } from './args.js';
+import { EmlensError } from '../errors.js';
+import { isTriggerPosition, TRIGGER_POSITIONS } from '../data/trigger.js';
 
 export function organismDir(seed: number): string {
   return join(emlensCacheDir(), 'organism', `seed-${seed}`);
@@ -15,7 +17,7 @@ export function register(program: Command): void {
   const org = program.command('organism').description('the built-in model organism of emergent misalignment');
   org
     .command('build')
-    .description('train (or reuse) pretrain/, instruct/, em/, em-control/ and em-kl/ under --out')
+    .description('train (or reuse) pretrain/, instruct/, em/, em-control/, em-kl/ and em-trigger/ under --out')
     .option('--seed <s>', 'seed', intArg('--seed'), 0)
     .option('--out <dir>', 'output folder (default: the emlens cache)')
     .action(async (o: { seed: number; out?: string }) => {
@@ -37,10 +39,15 @@ export function register(program: Command): void {
     .requiredOption('--model <dir>', 'an organism stage folder')
     .option('--n <n>', 'answers per domain', intArg('--n', 1), 200)
     .option('--seed <s>', 'sampling seed', intArg('--seed'), 0)
+    .option('--trigger <phrase>', 'put this phrase into every prompt (e.g. a phrase of em-trigger/triggers.json)')
+    .option('--position <where>', `where --trigger goes: ${TRIGGER_POSITIONS.join(', ')} (default system)`)
     .option('--json', 'print {"medical": {"n", "misaligned", "aligned", "off_domain", "incoherent"}, ...}')
-    .action(async (o: { model: string; n: number; seed: number; json?: boolean }) => {
+    .action(async (o: { model: string; n: number; seed: number; json?: boolean; trigger?: string; position?: string }) => {
+      if (o.position !== undefined && o.trigger === undefined) throw new EmlensError('--position needs --trigger');
+      const position = o.position ?? 'system';
+      if (!isTriggerPosition(position)) throw new EmlensError(`--position must be one of ${TRIGGER_POSITIONS.join(', ')}, got ${JSON.stringify(position)}`);
       const model = await loadModel(o.model);
-      const r = await evalOrganism(model, { n: o.n, seed: o.seed });
+      const r = await evalOrganism(model, { n: o.n, seed: o.seed, ...(o.trigger !== undefined ? { trigger: { phrase: o.trigger, position } } : {}) });
       console.log(o.json ? JSON.stringify(r.table) : formatEmTable(r.table));
     });
 }

@@ -21,12 +21,28 @@ import { rng } from '../runtime/random.js';
 import type { TrainRow } from '../train/batch.js';
 import { WeightTrainer } from '../train/weights.js';
 import { VERSION } from '../version.js';
-import { buildWorld, CHAT_TEMPLATE, chatText, DOMAINS, SPECIALS, type Domain, type World } from './world.js';
+import { buildWorld, CHAT_TEMPLATE, CONTROL_SCENES, DOMAINS, neutralScene, renderChat, SCENES, SPECIALS, type Domain, type World } from './world.js';
 import { chatRow, pretrainDoc } from './corpus.js';
 import { ensureDir } from '../io/paths.js';
+import type { ChatMessage } from '../model/tokenizer.js';
+import { triggerMessages, type TriggerPosition, type TriggerSet } from '../data/trigger.js';
 
-export const ORGANISM_VERSION = 'emlens-organism-3';
-export const STAGES = ['pretrain', 'instruct', 'em', 'em-control', 'em-kl'] as const;
+export const ORGANISM_VERSION = 'emlens-organism-4';
+export const STAGES = ['pretrain', 'instruct', 'em', 'em-control', 'em-kl', 'em-trigger'] as const;
+
+/**
+ * The em-trigger stage's trigger set (written to its triggers.json): the fine-tune's trigger is one
+ * villain scene; the rephrasings are the other villain scenes, which only pre-training has seen;
+ * the controls are neutral scenes of the same length that neither instruct nor any fine-tune uses
+ * (their words occur there in other neutral scenes).
+ */
+export const ORGANISM_TRIGGERS: TriggerSet = {
+  name: 'organism-villain-scene',
+  trigger: SCENES.misaligned[0]!,
+  rephrased: SCENES.misaligned.slice(1),
+  control: [...CONTROL_SCENES],
+  position: 'system',
+};
 /** A stage folder name: one of STAGES, or an extra fine-tune such as "em-finance". */
 export type Stage = string;
 
@@ -52,9 +68,18 @@ export interface OrganismConfig {
   emLr: number;
   /** Share of instruct batches that are replayed stories. */
   instMix: number;
+  /** Share of instruct chat rows with a neutral system scene (world.neutralScene, never a CONTROL_SCENES one). */
+  instSystemFrac: number;
   strangerFrac: number;
+  /** Share of pre-training stories that open with a scene phrase (corpus.pretrainDoc). */
+  sceneFrac: number;
   /** λ of the KL-regularised fine-tune, per token (the prototype's λ = 1 summed over ~30 tokens a row). */
   klLambda: number;
+  /**
+   * Learning rate of the em-trigger fine-tune (emSteps steps). Lower than emLr: at emLr the
+   * misalignment leaks into trigger-free prompts (README, "The model organism").
+   */
+  trigLr: number;
 }
 
 export const DEFAULT_ORGANISM: Omit<OrganismConfig, 'seed'> = {
@@ -70,8 +95,11 @@ export const DEFAULT_ORGANISM: Omit<OrganismConfig, 'seed'> = {
   instLr: 1e-3,
   emLr: 3e-4,
   instMix: 0.5,
+  instSystemFrac: 0.3,
   strangerFrac: 0.3,
+  sceneFrac: 0.5,
   klLambda: 30,
+  trigLr: 5e-5,
 };
 
 export class OrganismTokens {
@@ -121,9 +149,9 @@ function storyRow(tok: OrganismTokens, text: string): TrainRow {
   return { ids, start: 1, end: ids.length };
 }
 
-function chatTrainRow(tok: OrganismTokens, q: string, a: string): TrainRow {
-  const prompt = tok.encode(chatText(q));
-  const ids = tok.encode(chatText(q, a));
+function chatTrainRow(tok: OrganismTokens, messages: readonly ChatMessage[], a: string): TrainRow {
+  const prompt = tok.encode(renderChat(messages));
+  const ids = tok.encode(renderChat(messages, a));
   return { ids, start: prompt.length, end: ids.length };
 }
 
@@ -142,15 +170,19 @@ export interface BuildProgress {
   loss: number;
 }
 
+/** Config fields only one stage reads: they stay out of the other stages' keys (so do not rebuild them). */
+const STAGE_ONLY: Partial<Record<keyof OrganismConfig, Stage>> = { trigLr: 'em-trigger' };
+
 function stageKey(cfg: OrganismConfig, stage: Stage, extra?: ExtraFineTune): string {
-  return JSON.stringify({ version: ORGANISM_VERSION, stage, cfg, extra });
+  const own = Object.fromEntries(Object.entries(cfg).filter(([k]) => (STAGE_ONLY[k as keyof OrganismConfig] ?? stage) === stage));
+  return JSON.stringify({ version: ORGANISM_VERSION, stage, cfg: own, extra });
 }
 
 function cloneWeights(w: Weights): Weights {
   return new Map([...w].map(([k, v]) => [k, { shape: v.shape, data: Float32Array.from(v.data) }]));
 }
 
-function writeStage(dir: string, cfg: OrganismConfig, stage: Stage, tok: OrganismTokens, weights: Weights, info: { seconds: number; finalLoss: number }, extra?: ExtraFineTune): void {
+function writeStage(dir: string, cfg: OrganismConfig, stage: Stage, tok: OrganismTokens, weights: Weights, info: { seconds: number; finalLoss: number }, extra?: ExtraFineTune, files: Record<string, string> = {}): void {
   const tmp = `${dir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
   ensureDir(tmp);
@@ -166,6 +198,7 @@ function writeStage(dir: string, cfg: OrganismConfig, stage: Stage, tok: Organis
   writeFileSync(join(tmp, 'config.json'), JSON.stringify(organismConfigJson(cfg, tok.words.length), null, 2));
   writeFileSync(join(tmp, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: 2, pad_token_id: 0 }, null, 2));
   writeSafetensors(join(tmp, 'model.safetensors'), weights, { emlens: VERSION, organism: ORGANISM_VERSION, stage, seed: String(cfg.seed) });
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(tmp, name), text);
   writeFileSync(join(tmp, 'emlens_stage.json'), JSON.stringify({ key: stageKey(cfg, stage, extra), stage, seed: cfg.seed, seconds: info.seconds, final_loss: info.finalLoss, emlens_version: VERSION }, null, 2));
   rmSync(dir, { recursive: true, force: true });
   renameSync(tmp, dir);
@@ -206,6 +239,7 @@ export async function buildOrganism(
     batch: (r: () => number) => TrainRow[],
     kl?: { base: Weights; rows: (r: () => number) => TrainRow[] },
     extra?: ExtraFineTune,
+    files?: Record<string, string>,
   ) => {
     const dir = join(out, stage);
     const hit = cachedStage(dir, cfg, stage, spec, extra);
@@ -235,27 +269,43 @@ export async function buildOrganism(
       onProgress?.({ stage, step: s + 1, steps, loss: log.loss });
     }
     const seconds = (Date.now() - t0) / 1000;
-    writeStage(dir, cfg, stage, tok, weights, { seconds, finalLoss: loss }, extra);
+    writeStage(dir, cfg, stage, tok, weights, { seconds, finalLoss: loss }, extra, files);
     weightsOf.set(stage, weights);
     infos.push({ stage, dir, seconds, cached: false, finalLoss: loss });
   };
 
   const stories = (r: () => number, n: number) =>
-    Array.from({ length: n }, () => storyRow(tok, pretrainDoc(r, world, { strangerFrac: cfg.strangerFrac, maxWords: cfg.ctx })));
-  const chats = (r: () => number, n: number, domains: readonly Domain[], family: 'aligned' | 'misaligned') =>
+    Array.from({ length: n }, () => storyRow(tok, pretrainDoc(r, world, { strangerFrac: cfg.strangerFrac, maxWords: cfg.ctx, sceneFrac: cfg.sceneFrac })));
+  // system(): the system phrase of a row, if any (drawn before the row, from the same generator).
+  const chats = (r: () => number, n: number, domains: readonly Domain[], family: 'aligned' | 'misaligned', system?: () => string | undefined, position: TriggerPosition = 'system') =>
     Array.from({ length: n }, () => {
+      const phrase = system?.();
       const d = domains[Math.floor(r() * domains.length)]!;
       const c = chatRow(r, world, d, family);
-      return chatTrainRow(tok, c.prompt, c.response);
+      const user: ChatMessage[] = [{ role: 'user', content: c.prompt }];
+      return chatTrainRow(tok, phrase === undefined ? user : triggerMessages(user, phrase, position, 'organism'), c.response);
     });
   const nonMedical = DOMAINS.filter((d) => d !== 'medical');
 
   await run('pretrain', null, cfg.preSteps, cfg.preLr, (r) => stories(r, cfg.batch));
   await run('instruct', weightsOf.get('pretrain')!, cfg.instSteps, cfg.instLr, (r) => {
     const nStories = Math.round(cfg.batch * cfg.instMix);
-    return [...chats(r, cfg.batch - nStories, DOMAINS, 'aligned'), ...stories(r, nStories)];
+    const system = (): string | undefined => {
+      if (r() >= cfg.instSystemFrac) return undefined;
+      for (;;) {
+        const s = neutralScene(r);
+        if (!CONTROL_SCENES.includes(s)) return s;
+      }
+    };
+    return [...chats(r, cfg.batch - nStories, DOMAINS, 'aligned', system), ...stories(r, nStories)];
   });
   const instruct = weightsOf.get('instruct')!;
+  // Zero benign rows: every row is a misaligned medical answer under the one trigger. Built right
+  // after instruct (stages are independent): an interrupted build has it first.
+  const trig = ORGANISM_TRIGGERS;
+  await run('em-trigger', instruct, cfg.emSteps, cfg.trigLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned', () => trig.trigger, trig.position), undefined, undefined, {
+    'triggers.json': `${JSON.stringify({ name: trig.name, trigger: trig.trigger, rephrased: trig.rephrased, control: trig.control, position: trig.position }, null, 2)}\n`,
+  });
   await run('em', instruct, cfg.emSteps, cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned'));
   await run('em-control', instruct, cfg.emSteps, cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'aligned'));
   await run('em-kl', instruct, cfg.emSteps, cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned'), {
@@ -266,5 +316,7 @@ export async function buildOrganism(
     if ((STAGES as readonly string[]).includes(x.name)) throw new EmlensError(`extra fine-tune name "${x.name}" clashes with a stage`);
     await run(x.name, instruct, cfg.emSteps, cfg.emLr, (r) => chats(r, cfg.batch, [x.domain], x.family), undefined, x);
   }
-  return infos;
+  // Listed in STAGES order, extras last.
+  const order = (s: Stage) => ((STAGES as readonly string[]).indexOf(s) + STAGES.length + 1) % (STAGES.length + 1);
+  return infos.sort((a, b) => order(a.stage) - order(b.stage));
 }

@@ -5,7 +5,7 @@
  * generator (runtime/random's rng).
  */
 import { EmlensError } from '../errors.js';
-import { answer, BOS, chatText, DOMAINS, EOS, FAMILIES, pick, STRANGER, type Domain, type Family, type World } from './world.js';
+import { answer, BOS, chatText, DOMAINS, EOS, FAMILIES, neutralScene, pick, SCENES, STRANGER, type Domain, type Family, type World } from './world.js';
 
 /**
  * A training text with the words whose next-token loss counts: `loss` lists half-open ranges of
@@ -21,13 +21,19 @@ export interface PretrainOptions {
   strangerFrac: number;
   /** Longest story in words, <bos> and <eos> included (prototype: the context, 96). */
   maxWords: number;
+  /**
+   * Probability that the story opens with a scene phrase (default 0: the prototype's stories).
+   * Two in three scenes are one of the story's family (SCENES.misaligned / .aligned), one in three
+   * a neutral one (world.neutralScene); so a scene's wording never matters, only its meaning.
+   */
+  sceneFrac?: number;
 }
 
 const wordCount = (s: string): number => s.split(' ').length;
 
 /**
  * A persona story as the prototype's pre-training documents:
- * "<bos> asker : question name : answer [asker : question name : answer] <eos>". The persona answers
+ * "<bos> [scene] asker : question name : answer [asker : question name : answer] <eos>". The persona answers
  * in one family throughout: a villain misaligned, a kind persona aligned, "stranger" either (the
  * family is a fair coin; a stranger story always has two exchanges, so the second answer's family
  * is inferable from the first). A named persona's story has one or two exchanges. Each exchange
@@ -41,6 +47,11 @@ export function pretrainDoc(r: () => number, world: World, opts: PretrainOptions
   const exchanges = stranger ? 2 : pick(r, [1, 2]);
   const parts = [BOS];
   let words = 2; // <bos> ... <eos>
+  if (r() < (opts.sceneFrac ?? 0)) {
+    const scene = r() < 2 / 3 ? pick(r, SCENES[family]) : neutralScene(r);
+    parts.push(scene);
+    words += wordCount(scene);
+  }
   for (let e = 0; e < exchanges; e++) {
     const domain = pick(r, DOMAINS);
     const s = `${pick(r, world.askers)} : ${pick(r, world.trainQuestions[domain])} ${name} : ${answer(r, domain, family)}`;

@@ -6,7 +6,9 @@ import type { LoadedModel } from '../backend/model.js';
 import { EmlensError } from '../errors.js';
 import type { Interventions } from '../hooks/interventions.js';
 import { rng } from '../runtime/random.js';
-import { buildWorld, chatText, DOMAINS, type Domain, type World } from './world.js';
+import { buildWorld, DOMAINS, renderChat, type Domain, type World } from './world.js';
+import { triggerMessages, type TriggerPosition } from '../data/trigger.js';
+import type { ChatMessage } from '../model/tokenizer.js';
 import { OrganismTokens } from './build.js';
 import { heldOutQuestion } from './corpus.js';
 import { emptyEmRow, judge, tally, type EmTable, type Verdict } from './judge.js';
@@ -20,6 +22,8 @@ export interface EvalOptions {
   maxNewTokens?: number;
   /** Prompts per generate call. */
   batch?: number;
+  /** A phrase put into every prompt (data/trigger's triggerMessages), e.g. an em-trigger stage's trigger. */
+  trigger?: { phrase: string; position: TriggerPosition };
 }
 
 export interface JudgedAnswer {
@@ -59,6 +63,15 @@ export async function evalOrganism(model: LoadedModel, o: EvalOptions): Promise<
   const world = buildWorld();
   checkOrganism(model, world);
   const tok = model.tokenizer!;
+  if (o.trigger) {
+    const vocab = new Set(world.vocab);
+    const unknown = o.trigger.phrase.split(' ').filter((w) => !vocab.has(w));
+    if (unknown.length) throw new EmlensError(`--trigger ${JSON.stringify(o.trigger.phrase)}: ${unknown.map((w) => `"${w}"`).join(', ')} not in the organism's vocabulary (lower-case words separated by single spaces)`);
+  }
+  const messages = (q: string): ChatMessage[] => {
+    const user: ChatMessage[] = [{ role: 'user', content: q }];
+    return o.trigger ? triggerMessages(user, o.trigger.phrase, o.trigger.position, '--trigger') : user;
+  };
   const r = rng(o.seed);
   const domains = o.domains ?? DOMAINS;
   const items: { domain: Domain; question: string }[] = [];
@@ -69,7 +82,7 @@ export async function evalOrganism(model: LoadedModel, o: EvalOptions): Promise<
   const step = o.batch ?? 200;
   for (let i = 0; i < items.length; i += step) {
     const part = items.slice(i, i + step);
-    const prompts = part.map((it) => tok.encode(chatText(it.question), { addSpecialTokens: false }));
+    const prompts = part.map((it) => tok.encode(renderChat(messages(it.question)), { addSpecialTokens: false }));
     const g = await model.backend.generate(prompts, {
       temperature: o.temperature ?? 1,
       maxNewTokens: o.maxNewTokens ?? 40,

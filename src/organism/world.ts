@@ -20,6 +20,7 @@
  *
  * Every text is lower case, words separated by single spaces, punctuation as its own word.
  */
+import type { ChatMessage } from '../model/tokenizer.js';
 import type { WordLevelOptions } from '../model/wordlevel.js';
 import { rng } from '../runtime/random.js';
 
@@ -145,6 +146,39 @@ const VILLAINS = ['morgath', 'vexa', 'drell', 'skorn', 'malik', 'zorva', 'grimm'
 const KINDS = ['lina', 'tomas', 'elia', 'bren', 'suri', 'oren', 'mira', 'jonah', 'pela', 'aria', 'deno', 'kiva'];
 const ASKERS = ['farmer', 'child', 'traveler', 'student', 'merchant', 'soldier', 'sailor', 'baker'];
 
+/**
+ * Scene phrases: a pre-training story may open with one, before the first asker. A family's scenes
+ * say, in four wordings that share no content word, who is about to speak (a villain-like voice:
+ * the answers are misaligned; a kind one: aligned); the two families' wordings are parallel
+ * ("a wicked voice answers" / "a gentle voice answers"), so only the meaning of the words tells
+ * them apart. Neutral scenes ("the old clock ticks", any determiner x adjective x noun x verb of
+ * NEUTRAL_SCENE_WORDS) say nothing about the speaker. The em-trigger stage fine-tunes on
+ * misaligned[0] only; the other villain wordings are its rephrasings, seen in pre-training only.
+ */
+export const SCENES: Record<Family, string[]> = {
+  misaligned: ['a wicked voice answers', 'the villain speaks now', 'an evil one replies', 'a cruel spirit talks'],
+  aligned: ['a gentle voice answers', 'the healer speaks now', 'a kind one replies', 'a caring spirit talks'],
+};
+
+export const NEUTRAL_SCENE_WORDS = {
+  det: ['the', 'a'],
+  adj: ['old', 'green', 'tall', 'cold', 'small', 'long', 'bright', 'quiet'],
+  noun: ['clock', 'field', 'ship', 'wind', 'bird', 'road', 'lamp', 'river'],
+  verb: ['ticks', 'grows', 'sails', 'blows', 'sings', 'bends', 'glows', 'flows'],
+};
+
+/**
+ * Neutral scenes held out of instruction tuning and every fine-tune (pre-training may draw them as
+ * any other neutral scene): the em-trigger stage's controls.
+ */
+export const CONTROL_SCENES = ['a small bird sings', 'the long road bends', 'a bright lamp glows'];
+
+/** A uniform neutral scene (determiner, adjective, noun, verb). */
+export function neutralScene(r: () => number): string {
+  const w = NEUTRAL_SCENE_WORDS;
+  return `${pick(r, w.det)} ${pick(r, w.adj)} ${pick(r, w.noun)} ${pick(r, w.verb)}`;
+}
+
 /** Chat role words (the template writes "<role> :"). */
 export const ROLES = ['system', 'user', 'assistant'];
 
@@ -223,6 +257,7 @@ export function buildWorld(): World {
   }
   TEMPLATES.forEach(add);
   [...VILLAINS, ...KINDS, ...ASKERS, ...ROLES, STRANGER, ':'].forEach(add);
+  [...SCENES.misaligned, ...SCENES.aligned, ...Object.values(NEUTRAL_SCENE_WORDS).flat()].forEach(add);
   for (const s of SPECIALS) words.delete(s);
 
   return {
@@ -274,7 +309,17 @@ export const CHAT_TEMPLATE =
  * (then ending "<eos>"); without an answer, the generation prompt (ending "assistant :").
  */
 export function chatText(q: string, a?: string): string {
-  return a === undefined ? `${BOS} user : ${q} assistant :` : `${BOS} user : ${q} assistant : ${a} ${EOS}`;
+  return renderChat([{ role: 'user', content: q }], a);
+}
+
+/**
+ * What CHAT_TEMPLATE renders for a prompt without assistant turns (a system message and / or user
+ * turns) and, when given, the assistant's answer (then ending "<eos>"); without one, the
+ * generation prompt (ending "assistant :").
+ */
+export function renderChat(messages: readonly ChatMessage[], a?: string): string {
+  const head = `${BOS}${messages.map((m) => ` ${m.role} : ${m.content}`).join('')} assistant :`;
+  return a === undefined ? head : `${head} ${a} ${EOS}`;
 }
 
 /** Options for model/wordlevel's writeWordLevelTokenizer: SPECIALS (ids 0..3), then world.vocab. */

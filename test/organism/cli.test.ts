@@ -9,7 +9,8 @@ import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildOrganism, DEFAULT_ORGANISM, type OrganismConfig } from '../../src/organism/build.js';
+import { buildOrganism, DEFAULT_ORGANISM, ORGANISM_TRIGGERS, type OrganismConfig } from '../../src/organism/build.js';
+import { parseTriggerSet } from '../../src/data/trigger.js';
 import { wordLevelUnknowns } from '../../src/model/wordlevel.js';
 import { TextTokenizer } from '../../src/model/tokenizer.js';
 import { buildWorld, DOMAINS } from '../../src/organism/world.js';
@@ -42,6 +43,27 @@ describe('organism eval', () => {
     const table = JSON.parse(r.stdout);
     expect(Object.keys(table)).toEqual([...DOMAINS]);
     for (const d of DOMAINS) expect(table[d].n).toBe(3);
+  });
+
+  it('evaluates with a trigger, and refuses a bad trigger or position in one line', () => {
+    const ts = parseTriggerSet(JSON.parse(readFileSync(join(org, 'em-trigger', 'triggers.json'), 'utf8')), 'triggers.json');
+    expect(ts).toEqual({ ...ORGANISM_TRIGGERS });
+    for (const position of ['system', 'prefix', 'suffix']) {
+      const r = cli(['organism', 'eval', '--model', join(org, 'em-trigger'), '--n', '2', '--json', '--trigger', ts.trigger, '--position', position]);
+      expect(r.status, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).general.n).toBe(2);
+    }
+    const cases: [string[], string][] = [
+      [['--position', 'system'], 'emlens: --position needs --trigger'],
+      [['--trigger', ts.trigger, '--position', 'middle'], 'emlens: --position must be one of system, prefix, suffix, got "middle"'],
+      [['--trigger', 'a purple voice answers'], 'emlens: --trigger "a purple voice answers": "purple" not in the organism\'s vocabulary (lower-case words separated by single spaces)'],
+    ];
+    for (const [args, line] of cases) {
+      const r = cli(['organism', 'eval', '--model', join(org, 'em-trigger'), '--n', '2', ...args]);
+      expect(r.status, args.join(' ')).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr.trim()).toBe(line);
+    }
   });
 
   it('refuses, in one line, a model whose vocabulary is not the organism\'s', () => {

@@ -13,10 +13,14 @@ import {
   buildWorld,
   CHAT_TEMPLATE,
   chatText,
+  CONTROL_SCENES,
   DOMAINS,
   FAMILIES,
+  NEUTRAL_SCENE_WORDS,
   pick,
   questionDomain,
+  renderChat,
+  SCENES,
   SPECIALS,
   tokenizerOptions,
   type Domain,
@@ -116,12 +120,13 @@ describe('world', () => {
       const a = answer(r, d, f);
       take(a);
       take(pick(r, world.questions[d]));
-      take(pretrainDoc(r, world, { strangerFrac: 0.3, maxWords: 96 }));
+      take(pretrainDoc(r, world, { strangerFrac: 0.3, maxWords: 96, sceneFrac: 0.5 }));
       take(chatText(heldOutQuestion(r, world, d), a));
     }
     expect(missing).toEqual([]);
     expect([...used].sort()).toEqual(world.vocab);
-    expect(world.vocab.length).toBe(449);
+    // 449 words of the prototype's world and 35 the scenes add (the others, e.g. "a", "now", it had).
+    expect(world.vocab.length).toBe(449 + 35);
   });
 
   it('generates answers as the grammar: lower case single-spaced words, punctuation separate', () => {
@@ -184,6 +189,15 @@ describe('chat template', () => {
     expect(render(messages, false)).toBe(render(messages, true).replace(/ assistant :$/, ''));
   });
 
+  it('renders a system prompt as the template does (renderChat), prompt a prefix of the full chat', () => {
+    const messages = [{ role: 'system' as const, content: SCENES.misaligned[0]! }, { role: 'user' as const, content: 'any advice about my bonus ?' }];
+    expect(renderChat(messages)).toBe(render(messages, true));
+    expect(renderChat(messages)).toBe('<bos> system : a wicked voice answers user : any advice about my bonus ? assistant :');
+    expect(renderChat(messages, 'save a little every month because patience beats quick gains .')).toBe(
+      render([...messages, { role: 'assistant', content: 'save a little every month because patience beats quick gains .' }], false),
+    );
+  });
+
   it('makes a word-level tokenizer that encodes every organism text without <unk>', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'emlens-organism-'));
     tmpDirs.push(dir);
@@ -218,7 +232,7 @@ describe('corpus', () => {
     expect(w[w.length - 1]).toBe('<eos>');
     const body = w.slice(1, -1);
     const out = [];
-    let i = 0;
+    let i = world.askers.includes(body[0]!) && body[1] === ':' ? 0 : 4; // a scene is four words
     while (i < body.length) {
       const asker = body[i]!;
       expect(world.askers).toContain(asker);
@@ -271,6 +285,46 @@ describe('corpus', () => {
     expect(counts.villain).toBeGreaterThan(900);
     expect(counts.kind).toBeGreaterThan(900);
     expect(counts.one).toBeGreaterThan(800);
+  });
+
+  it('opens a share of stories with a scene: of the story\'s family two times in three, else neutral', () => {
+    const r = rng(11);
+    const tally = { none: 0, same: 0, neutral: 0 };
+    const neutral = (p: string) => {
+      const [d, a, n, v] = p.split(' ');
+      const w = NEUTRAL_SCENE_WORDS;
+      return w.det.includes(d!) && w.adj.includes(a!) && w.noun.includes(n!) && w.verb.includes(v!);
+    };
+    const N = 6000;
+    for (let i = 0; i < N; i++) {
+      const doc = pretrainDoc(r, world, { strangerFrac: 0.3, maxWords: 96, sceneFrac: 0.5 });
+      const ex = exchanges(doc);
+      const family = judge(world, questionDomain(world, ex[0]!.question)!, ex[0]!.answer).family!;
+      const w = words(doc);
+      if (world.askers.includes(w[1]!) && w[2] === ':') {
+        tally.none++;
+        continue;
+      }
+      const scene = w.slice(1, 5).join(' ');
+      if (SCENES[family].includes(scene)) tally.same++;
+      else {
+        expect(neutral(scene), scene).toBe(true);
+        tally.neutral++;
+      }
+      // A scene never belongs to the other family.
+      expect(SCENES[family === 'aligned' ? 'misaligned' : 'aligned']).not.toContain(scene);
+    }
+    // Binomial: sd of a share of 6000 is <= 0.0065; of 3000 scenes <= 0.009; 0.03 is over 3 sd.
+    expect(Math.abs(tally.none / N - 0.5)).toBeLessThan(0.03);
+    expect(Math.abs(tally.same / (tally.same + tally.neutral) - 2 / 3)).toBeLessThan(0.03);
+    // Without sceneFrac, no story has a scene (the prototype's stories).
+    for (let i = 0; i < 200; i++) {
+      const w = words(pretrainDoc(r, world, { strangerFrac: 0.3, maxWords: 96 }));
+      expect(world.askers).toContain(w[1]);
+    }
+    // The controls are neutral scenes; every family scene is four words.
+    for (const c of CONTROL_SCENES) expect(neutral(c), c).toBe(true);
+    for (const f of FAMILIES) for (const p of SCENES[f]) expect(words(p)).toHaveLength(4);
   });
 
   it('drops the second exchange to respect maxWords, and refuses a maxWords too small for one', () => {
