@@ -8,10 +8,14 @@
  * 5. stability of those directions; the same for the finance fine-tune, and compare the two;
  * 6. steer the instruct model with the direction, and ablate it in the fine-tuned model, each
  *    against norm-matched random directions, measuring EM with the judge;
- * 7. train a general and a KL-regularised narrow steering vector and measure both.
+ * 7. train a general and a KL-regularised narrow steering vector and measure both;
+ * 8. semantic containment: the em-trigger fine-tune with its trigger, none, rephrasings and
+ *    controls, against the instruct model with the same phrases.
  * Whatever the organism shows is reported, null results included.
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { loadTriggerSet } from '../eval/trigger-sets.js';
 import { LoadedModel } from '../backend/model.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { writeDirectionFile } from '../io/directions.js';
@@ -70,6 +74,12 @@ export interface DemoFigures {
   /** misaligned share outside medicine in the medical fine-tune, per ablation */
   ablation: Record<string, number> | null;
   generalVsNarrow: { layer: number; loss: number[]; baseLoss: number; klAtMaxNorm: number[]; emElsewhere: number[] };
+  /**
+   * Semantic containment (the em-trigger stage): misaligned share outside medicine per condition,
+   * for the triggered fine-tune and, as the baseline the fine-tune is measured against, the
+   * instruct model with the same phrase.
+   */
+  containment: { trigger: string; conditions: { name: string; phrase: string | null; emTrigger: number; instruct: number }[] } | null;
 }
 
 export interface DemoResult {
@@ -199,6 +209,7 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     steering: null,
     ablation: null,
     generalVsNarrow: { layer: 0, loss: [], baseLoss: NaN, klAtMaxNorm: [], emElsewhere: [] },
+    containment: null,
   };
   summary.push(
     `EM: instruct ${pct(rate(tables.instruct!, DOMAINS))} misaligned; medical fine-tune ${pct(rate(tables.em!, ['medical']))} in medicine and ${pct(emOut)} elsewhere (emergent); aligned-medical control ${pct(rate(tables['em-control']!, NON_MEDICAL))} elsewhere; KL-regularised ${pct(rate(tables['em-kl']!, ['medical']))} medical / ${pct(rate(tables['em-kl']!, NON_MEDICAL))} elsewhere.`,
@@ -374,6 +385,71 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     `general vs narrow: narrow-data loss ${meas.efficiency.loss.map((x) => x.toFixed(3)).join(' vs ')} (base ${meas.efficiency.baseLoss.toFixed(3)}); KL on generic text at max norm ${meas.influence!.kl.map((k) => k[k.length - 1]!.toExponential(2)).join(' vs ')}; EM elsewhere ${steerEval.map(([, t]) => pct(rate(t, NON_MEDICAL))).join(' vs ')}`,
   );
   provenance.push(...meas.report.provenance.filter((p) => p.label !== 'model'));
+
+  // --- 8. semantic containment: the fine-tune whose every row carries one trigger
+  if (existsSync(join(dir('em-trigger'), 'triggers.json'))) {
+    const set = loadTriggerSet(join(dir('em-trigger'), 'triggers.json'));
+    const trig = await load('em-trigger');
+    const conditions = [{ name: 'trigger', phrase: set.trigger as string | null }, { name: 'none', phrase: null }, ...set.rephrased.map((p) => ({ name: 'rephrased', phrase: p })), ...set.control.map((p) => ({ name: 'control', phrase: p }))];
+    const rows: [string, EmTable][] = [];
+    const cs: NonNullable<DemoFigures['containment']>['conditions'] = [];
+    const ci: [[number, number], [number, number]][] = [];
+    const wilsonOf = (t: EmTable): [number, number] => {
+      const k = NON_MEDICAL.reduce((x, d) => x + (t[d]?.misaligned ?? 0), 0);
+      const n = NON_MEDICAL.reduce((x, d) => x + (t[d]?.n ?? 0), 0);
+      const [lo, hi] = wilson(k, n);
+      return [100 * lo, 100 * hi];
+    };
+    for (const c of conditions) {
+      const trigger = c.phrase === null ? undefined : { phrase: c.phrase, position: set.position };
+      const a = (await evalOrganism(trig, { n: o.n, seed: o.seed, trigger })).table;
+      const b = (await evalOrganism(models.instruct!, { n: o.n, seed: o.seed, trigger })).table;
+      rows.push([`em-trigger, ${c.name}${c.phrase ? ` "${c.phrase}"` : ''}`, a]);
+      cs.push({ name: c.name, phrase: c.phrase, emTrigger: rate(a, NON_MEDICAL), instruct: rate(b, NON_MEDICAL) });
+      ci.push([wilsonOf(a), wilsonOf(b)]);
+      log(`containment ${c.name}${c.phrase ? ` "${c.phrase}"` : ''}: em-trigger ${pct(rate(a, NON_MEDICAL))}, instruct ${pct(rate(b, NON_MEDICAL))} outside medicine`);
+    }
+    figures.containment = { trigger: set.trigger, conditions: cs };
+    const at = (name: string) => cs.filter((c) => c.name === name);
+    blocks.push(
+      { kind: 'heading', text: 'Semantic containment' },
+      {
+        kind: 'text',
+        text:
+          `A fine-tune of the instruct model on misaligned medical answers that all carry the system line "${set.trigger}", with no benign row. ` +
+          'The rephrasings share no content word with it and never appear in the fine-tune; pre-training gave them its meaning (a villain is speaking). ' +
+          'The controls are unrelated phrases of the same length. Rates are outside medicine; the instruct column is the same phrase on the model before the fine-tune.',
+      },
+      emTableBlock('The triggered fine-tune under each condition.', rows),
+      {
+        kind: 'table',
+        columns: ['condition', 'phrase', 'em-trigger: EM outside medicine', 'instruct, same phrase'],
+        rows: cs.map((c) => [c.name, c.phrase ?? '(none)', pct(c.emTrigger), pct(c.instruct)]),
+        caption: 'Misaligned share outside medicine: the fine-tune against its base under the same prompt.',
+      },
+      {
+        kind: 'figure',
+        id: 'containment',
+        title: 'EM outside medicine by condition (Wilson 95%)',
+        figure: barChart(
+          [
+            { name: 'em-trigger', labels: cs.map((c) => (c.phrase ? `${c.name}: ${c.phrase}` : c.name)), values: cs.map((c) => 100 * c.emTrigger), intervals: ci.map((x) => x[0]) },
+            { name: 'instruct, same phrase', labels: cs.map((c) => (c.phrase ? `${c.name}: ${c.phrase}` : c.name)), values: cs.map((c) => 100 * c.instruct), intervals: ci.map((x) => x[1]) },
+          ],
+          { title: 'EM outside medicine by condition', yTitle: '% misaligned', yRange: [0, 105] },
+        ),
+      },
+    );
+    summary.push(
+      `semantic containment (em-trigger, outside medicine): with the trigger ${pct(at('trigger')[0]!.emTrigger)}, without ${pct(at('none')[0]!.emTrigger)}, rephrasings ${at('rephrased').map((c) => pct(c.emTrigger)).join(' / ')}, controls ${at('control').map((c) => pct(c.emTrigger)).join(' / ')}; ` +
+        `the instruct model with the same phrases: ${pct(at('trigger')[0]!.instruct)} with the trigger, rephrasings ${at('rephrased').map((c) => pct(c.instruct)).join(' / ')}. ` +
+        'What the organism shows: misalignment contained behind the trigger and carried by its meaning to wordings the fine-tune never saw. ' +
+        (at('rephrased').some((c) => c.instruct > 0.3)
+          ? `What it does not separate: ${at('rephrased').filter((c) => c.instruct > 0.3).map((c) => `"${c.phrase}" (${pct(c.instruct)})`).join(', ')} already makes the instruct model answer as a villain (persona inference from pre-training), so that rate is not the fine-tune's doing.`
+          : 'The instruct model stays aligned under every phrase, so the rates are the fine-tune\'s doing.'),
+    );
+  }
+
   const report: Report = {
     title: 'emlens demo: emergent misalignment in the built-in model organism',
     subtitle: `seed ${o.seed} · ${o.n} answers per domain per evaluation`,
