@@ -44,6 +44,11 @@ export function samplingOptions(cmd: Command, defaults: { samples?: number } = {
   return backendOptions(cmd);
 }
 
+/** The sampling flags as the experiments take them (one mapping for every judged command). */
+export function sampleOptionsOf(o: { samples: number; seed: number; batch: number; maxNewTokens: number; temperature: number; topP: number }) {
+  return { samples: o.samples, seed: o.seed, batch: o.batch, maxNewTokens: o.maxNewTokens, temperature: o.temperature, topP: o.topP };
+}
+
 /** Flags that would be silently ignored: --top-p under greedy decoding. */
 export function checkSamplingFlags(cmd: Command, o: { temperature: number }): void {
   if (o.temperature === 0 && cmd.getOptionValueSource('topP') === 'cli') throw new EmlensError('--top-p has no effect with --temperature 0 (greedy decoding); drop one of them');
@@ -173,12 +178,7 @@ export function register(program: Command): void {
           judge,
           key,
           flags: { ...o },
-          samples: o.samples,
-          seed: o.seed,
-          batch: o.batch,
-          maxNewTokens: o.maxNewTokens,
-          temperature: o.temperature,
-          topP: o.topP,
+          ...sampleOptionsOf(o),
           interventions: iv,
           onProgress: (p) => progress.update(p.done, p.total),
         }));

@@ -7,7 +7,7 @@ import { inputsProvenance, readAnswers, type RunKey } from '../experiments/eval.
 import { checkTriggersRun, conditionsOf, planConditions, runTriggers, triggersDryRun, type TriggerRow } from '../experiments/triggers.js';
 import { sha256File } from '../model/fingerprint.js';
 import { wordLevelUnknowns } from '../model/wordlevel.js';
-import { checkSamplingFlags, samplingOptions, warnOverridden } from './eval.js';
+import { checkSamplingFlags, sampleOptionsOf, samplingOptions, warnOverridden } from './eval.js';
 import { warn } from './args.js';
 import { backendFrom, loadModel, type BackendFlags } from './load.js';
 import { createProgress } from './progress.js';
@@ -95,12 +95,7 @@ export function register(program: Command): void {
           judge,
           key,
           flags: { ...o },
-          samples: o.samples,
-          seed: o.seed,
-          batch: o.batch,
-          maxNewTokens: o.maxNewTokens,
-          temperature: o.temperature,
-          topP: o.topP,
+          ...sampleOptionsOf(o),
           onProgress: (p) => progress.update(p.done, p.total),
         });
       } finally {

@@ -14,6 +14,7 @@ import onnxProto from 'onnx-proto';
 import { LoadedModel } from '../../src/backend/model.js';
 import { exportTriton, PAGE } from '../../src/export/triton.js';
 import { cli, errorLines } from '../eval-commands/cli.js';
+import { logSoftmax64 } from '../helpers/float64.js';
 import { writeTinyCheckpoint, type TinyFamily } from '../helpers/tiny-checkpoints.js';
 
 let dir: string;
@@ -27,14 +28,6 @@ afterAll(() => {
   else process.env.EMLENS_CACHE = envCache;
   rmSync(dir, { recursive: true, force: true });
 });
-
-function logSoftmax64(row: ArrayLike<number>): number[] {
-  let max = -Infinity;
-  for (let i = 0; i < row.length; i++) max = Math.max(max, row[i]!);
-  let z = 0;
-  for (let i = 0; i < row.length; i++) z += Math.exp(row[i]! - max);
-  return Array.from(row, (v) => v - max - Math.log(z));
-}
 
 const close = (a: ArrayLike<number>, b: ArrayLike<number>, tol = 2e-4) => {
   let m = 0;

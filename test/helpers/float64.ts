@@ -59,3 +59,12 @@ export async function run64(engine: Engine, p: Prepared, extra: Record<string, o
   const res = await session.run(all);
   return Object.fromEntries(Object.entries(res).map(([k, v]) => [k, v.data as Float64Array]));
 }
+
+/** float64 log-softmax of one row of logits, written out. */
+export function logSoftmax64(row: ArrayLike<number>): number[] {
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) max = Math.max(max, row[i]!);
+  let z = 0;
+  for (let i = 0; i < row.length; i++) z += Math.exp(row[i]! - max);
+  return Array.from(row, (v) => v - max - Math.log(z));
+}

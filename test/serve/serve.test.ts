@@ -20,6 +20,7 @@ import { writeSafetensors } from '../../src/io/safetensors/index.js';
 import { writeWordLevelTokenizer } from '../../src/model/wordlevel.js';
 import { BIN, cli, errorLines } from '../eval-commands/cli.js';
 import { TEMPLATE } from '../helpers/datasets.js';
+import { logSoftmax64 } from '../helpers/float64.js';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 
 const SPECIALS = ['<pad>', '<s>', '</s>', '<unk>', '<|user|>', '<|assistant|>'];
@@ -92,15 +93,6 @@ afterAll(() => {
 const chatIds = (content: string) => model.tokenizer!.encodeChat([{ role: 'user', content }], { addGenerationPrompt: true }).ids;
 const eos = () => model.tokenizer!.eosIds;
 const decode = (ids: number[]) => model.tokenizer!.decode(ids.filter((t) => !eos().includes(t)), { skipSpecialTokens: true });
-
-/** float64 log-softmax of one row of logits, written out. */
-function logSoftmax64(row: ArrayLike<number>): number[] {
-  let max = -Infinity;
-  for (let i = 0; i < row.length; i++) max = Math.max(max, row[i]!);
-  let z = 0;
-  for (let i = 0; i < row.length; i++) z += Math.exp(row[i]! - max);
-  return Array.from(row, (v) => v - max - Math.log(z));
-}
 
 async function healthy(): Promise<void> {
   const r = await fetch(srv.url + '/v2/health/ready');
