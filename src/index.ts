@@ -58,3 +58,12 @@ export { runEval, judgedRun, planItems, rateRecord, readAnswers, type AnswerRow,
 export { contrastSets, runSelect, readAnswerRows, ALIGNED_ABOVE, type ContrastRow, type ContrastResult } from './experiments/contrast.js';
 export { runSweep, type SweepCell, type SweepOptions, type SweepResult } from './experiments/sweep.js';
 export { runAblateEval, reductionPct, type AblateEvalOptions, type AblateEvalResult } from './experiments/ablate-eval.js';
+export { parseTriggerSet, triggerMessages, triggerRow, TRIGGER_POSITIONS, type TriggerSet, type TriggerPosition } from './data/trigger.js';
+export { loadTriggerSet } from './eval/trigger-sets.js';
+export { runTriggers, type TriggersResult } from './experiments/triggers.js';
+export { samplePrompts, encodePrompts } from './experiments/sample-prompts.js';
+export { serveModel, SERVE_DEFAULTS, type ServeOptions } from './serve/server.js';
+export { RemoteEngine, parseBackendUrls, type BackendOptions, type ModelBackend } from './backend/remote.js';
+export { exportTriton, tritonConfig } from './export/triton.js';
+export { buildHookedGraph } from './export/hooked-graph.js';
+export { writePlayground, servePlayground } from './experiments/playground.js';
