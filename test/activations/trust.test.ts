@@ -74,9 +74,10 @@ describe('provenance', () => {
     // Relative paths, resolved against the working directory.
     const run = (data: string, out: string, extra: string[] = []) => cli(['extract', '--model', '.', '--data', data, '--out', out, ...extra], dir);
     const cases: [string, string, string[], string][] = [
-      ['chat.jsonl', 'c', [], 'response-mean'],
-      ['text.jsonl', 't', [], 'mean'],
-      ['chat.jsonl', 'l', ['--pool', 'last'], 'last'],
+      // './NAME': a bare NAME would go to activations/NAME.
+      ['chat.jsonl', './c', [], 'response-mean'],
+      ['text.jsonl', './t', [], 'mean'],
+      ['chat.jsonl', './l', ['--pool', 'last'], 'last'],
     ];
     for (const [data, out, extra, pool] of cases) {
       const r = run(data, out, extra);
