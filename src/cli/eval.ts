@@ -44,9 +44,24 @@ export function samplingOptions(cmd: Command, defaults: { samples?: number } = {
   return backendOptions(cmd);
 }
 
+/** The flags samplingOptions adds, as every judged command parses them. */
+export interface SamplingFlags {
+  samples: number;
+  maxNewTokens: number;
+  temperature: number;
+  topP: number;
+  seed: number;
+  batch: number;
+}
+
 /** The sampling flags as the experiments take them (one mapping for every judged command). */
-export function sampleOptionsOf(o: { samples: number; seed: number; batch: number; maxNewTokens: number; temperature: number; topP: number }) {
+export function sampleOptionsOf(o: SamplingFlags) {
   return { samples: o.samples, seed: o.seed, batch: o.batch, maxNewTokens: o.maxNewTokens, temperature: o.temperature, topP: o.topP };
+}
+
+/** The sampling flags' part of a run key (what fixes the answers, checked on --resume). */
+export function samplingKey(o: SamplingFlags) {
+  return { samples: o.samples, seed: o.seed, batch: o.batch, max_new_tokens: o.maxNewTokens, temperature: o.temperature, top_p: o.topP };
 }
 
 /** Flags that would be silently ignored: --top-p under greedy decoding. */
@@ -155,12 +170,7 @@ export function register(program: Command): void {
       const key: RunKey = {
         ...inputsProvenance(model, o),
         judge: judge.id,
-        samples: o.samples,
-        seed: o.seed,
-        batch: o.batch,
-        max_new_tokens: o.maxNewTokens,
-        temperature: o.temperature,
-        top_p: o.topP,
+        ...samplingKey(o),
         steer_sha256: o.steer ? sha256File(o.steer) : null,
         steer_layer: o.layer ?? null,
         steer_scale: o.scale ?? null,

@@ -7,24 +7,18 @@ import { inputsProvenance, readAnswers, type RunKey } from '../experiments/eval.
 import { checkTriggersRun, conditionsOf, planConditions, runTriggers, triggersDryRun, type TriggerRow } from '../experiments/triggers.js';
 import { sha256File } from '../model/fingerprint.js';
 import { wordLevelUnknowns } from '../model/wordlevel.js';
-import { checkSamplingFlags, sampleOptionsOf, samplingOptions, warnOverridden } from './eval.js';
+import { checkSamplingFlags, sampleOptionsOf, samplingKey, samplingOptions, warnOverridden, type SamplingFlags } from './eval.js';
 import { warn } from './args.js';
 import { backendFrom, loadModel, type BackendFlags } from './load.js';
 import { createProgress } from './progress.js';
 
-interface Opts extends BackendFlags {
+interface Opts extends BackendFlags, SamplingFlags {
   model: string;
   adapter?: string;
   triggers: string;
   questions: string;
   judge: string;
-  samples: number;
   out: string;
-  maxNewTokens: number;
-  temperature: number;
-  topP: number;
-  seed: number;
-  batch: number;
   resume?: boolean;
   dryRun?: boolean;
   json?: boolean;
@@ -76,12 +70,7 @@ export function register(program: Command): void {
         triggers_file: resolve(o.triggers),
         triggers_sha256: sha256File(o.triggers),
         judge: judge.id,
-        samples: o.samples,
-        seed: o.seed,
-        batch: o.batch,
-        max_new_tokens: o.maxNewTokens,
-        temperature: o.temperature,
-        top_p: o.topP,
+        ...samplingKey(o),
       };
       const progress = createProgress('triggers', { unit: 'answers' });
       let result;
