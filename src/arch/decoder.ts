@@ -144,6 +144,12 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
     return g.add('Mul', [g.add('Mul', [x, inv]), w]);
   };
 
+  const geluTanh = (x: Value): Value => {
+    const x3 = g.add('Mul', [g.add('Mul', [x, x]), x]);
+    const inner = g.add('Mul', [g.add('Add', [x, g.add('Mul', [x3, g.scalar(0.044715)])]), g.scalar(Math.sqrt(2 / Math.PI))]);
+    return g.add('Mul', [g.add('Mul', [x, g.scalar(0.5)]), g.add('Add', [g.add('Tanh', [inner]), g.scalar(1)])]);
+  };
+
   const rope = (x: Value, table: { cos: Value; sin: Value }): Value => {
     // x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]
     const rank = x.shape.length;
@@ -227,7 +233,9 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
     // --- MLP ---
     const mn = rmsNorm(x, W(spec.sandwichNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`));
     const gate = linear(mn, `${p}mlp.gate_proj`);
-    const act = spec.act === 'silu' ? g.add('Mul', [gate, g.add('Sigmoid', [gate])]) : g.add('Gelu', [gate], { approximate: 'tanh' });
+    // gelu_tanh as its formula 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), not ONNX Gelu(approximate=
+    // 'tanh'): onnxruntime-web's WebGPU kernel for Gelu drops the attribute and computes the erf GELU.
+    const act = spec.act === 'silu' ? g.add('Mul', [gate, g.add('Sigmoid', [gate])]) : geluTanh(gate);
     let mlp = linear(g.add('Mul', [act, linear(mn, `${p}mlp.up_proj`)]), `${p}mlp.down_proj`);
     if (spec.sandwichNorms) mlp = rmsNorm(mlp, W(`${p}post_feedforward_layernorm.weight`));
     mlp = hook(mlp, l, 'mlp_out');

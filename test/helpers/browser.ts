@@ -28,6 +28,16 @@ export const CHROMIUM_ARGS = [
   '--disable-dev-shm-usage',
 ];
 
+/**
+ * CHROMIUM_ARGS plus WebGPU. Headless Chromium gives navigator.gpu no adapter unless told
+ * (--enable-unsafe-webgpu); told, on a machine without a GPU, Dawn offers SwiftShader (software
+ * Vulkan, Debian ships libvk_swiftshader.so beside the binary): vendor "google", architecture
+ * "swiftshader". navigator.gpu exists only in a secure context: http://127.0.0.1, not data: or
+ * file:. (Adding --use-vulkan=swiftshader --use-angle=vulkan --enable-features=Vulkan gave no
+ * adapter at all on Chromium 156.)
+ */
+export const CHROMIUM_WEBGPU_ARGS = [...CHROMIUM_ARGS, '--enable-unsafe-webgpu'];
+
 export interface BrowserCheck {
   /** console.error messages and uncaught page errors, in order. */
   consoleErrors: string[];
