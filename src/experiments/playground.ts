@@ -86,7 +86,8 @@ export async function servePlayground(dir: string, host: string, port: number): 
       res.writeHead(404).end();
       return;
     }
-    res.writeHead(200, { 'content-type': TYPES[extname(p)] ?? 'application/octet-stream', 'cache-control': 'no-cache' });
+    // Cross-origin isolated (COOP + COEP), so the page gets SharedArrayBuffer and wasm threads.
+    res.writeHead(200, { 'content-type': TYPES[extname(p)] ?? 'application/octet-stream', 'cache-control': 'no-cache', 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' });
     createReadStream(p).pipe(res);
   });
   await new Promise<void>((r, j) => {

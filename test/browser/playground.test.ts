@@ -1,5 +1,6 @@
 /**
- * `emlens playground` as a real process, its page in headless Chromium (wasm): the answer equals
+ * `emlens playground` as a real process, its page in headless Chromium (WebGPU on SwiftShader's
+ * adapter; a browser without an adapter gets wasm, threaded, and says so): the answer equals
  * Node's greedy generation, plain, steered by the slider and with the ablation toggle; the heat
  * strip's projections equal resid_post · r̂ computed here; the heatmap draws; bad flags are one line.
  */
@@ -12,13 +13,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoadedModel } from '../../src/backend/model.js';
 import { writeDirectionFile } from '../../src/io/directions.js';
 import { BIN, cli, errorLines } from '../eval-commands/cli.js';
-import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../helpers/browser.js';
+import { CHROMIUM_ARGS, CHROMIUM_PATH, CHROMIUM_WEBGPU_ARGS } from '../helpers/browser.js';
 
 const MODEL = resolve(__dirname, '../../../shared/models/aidreams260k');
 let dir: string;
 let proc: ChildProcess;
 let browser: Browser;
 let page: Page;
+let url: string;
 let model: LoadedModel;
 const dirs = new Map<number, Float32Array>();
 const LAYER = 2;
@@ -29,7 +31,7 @@ beforeAll(async () => {
   model = await LoadedModel.load(MODEL);
   for (let l = 0; l < model.spec.nLayers; l++) dirs.set(l, Float32Array.from({ length: model.spec.dModel }, (_, i) => Math.sin(i * (l + 1)) * 0.8));
   writeDirectionFile(join(dir, 'dir.safetensors'), dirs, {});
-  const url = await new Promise<string>((res, rej) => {
+  url = await new Promise<string>((res, rej) => {
     proc = spawn(process.execPath, [BIN, 'playground', MODEL, '--direction', join(dir, 'dir.safetensors'), '--layer', String(LAYER), '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     proc.stderr!.on('data', (c) => {
@@ -39,7 +41,7 @@ beforeAll(async () => {
     });
     proc.on('exit', (c) => rej(new Error(`playground exited ${c}: ${err}`)));
   });
-  browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+  browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_WEBGPU_ARGS });
   page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
   page.on('pageerror', (e) => errors.push(String(e)));
   await page.goto(url);
@@ -71,6 +73,31 @@ async function run(scale: number, ablate: boolean): Promise<{ text: string; toke
 }
 
 describe('emlens playground', () => {
+  it('runs on WebGPU where the browser has an adapter and says so', async () => {
+    expect(await page.getAttribute('body', 'data-ep')).toBe('webgpu');
+    const ep = await page.textContent('#ep');
+    console.log(`playground: ${ep}`);
+    expect(ep).toMatch(/^onnxruntime-web on webgpu \(adapter google\/swiftshader\)$/);
+  });
+
+  it('falls back to wasm without an adapter, threaded (the server sends COOP/COEP), and says so', async () => {
+    const plain = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+    try {
+      const p = await plain.newPage();
+      await p.goto(url);
+      await p.waitForSelector('body[data-ready="1"]', { timeout: 90_000 });
+      expect(await p.getAttribute('body', 'data-ep')).toBe('wasm');
+      const ep = await p.textContent('#ep');
+      console.log(`playground without --enable-unsafe-webgpu: ${ep}`);
+      expect(await p.evaluate(() => self.crossOriginIsolated)).toBe(true);
+      const cores = await p.evaluate(() => navigator.hardwareConcurrency);
+      const n = Math.min(4, cores);
+      expect(ep).toBe(`onnxruntime-web on wasm (no WebGPU adapter, ${n} thread${n === 1 ? '' : 's'})`);
+    } finally {
+      await plain.close();
+    }
+  }, 120_000);
+
   it('shows the answer Node generates, plain, steered and ablated, with the projections of each token', async () => {
     const tok = model.tokenizer!;
     const ids = tok.encode('Once upon a time');

@@ -3,7 +3,8 @@
 import * as emlens from './emlens.mjs';
 
 emlens.ort.env.wasm.wasmPaths = './ort/';
-emlens.ort.env.wasm.numThreads = 1;
+// wasm threads need SharedArrayBuffer, i.e. a cross-origin-isolated page (COOP/COEP headers).
+emlens.ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
 const $ = (id) => document.getElementById(id);
 const state = { model: null, direction: null, name: 'none' };
 
@@ -118,11 +119,27 @@ async function generate() {
   }
 }
 
+/** WebGPU when the browser gives an adapter (?ep=wasm forces wasm), else wasm; and why. */
+async function pickEp() {
+  if (new URLSearchParams(location.search).get('ep') === 'wasm') return { ep: 'wasm', why: 'asked for by ?ep=wasm' };
+  if (!('gpu' in navigator)) return { ep: 'wasm', why: 'no navigator.gpu' };
+  try {
+    const a = await navigator.gpu.requestAdapter();
+    if (a) return { ep: 'webgpu', why: `adapter ${a.info?.vendor || '?'}/${a.info?.architecture || '?'}` };
+    return { ep: 'wasm', why: 'no WebGPU adapter' };
+  } catch (e) {
+    return { ep: 'wasm', why: `requestAdapter failed: ${e.message}` };
+  }
+}
+
 async function main() {
   const info = await (await fetch('./playground.json')).json();
-  state.model = await emlens.loadModelFromUrl('./model');
+  const { ep, why } = await pickEp();
+  state.model = await emlens.loadModelFromUrl('./model', { executionProviders: [ep] });
   $('model').textContent = `${info.model} (${state.model.spec.modelType}, ${state.model.spec.nLayers} layers, d ${state.model.spec.dModel})`;
-  $('ep').textContent = `onnxruntime-web: ${emlens.defaultSessionOptions().executionProviders.join(', ')}`;
+  const threads = ep === 'wasm' ? `, ${emlens.ort.env.wasm.numThreads} thread${emlens.ort.env.wasm.numThreads === 1 ? '' : 's'}` : '';
+  $('ep').textContent = `onnxruntime-web on ${ep} (${why}${threads})`;
+  document.body.dataset.ep = ep;
   if (!state.model.tokenizer) throw new Error('the model folder has no tokenizer.json');
   if (!state.model.tokenizer.hasChatTemplate) $('chat').checked = false;
   if (info.direction) {
