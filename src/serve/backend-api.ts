@@ -113,7 +113,7 @@ async function forward(ctx: Context, s: ServedModel): Promise<void> {
   const logits = b.logits ?? 'none';
   if (logits !== 'none' && logits !== 'last' && logits !== 'all') bad('logits must be "none", "last" or "all"');
   const iv = parseWireInterventions(b.interventions, L, D);
-  const r = await s.queue.run(() => engineCall(() => s.model.engine.forward({ ids, capture, interventions: iv, logits: logits as 'none' | 'last' | 'all' })));
+  const r = await s.queue.run(() => engineCall(() => s.model.engine.forward({ ids, capture, interventions: iv, logits: logits as 'none' | 'last' | 'all' })), ctx.signal);
   const blobs: { name: string; shape: number[]; data: Float32Array }[] = [];
   const B = ids.length;
   const T = r.layout.seq;
@@ -160,6 +160,7 @@ async function generate(ctx: Context, s: ServedModel): Promise<void> {
         },
       }),
     ),
+    ctx.signal,
   );
   ctx.note('tokens', r.tokens.reduce((a, t) => a + t.length, 0));
   ctx.sendJson(200, { tokens: r.tokens, finished: r.finished, context_full: r.contextFull });
@@ -194,7 +195,7 @@ async function objectiveRoute(ctx: Context, s: ServedModel): Promise<void> {
   }
   const lora = Array.isArray(h.lora) ? (h.lora as unknown[]).map((x) => (Array.isArray(x) && typeof x[0] === 'string' && Number.isInteger(x[1]) ? ([x[0], x[1]] as [string, number]) : bad('lora must be [[projection, rank], ...]'))) : bad('lora must be a list');
   const wrt = Array.isArray(h.wrt) && h.wrt.every((w) => typeof w === 'string') ? (h.wrt as string[]) : bad('wrt must be a list of input names');
-  const out = await s.queue.run(() => engineCall(() => runObjective(s.model, { ids, interventions: parseWireInterventions(h.interventions, L, D), lora, feeds, withKl: h.withKl === true, wrt })));
+  const out = await s.queue.run(() => engineCall(() => runObjective(s.model, { ids, interventions: parseWireInterventions(h.interventions, L, D), lora, feeds, withKl: h.withKl === true, wrt })), ctx.signal);
   const blobs = Object.entries(out);
   const head = Buffer.from(JSON.stringify({ tensors: blobs.map(([name, t]) => ({ name, shape: t.dims, bytes: t.data.byteLength })) }));
   const res = Buffer.concat([head, ...blobs.map(([, t]) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))]);

@@ -90,7 +90,6 @@ export async function startHttp(routes: Route[], o: HttpOptions): Promise<Runnin
     const t0 = performance.now();
     const notes: string[] = [];
     const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(new HttpError(504, `the request took longer than ${o.requestTimeoutS} s`)), o.requestTimeoutS * 1000);
     // A client that goes away before the answer is complete aborts the work done for it.
     res.on('close', () => {
       if (!res.writableFinished) abort.abort(new HttpError(499, 'the client closed the connection'));
@@ -110,6 +109,16 @@ export async function startHttp(routes: Route[], o: HttpOptions): Promise<Runnin
     };
     const cors = (): Record<string, string> =>
       o.cors === null ? {} : { 'access-control-allow-origin': o.cors, 'access-control-allow-headers': 'authorization, content-type, inference-header-content-length', 'access-control-allow-methods': 'GET, POST, OPTIONS' };
+    // Past the timeout the request is answered 504 at once, even while an engine call that cannot
+    // be interrupted (one forward) still runs for it: the abort stops its generation at the next
+    // step, takes it out of the queue if it is still waiting, and its late result is never sent.
+    const timer = setTimeout(() => {
+      const err = new HttpError(504, `the request took longer than the server's --request-timeout of ${o.requestTimeoutS} s; its work was stopped`, 'timeout_error');
+      abort.abort(err);
+      if (!res.headersSent) sendJson(err.status, errorBody(path, err), err.headers);
+    }, o.requestTimeoutS * 1000);
+    // The handler may still try to write to the answered response; that is no crash.
+    res.on('error', () => {});
     try {
       if (req.method === 'OPTIONS' && o.cors !== null) {
         res.writeHead(204, cors());

@@ -223,7 +223,7 @@ async function infer(ctx: Context, s: ServedModel): Promise<void> {
       if (e instanceof EmlensError) throw new HttpError(400, e.message);
       throw e;
     }
-  });
+  }, ctx.signal);
   const Te = r.layout.seq;
   const results: { name: string; data: Float32Array; shape: number[] }[] = [];
   for (const o of outputs) {

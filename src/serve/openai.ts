@@ -237,7 +237,7 @@ async function sample(s: ServedModel, p: Params, signal: AbortSignal, onDelta?: 
     } catch (e) {
       if (!(e instanceof StopAll)) throw e;
     }
-  });
+  }, signal);
   return rows;
 }
 

@@ -24,11 +24,27 @@ export class WorkQueue {
     return this.running + this.waiting.length;
   }
 
-  /** Runs `job` when a slot is free; throws QueueFullError when the queue is full. */
-  async run<T>(job: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `job` when a slot is free; throws QueueFullError when the queue is full. Aborting
+   * `signal` (the request timed out, or its client left) while the job waits takes it out of the
+   * queue, so it never runs and its place is free; the promise rejects with the signal's reason.
+   */
+  async run<T>(job: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) throw signal.reason;
     if (this.running >= this.concurrency) {
       if (this.waiting.length >= this.maxWaiting) throw new QueueFullError(Math.max(1, Math.ceil(this.meanS * (this.waiting.length + 1))));
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
+      await new Promise<void>((resolve, reject) => {
+        const wake = () => {
+          signal?.removeEventListener('abort', leave);
+          resolve();
+        };
+        const leave = () => {
+          this.waiting.splice(this.waiting.indexOf(wake), 1);
+          reject(signal!.reason);
+        };
+        this.waiting.push(wake);
+        signal?.addEventListener('abort', leave, { once: true });
+      });
     } else this.running++;
     const t0 = performance.now();
     try {
