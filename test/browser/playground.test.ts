@@ -78,7 +78,19 @@ describe('emlens playground', () => {
     const ep = await page.textContent('#ep');
     console.log(`playground: ${ep}`);
     expect(ep).toMatch(/^onnxruntime-web on webgpu \(adapter google\/swiftshader\)$/);
-  });
+    // ?ep= decides; another value is an error on the page.
+    const p = await browser.newPage();
+    try {
+      await p.goto(`${url}?ep=wasm`);
+      await p.waitForSelector('body[data-ready="1"]', { timeout: 90_000 });
+      expect(await p.textContent('#ep')).toMatch(/^onnxruntime-web on wasm \(asked for by \?ep=wasm, \d+ threads?\)$/);
+      await p.goto(`${url}?ep=cuda`);
+      await p.waitForSelector('body[data-error]', { timeout: 90_000 });
+      expect(await p.getAttribute('body', 'data-error')).toBe('?ep=cuda: use ep=wasm or ep=webgpu');
+    } finally {
+      await p.close();
+    }
+  }, 120_000);
 
   it('falls back to wasm without an adapter, threaded (the server sends COOP/COEP), and says so', async () => {
     const plain = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });

@@ -119,9 +119,11 @@ async function generate() {
   }
 }
 
-/** WebGPU when the browser gives an adapter (?ep=wasm forces wasm), else wasm; and why. */
+/** WebGPU when the browser gives an adapter, else wasm (?ep=wasm or ?ep=webgpu decides); and why. */
 async function pickEp() {
-  if (new URLSearchParams(location.search).get('ep') === 'wasm') return { ep: 'wasm', why: 'asked for by ?ep=wasm' };
+  const asked = new URLSearchParams(location.search).get('ep');
+  if (asked !== null && asked !== 'wasm' && asked !== 'webgpu') throw new Error(`?ep=${asked}: use ep=wasm or ep=webgpu`);
+  if (asked) return { ep: asked, why: `asked for by ?ep=${asked}` };
   if (!('gpu' in navigator)) return { ep: 'wasm', why: 'no navigator.gpu' };
   try {
     const a = await navigator.gpu.requestAdapter();
