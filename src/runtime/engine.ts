@@ -161,6 +161,13 @@ export class Engine {
     return { compiled: this.decodeCompiled, live: this.decodeSessions.size };
   }
 
+  /** Releases the decode sessions (their prepacked weights); later calls compile them again. */
+  async releaseDecodeSessions(): Promise<void> {
+    const all = [...this.decodeSessions.values()];
+    this.decodeSessions.clear();
+    await Promise.all(all.map((e) => e.session.then((s) => s.release())));
+  }
+
   /** How generate() holds the weights: 'fp32' inputs, or the decode weights' mode. */
   get weightMode(): WeightMode {
     return this.decode?.mode ?? 'fp32';
@@ -182,7 +189,7 @@ export class Engine {
   }
 
   /**
-   * Runs a KV-cache step on a decode session (decode weights as initializers). Sessions are
+   * Runs a prepared call on a decode session (decode weights as initializers). Sessions are
    * kept least recently used first; past DECODE_SESSIONS, idle ones are released.
    */
   private async runDecode(p: Prepared, extra: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>> {
