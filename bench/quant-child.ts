@@ -14,6 +14,7 @@
  */
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Engine } from '../src/runtime/engine.js';
 import { LoadedModel } from '../src/backend/model.js';
 import { openWeightStore } from '../src/runtime/weight-store.js';
@@ -113,20 +114,21 @@ async function big(a: BigArgs): Promise<BigResult> {
   return { ...a, loadMs, decodeStepMs: steps[steps.length >> 1]!, storeBytes: storeBytes(m), peakRss: peakRss() };
 }
 
-const [mode, raw] = process.argv.slice(2);
-const args = JSON.parse(raw ?? '{}');
-let result: unknown;
-switch (mode) {
-  case 'decode':
-    result = await decode(args as QuantDecodeArgs);
-    break;
-  case 'store':
-    result = await store(args as BigArgs);
-    break;
-  case 'big':
-    result = await big(args as BigArgs);
-    break;
-  default:
-    throw new Error(`bench quant-child: unknown mode ${mode}`);
+async function main(mode: string | undefined, args: unknown): Promise<unknown> {
+  switch (mode) {
+    case 'decode':
+      return decode(args as QuantDecodeArgs);
+    case 'store':
+      return store(args as BigArgs);
+    case 'big':
+      return big(args as BigArgs);
+    default:
+      throw new Error(`bench quant-child: unknown mode ${mode}`);
+  }
 }
-process.stdout.write(`${JSON.stringify(result)}\n`);
+
+// Run only as the child script (quant.ts imports LAYOUTS and the types from here).
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [mode, raw] = process.argv.slice(2);
+  process.stdout.write(`${JSON.stringify(await main(mode, JSON.parse(raw ?? '{}')))}\n`);
+}
