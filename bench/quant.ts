@@ -1,5 +1,5 @@
 /**
- * Section "quant": what `--weights` buys in decode speed and memory.
+ * Sections "quant" (a) and "quant-7b" (b): what `--weights` buys in decode speed and memory.
  *
  * (a) The random Qwen2.5-0.5B-shaped model at batch 1, 8 and 32 (16-token prompts, 16 new
  *     tokens, temperature 1, the LM head every step): decode tokens/s with the fp32 weights as
@@ -28,7 +28,7 @@ function availableGiB(): number {
 
 export const quantSection: Section = {
   name: 'quant',
-  description: 'decode tokens/s with fp32 inputs vs initializers vs int8 vs int4 (0.5B-shaped), and int8/int4 decode of the 7B-shaped checkpoint: tokens/s, peak RSS',
+  description: 'decode tokens/s with the weights as fp32 inputs vs fp32 initializers vs int8 vs int4 (0.5B-shaped, batches 1, 8, 32)',
   async run(opts: BenchOptions): Promise<SectionResult> {
     const rows: Row[] = [];
     const args: QuantDecodeArgs = { batches: BATCHES, promptLen: 16, newTokens: 16, warmup: Math.min(opts.warmup, 1), runs: Math.min(opts.runs, 3) };
@@ -41,8 +41,16 @@ export const quantSection: Section = {
       for (const l of LAYOUTS.slice(1)) rows.push({ metric: `0.5B decode B=${B} ${l} / fp32-inputs`, value: tps(l) / base, unit: 'x' });
     }
     rows.push({ metric: '0.5B child peak RSS (4 layouts at once)', value: d.peakRss / GiB, unit: 'GiB' });
+    return { section: 'quant', rows, data: d };
+  },
+};
 
-    const data: { small: QuantDecodeResult; big: BigResult[] } = { small: d, big: [] };
+export const quant7bSection: Section = {
+  name: 'quant-7b',
+  description: 'int8/int4 greedy decode of the Qwen2.5-7B-shaped BF16 checkpoint (if already written): store time, tokens/s, peak RSS vs fp32 weights',
+  async run(): Promise<SectionResult> {
+    const rows: Row[] = [];
+    const data: BigResult[] = [];
     const marker = join(emlensCacheDir(), 'bench', 'qwen2.5-7b-shaped-random-bf16', 'emlens_bench.json');
     const avail = availableGiB();
     if (!existsSync(marker)) log(`quant: ${marker} missing (the 7B-shaped checkpoint is not written); 7B part skipped`);
@@ -55,7 +63,7 @@ export const quantSection: Section = {
         const s = await runChild<BigResult>('store', a, { script: 'quant-child.js' });
         log(`quant: 7B-shaped ${mode}: greedy decode, batch 1, in a fresh child process`);
         const r = await runChild<BigResult>('big', a, { script: 'quant-child.js' });
-        data.big.push(s, r);
+        data.push(s, r);
         rows.push(
           { metric: `7B ${mode} store written (quantise from BF16)`, value: s.loadMs / 1000, unit: 's', digits: 0 },
           { metric: `7B ${mode} store peak RSS / fp32 weights`, value: s.peakRss / ck.fp32Bytes, unit: 'x', digits: 3 },
@@ -66,6 +74,6 @@ export const quantSection: Section = {
         );
       }
     }
-    return { section: 'quant', rows, data };
+    return { section: 'quant-7b', rows, data };
   },
 };
