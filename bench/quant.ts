@@ -1,7 +1,7 @@
 /**
  * Sections "quant" (a) and "quant-7b" (b): what `--weights` buys in decode speed and memory.
  *
- * (a) The random Qwen2.5-0.5B-shaped model at batch 1, 8 and 32 (16-token prompts, 16 new
+ * (a) The random Qwen2.5-0.5B-shaped model at batch 1, 8 and 32 (16-token prompts, 8 new
  *     tokens, temperature 1, the LM head every step): decode tokens/s with the fp32 weights as
  *     graph inputs (forward's layout, and --weights fp32), as prepacked initializers, int8 and
  *     int4, in one child process, run in turns; ratios against fp32 inputs.
@@ -31,7 +31,7 @@ export const quantSection: Section = {
   description: 'decode tokens/s with the weights as fp32 inputs vs fp32 initializers vs int8 vs int4 (0.5B-shaped, batches 1, 8, 32)',
   async run(opts: BenchOptions): Promise<SectionResult> {
     const rows: Row[] = [];
-    const args: QuantDecodeArgs = { batches: BATCHES, promptLen: 16, newTokens: 16, warmup: Math.min(opts.warmup, 1), runs: Math.min(opts.runs, 3) };
+    const args: QuantDecodeArgs = { batches: BATCHES, promptLen: 16, newTokens: 8, warmup: Math.min(opts.warmup, 1), runs: Math.min(opts.runs, 3) };
     log(`quant: 0.5B-shaped decode, ${LAYOUTS.join(' / ')}, batches ${BATCHES.join(', ')}, in a child process`);
     const d = await runChild<QuantDecodeResult>('decode', args, { script: 'quant-child.js' });
     for (const B of BATCHES) {
@@ -58,7 +58,7 @@ export const quant7bSection: Section = {
     else {
       const ck = qwen7bCheckpoint();
       for (const mode of ['int8', 'int4'] as const) {
-        const a: BigArgs = { dir: ck.dir, mode, promptLen: 16, newTokens: 16 };
+        const a: BigArgs = { dir: ck.dir, mode, promptLen: 16, newTokens: 8 };
         log(`quant: 7B-shaped ${mode}: store (quantised from BF16, tensor by tensor), in a child process`);
         const s = await runChild<BigResult>('store', a, { script: 'quant-child.js' });
         log(`quant: 7B-shaped ${mode}: greedy decode, batch 1, in a fresh child process`);
