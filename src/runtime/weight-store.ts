@@ -26,6 +26,7 @@ const STORE_VERSION = 2;
 const FILE = 'weights.bin';
 /** Offsets aligned for mmap (ORT maps external data whose offset is page-aligned; 64 KiB covers every page size). */
 const ALIGN = 1 << 16;
+const SLICE = 1 << 28;
 
 /** The linear layers a quantised decode graph runs as MatMulNBits. */
 const PROJECTION = /\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/;
@@ -102,7 +103,8 @@ function* bytesOf(src: StoreSource, mode: WeightMode, entries: Entry[], jobs: { 
     if (e.offset > written) yield new Uint8Array(e.offset - written);
     const u8 = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     if (u8.byteLength !== e.length) throw new Error(`weight store: ${name} has ${u8.byteLength} bytes, planned ${e.length}`);
-    yield u8;
+    // In slices: one write call takes at most 2 GiB (a 7B model's embedding table is 2.2 GB in fp32).
+    for (let o = 0; o < u8.byteLength; o += SLICE) yield u8.subarray(o, Math.min(u8.byteLength, o + SLICE));
     written = e.offset + e.length;
   };
   for (const job of jobs) {
