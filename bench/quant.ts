@@ -57,7 +57,9 @@ export const quant7bSection: Section = {
     else if (avail < 12) log(`quant: ${avail.toFixed(1)} GiB available, under 12; 7B part skipped`);
     else {
       const ck = qwen7bCheckpoint();
-      for (const mode of ['int8', 'int4'] as const) {
+      // EMLENS_BENCH_7B_MODES=int4 (a comma list) measures fewer modes: each store takes minutes on 2 cores.
+      const modes = (process.env.EMLENS_BENCH_7B_MODES ?? 'int8,int4').split(',').filter((m): m is 'int8' | 'int4' => m === 'int8' || m === 'int4');
+      for (const mode of modes) {
         const a: BigArgs = { dir: ck.dir, mode, promptLen: 16, newTokens: 8 };
         log(`quant: 7B-shaped ${mode}: store (quantised from BF16, tensor by tensor), in a child process`);
         const s = await runChild<BigResult>('store', a, { script: 'quant-child.js' });
