@@ -11,9 +11,9 @@
  * weights' fingerprint (reused by later runs) or, without a key, in a temporary folder removed at
  * exit. Node only (the browser bundle never imports it).
  */
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { emlensCacheDir } from '../cache.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { IO, type GraphVariant } from '../arch/decoder.js';
@@ -128,6 +128,21 @@ function decodeWeightsOf(dir: string, m: Manifest, shapes: Map<string, number[]>
   return { mode: m.mode, dir, external, projections, shapes };
 }
 
+/** Removes `<dir>.<pid>.tmp` folders whose writing process no longer runs. */
+function removeDeadWriters(dir: string): void {
+  const parent = dirname(dir);
+  if (!existsSync(parent)) return;
+  for (const name of readdirSync(parent)) {
+    const m = name.startsWith(`${basename(dir)}.`) ? /\.(\d+)\.tmp$/.exec(name) : null;
+    if (!m || Number(m[1]) === process.pid) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') rmSync(join(parent, name), { recursive: true, force: true });
+    }
+  }
+}
+
 const tempDirs: string[] = [];
 let cleanupHooked = false;
 
@@ -160,7 +175,9 @@ export function openWeightStore(src: StoreSource, mode: WeightMode, key: string 
     writeFileAtomic(join(tmp, 'manifest.json'), JSON.stringify(m));
     return decodeWeightsOf(tmp, m, src.shapes);
   }
-  // Written beside the final folder, renamed into place whole: a crash leaves no half store.
+  // Written beside the final folder, renamed into place whole: a crash leaves no half store, and
+  // what a killed writer left (its pid gone) is removed here.
+  removeDeadWriters(dir);
   const tmp = `${dir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
   try {
