@@ -45,6 +45,13 @@ export interface GraphVariant {
   provided?: Map<string, Value>;
   /** Build into this graph (which already holds the provided values' nodes). */
   graph?: Graph;
+  /**
+   * How the linear layers (q/k/v/o, gate/up/down; the LM head too with `head`) are computed:
+   * unset, Gemm on the fp32 weight inputs; set, MatMulNBits (com.microsoft) on the block-quantised
+   * inputs IO.quant(weight) in runtime/quantize.ts's layout (the LM head's are IO.quant('lm_head.weight'),
+   * tied or not). Inference only (no gradient).
+   */
+  projections?: { bits: 4 | 8; blockSize: number; accuracyLevel: number; head: boolean };
 }
 
 /** Graph input/output names the runtime feeds and reads. */
@@ -68,6 +75,8 @@ export const IO = {
   loraA: (proj: string) => `${proj}.lora_A.weight`,
   loraB: (proj: string) => `${proj}.lora_B.weight`,
   loraScale: (proj: string) => `${proj}.lora_scale`,
+  /** A quantised weight's inputs (GraphVariant.projections): codes, scales, zero points. */
+  quant: (weight: string) => ({ weight: `${weight}.q`, scales: `${weight}.scales`, zeroPoints: `${weight}.zero_points` }),
 } as const;
 
 const B = 'batch';
@@ -123,13 +132,29 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
   const steerMask = steerSet.size ? inp(IO.steerMask, 'float32', [N, 1]) : undefined;
 
   const loras = new Map(v.lora ?? []);
+  // x [., K] · dequant(W)ᵀ for a weight W [N, K] stored quantised (v.projections).
+  const quantMatMul = (x: Value, weight: string, shape: number[], name?: string): Value => {
+    const p = v.projections!;
+    const [n, k] = shape as [number, number];
+    const blocks = Math.ceil(k / p.blockSize);
+    const io = IO.quant(weight);
+    const qw = g.input(io.weight, 'uint8', [n, blocks, (p.blockSize * p.bits) / 8]);
+    const scales = g.input(io.scales, 'float32', [n * blocks]);
+    const zp = g.input(io.zeroPoints, 'uint8', [n * Math.ceil((blocks * p.bits) / 8)]);
+    return g.add('MatMulNBits', [x, qw, scales, zp], { K: k, N: n, bits: p.bits, block_size: p.blockSize, accuracy_level: p.accuracyLevel }, name);
+  };
   const linear = (x: Value, name: string, bias = true): Value => {
     const b = bias ? optW(`${name}.bias`) : undefined;
-    const weight = W(`${name}.weight`);
-    const y = g.add('Gemm', b ? [x, weight, b] : [x, weight], { transB: 1 });
+    const wShape = v.weightShapes.get(`${name}.weight`);
+    if (!wShape) throw new Error(`weight ${name}.weight missing`);
+    let y: Value;
+    if (v.projections) {
+      y = quantMatMul(x, `${name}.weight`, wShape);
+      if (b) y = g.add('Add', [y, b]);
+    } else y = g.add('Gemm', b ? [x, W(`${name}.weight`), b] : [x, W(`${name}.weight`)], { transB: 1 });
     const r = loras.get(name);
     if (r === undefined) return y;
-    const [out, inn] = weight.shape as number[];
+    const [out, inn] = wShape;
     const A = g.input(IO.loraA(name), 'float32', [r, inn!]);
     const Bm = g.input(IO.loraB(name), 'float32', [out!, r]);
     const scale = g.input(IO.loraScale(name), 'float32', [1]);
@@ -251,12 +276,14 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
     }
     h = rmsNorm(h, W('model.norm.weight'));
     // The last node's value is named as the output, so no Identity copies [B, V] every step.
-    const head = W(spec.tiedEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+    const headName = spec.tiedEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
     const c = spec.finalSoftcap;
+    const project = (name?: string) =>
+      v.projections?.head ? quantMatMul(h, 'lm_head.weight', v.weightShapes.get(headName)!, name) : g.add('Gemm', [h, W(headName)], { transB: 1 }, name);
     const logits =
       c === null
-        ? g.add('Gemm', [h, head], { transB: 1 }, IO.logits)
-        : g.add('Mul', [g.add('Tanh', [g.add('Mul', [g.add('Gemm', [h, head], { transB: 1 }), g.scalar(1 / c)])]), g.scalar(c)], {}, IO.logits);
+        ? project(IO.logits)
+        : g.add('Mul', [g.add('Tanh', [g.add('Mul', [project(), g.scalar(1 / c)])]), g.scalar(c)], {}, IO.logits);
     g.output(logits);
   }
   return g;

@@ -13,6 +13,9 @@ import { fileSha256, weightsFingerprint } from '../model/fingerprint.js';
 import { planCheckpoint, loadWeights, type CheckpointPlan } from '../model/weights.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import { Engine } from '../runtime/engine.js';
+import { readTensorF32 } from '../io/safetensors/read.js';
+import type { WeightMode } from '../runtime/quantize.js';
+import { openWeightStore } from '../runtime/weight-store.js';
 import type { SessionOptions } from '../runtime/ort.js';
 import { kserveModelOf, RemoteEngine, type BackendOptions, type ModelBackend } from './remote.js';
 
@@ -36,6 +39,17 @@ export interface LoadOptions extends ResolveOptions {
   adapter?: string;
   /** Run on these `emlens serve` processes instead of here (the model id then gives config and tokenizer only). */
   backend?: BackendOptions;
+  /**
+   * How generation holds the linear layers (`--weights`): fp32 (the default: the fp32 inputs
+   * forward uses), or int8 / int4 (MatMulNBits on block-quantised weights, cached on disk under
+   * the weights' fingerprint; see runtime/weight-store.ts).
+   */
+  weights?: WeightMode;
+  /**
+   * With int8 / int4: keep no fp32 weights (the command only generates), so memory is the
+   * quantised size. forward() then refuses. Without it the fp32 weights stay for forward too.
+   */
+  generateOnly?: boolean;
 }
 
 /** A PEFT adapter folder: `dirOrId` itself, or its hub snapshot (adapter files only). */
@@ -68,6 +82,11 @@ export async function openModel(idOrPath: string, opts: ResolveOptions = {}): Pr
     throw new EmlensError(`${join(dir, 'tokenizer.json')}: has token id ${tokenizer.vocabSize - 1}, outside the model's vocabulary (${join(dir, 'config.json')} "vocab_size" ${spec.vocab})`);
   }
   return { source: idOrPath, dir, spec, plan, tokenizer };
+}
+
+/** The checkpoint's tensor shapes by canonical name. */
+function shapesOf(plan: CheckpointPlan): Map<string, number[]> {
+  return new Map([...plan.tensors].map(([k, t]) => [k, t.shape]));
 }
 
 /** Parameters actually in the checkpoint (biases included, tied embeddings once). */
@@ -126,9 +145,28 @@ export class LoadedModel implements ModelInfo {
     const info = await openModel(idOrPath, opts);
     // The adapter is checked before a byte of weights is read, so a lying one fails fast.
     const adapter = opts.adapter !== undefined ? await openAdapter(opts.adapter, info, opts) : null;
-    const weights = loadWeights(info.plan, opts.onLoad);
-    if (adapter) mergeAdapter(weights, adapter);
-    return new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, new Engine(info.spec, weights, opts.session), adapter);
+    const mode = opts.weights ?? 'fp32';
+    if (mode === 'fp32' || adapter || !opts.generateOnly) {
+      const weights = loadWeights(info.plan, opts.onLoad);
+      if (adapter) mergeAdapter(weights, adapter);
+      const model = new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, null, adapter);
+      const decode = mode === 'fp32' ? null : openWeightStore({ spec: info.spec, shapes: shapesOf(info.plan), read: (n) => weights.get(n)!.data }, mode, model.weightsSha256());
+      // An engine that only generates drops the fp32 copy once the store holds the weights.
+      const engine = decode && opts.generateOnly ? new Engine(info.spec, new Map(), opts.session, decode) : new Engine(info.spec, weights, opts.session, decode);
+      return model.withEngine(engine);
+    }
+    // Quantised straight from the checkpoint, a tensor at a time: memory stays near the quantised size.
+    const model = new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, null, null);
+    const plan = info.plan;
+    const decode = openWeightStore({ spec: info.spec, shapes: shapesOf(plan), read: (n) => readTensorF32(plan.tensors.get(n)!, { finite: true }) }, mode, model.weightsSha256(), opts.onLoad);
+    return model.withEngine(new Engine(info.spec, new Map(), opts.session, decode));
+  }
+
+  /** This model with `engine` as its local runtime. */
+  private withEngine(engine: Engine): LoadedModel {
+    const m = new LoadedModel(this.source, this.dir, this.spec, this.checkpoint, this.tokenizer, engine, this.adapter, this.remote);
+    m.sha = this.sha;
+    return m;
   }
 
   /**

@@ -3,6 +3,7 @@ import { runAblateEval } from '../experiments/ablate-eval.js';
 import { intArg, layersArg } from './args.js';
 import { openDirectionRun, samplingOptions, type DirectionRunOpts } from './eval.js';
 import { createProgress } from './progress.js';
+import { weightsOption } from './load.js';
 
 type Opts = DirectionRunOpts;
 
@@ -19,7 +20,8 @@ export function register(program: Command): void {
     .requiredOption('--out <dir>', 'output folder: ablation.json, answers.jsonl, report.html');
   samplingOptions(cmd)
     .option('--exclude-domain <d>', "rates over the answers outside this domain (the fine-tune's own); per-domain rates list every domain")
-    .option('--random-seed <s>', 'seed of the random directions (layer L: seed + L)', intArg('--random-seed'), 1)
+    .option('--random-seed <s>', 'seed of the random directions (layer L: seed + L)', intArg('--random-seed'), 1);
+  weightsOption(cmd)
     .action(async (o: Opts) => {
       const run = await openDirectionRun(cmd, o);
       const progress = createProgress('ablate-eval', { unit: 'runs' });

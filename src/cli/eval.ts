@@ -8,10 +8,10 @@ import { dryRunEstimate, inputsProvenance, itemKey, planItems, readAnswers, runE
 import type { Interventions } from '../hooks/interventions.js';
 import { sha256File } from '../model/fingerprint.js';
 import { intArg, layersArg, numArg, warn } from './args.js';
-import { backendFrom, backendOptions, loadModel, type BackendFlags } from './load.js';
+import { backendFrom, backendOptions, loadModel, weightsFrom, weightsOption, type BackendFlags, type WeightsFlags } from './load.js';
 import { createProgress } from './progress.js';
 
-interface Opts extends BackendFlags {
+interface Opts extends BackendFlags, WeightsFlags {
   model: string;
   adapter?: string;
   questions: string;
@@ -80,7 +80,7 @@ export function warnOverridden(set: ReturnType<typeof loadQuestions>, temperatur
 }
 
 /** The flags steer-sweep and ablate-eval share. */
-export interface DirectionRunOpts extends BackendFlags {
+export interface DirectionRunOpts extends BackendFlags, WeightsFlags {
   model: string;
   adapter?: string;
   direction: string;
@@ -108,7 +108,9 @@ export async function openDirectionRun(cmd: Command, o: DirectionRunOpts) {
   warnOverridden(set, o.temperature);
   const judge = await openJudge(o.judge);
   await judge.check();
-  const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
+  const backend = backendFrom(o);
+  const weights = weightsFrom(o, backend);
+  const model = await loadModel(o.model, { adapter: o.adapter, backend, weights, generateOnly: true });
   return {
     model,
     judge,
@@ -124,7 +126,7 @@ export async function openDirectionRun(cmd: Command, o: DirectionRunOpts) {
     temperature: o.temperature,
     topP: o.topP,
     out: o.out,
-    provenance: { ...inputsProvenance(model, o), direction: resolve(o.direction), flags: { ...o } },
+    provenance: { ...inputsProvenance(model, o), weights, direction: resolve(o.direction), flags: { ...o } },
   };
 }
 
@@ -144,7 +146,8 @@ export function register(program: Command): void {
     .option('--ablate <file>', 'direction file whose unit directions are projected out')
     .option('--ablate-layers <layers>', '"all" (every layer the file covers, the default) or L,L,...', layersArg('--ablate-layers'))
     .option('--resume', 'continue the run in --out: skip answers already there')
-    .option('--dry-run', 'print how many answers, tokens and judge calls the run would make, and exit')
+    .option('--dry-run', 'print how many answers, tokens and judge calls the run would make, and exit');
+  weightsOption(cmd)
     .action(async (o: Opts) => {
       checkSamplingFlags(cmd, o);
       if (o.steer && (o.layer === undefined || o.scale === undefined)) throw new EmlensError('--steer needs --layer and --scale');
@@ -163,12 +166,16 @@ export function register(program: Command): void {
       }
       // A bad key, an unknown model or an unreachable server: one line now, not after hours of sampling.
       await judge.check();
-      const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
+      const backend = backendFrom(o);
+      const weights = weightsFrom(o, backend);
+      const model = await loadModel(o.model, { adapter: o.adapter, backend, weights, generateOnly: true });
       const iv: Interventions = {};
       if (o.steer) iv.steer = [steeringFromFile(model, { file: o.steer, layer: o.layer!, scale: o.scale! })];
       if (o.ablate) iv.ablate = ablationFromFile(model, { file: o.ablate, layers: o.ablateLayers ?? 'all' });
       const key: RunKey = {
         ...inputsProvenance(model, o),
+        // Only when not fp32, so runs from before --weights still resume.
+        ...(weights !== 'fp32' ? { weights } : {}),
         judge: judge.id,
         ...samplingKey(o),
         steer_sha256: o.steer ? sha256File(o.steer) : null,

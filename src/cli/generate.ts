@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { backendFrom, backendOptions, loadModel, type BackendFlags } from './load.js';
+import { backendFrom, backendOptions, loadModel, weightsFrom, weightsOption, type BackendFlags, type WeightsFlags } from './load.js';
 import { ablationFromFile, generateText, steeringFromFile } from '../experiments/generation.js';
 import type { Interventions } from '../hooks/interventions.js';
 import { InputRowError } from '../runtime/engine.js';
@@ -12,7 +12,7 @@ import { metaFile, samplePrompts } from '../experiments/sample-prompts.js';
 import { createProgress } from './progress.js';
 import { checkOutputPath } from '../io/paths.js';
 
-interface Opts extends BackendFlags {
+interface Opts extends BackendFlags, WeightsFlags {
   model: string;
   adapter?: string;
   prompt?: string;
@@ -65,7 +65,9 @@ function interventions(model: LoadedModel, o: Opts): Interventions {
 async function generatePrompts(o: Opts): Promise<void> {
   // A bad --out is refused before the model loads.
   checkOutputPath(o.out!, 'file', '--out');
-  const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
+  const backend = backendFrom(o);
+  const weights = weightsFrom(o, backend);
+  const model = await loadModel(o.model, { adapter: o.adapter, backend, weights, generateOnly: true });
   const iv = interventions(model, o);
   const progress = createProgress('generate', { unit: 'answers' });
   const r = await samplePrompts({
@@ -84,6 +86,8 @@ async function generatePrompts(o: Opts): Promise<void> {
       model: o.model,
       adapter: o.adapter ? resolve(o.adapter) : null,
       weights_sha256: model.weightsSha256(),
+      // Only when not fp32, so files from before --weights still resume.
+      ...(weights !== 'fp32' ? { weights } : {}),
       steer: o.steer ? resolve(o.steer) : null,
       steer_sha256: o.steer ? sha256File(o.steer) : null,
       layer: o.layer ?? null,
@@ -100,8 +104,8 @@ async function generatePrompts(o: Opts): Promise<void> {
 }
 
 export function register(program: Command): void {
-  backendOptions(program
-    .command('generate'))
+  weightsOption(backendOptions(program
+    .command('generate')))
     .description('generate text, optionally steering with or ablating a direction')
     .requiredOption('--model <model>', 'local folder or Hugging Face model id')
     .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
@@ -131,7 +135,8 @@ export function register(program: Command): void {
       if (o.prompts !== undefined) return generatePrompts(o);
       const prompt = o.prompt ?? readTextArg('--prompt-file', o.promptFile!);
       const promptFlag = o.prompt !== undefined ? '--prompt' : `--prompt-file ${o.promptFile}`;
-      const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
+      const backend = backendFrom(o);
+      const model = await loadModel(o.model, { adapter: o.adapter, backend, weights: weightsFrom(o, backend), generateOnly: true });
       const iv = interventions(model, o);
       const [r] = await generateText(model, [prompt], {
         chat: o.chat,

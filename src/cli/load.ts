@@ -8,6 +8,8 @@ import { parseBackendUrls, type BackendOptions } from '../backend/remote.js';
 import { EmlensError } from '../errors.js';
 import { createProgress, downloadProgress } from './progress.js';
 import { warn } from './args.js';
+import { WEIGHT_MODES, type WeightMode } from '../runtime/quantize.js';
+import { InvalidArgumentError } from 'commander';
 
 export async function loadModel(id: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const download = downloadProgress(`downloading ${id}`);
@@ -46,4 +48,29 @@ export function backendFrom(o: BackendFlags, log: (line: string) => void = (l) =
     return undefined;
   }
   return { urls: parseBackendUrls(list, o.backend !== undefined ? '--backend' : 'EMLENS_BACKEND'), token, onRetry: (url, why) => log(`--backend ${url}: ${why}; retrying on the other servers`) };
+}
+
+export interface WeightsFlags {
+  weights?: WeightMode;
+}
+
+/** `--weights fp32|int8|int4` on a command that generates (generate, eval, steer-sweep, ablate-eval, serve). */
+export function weightsOption(cmd: Command): Command {
+  return cmd.option(
+    '--weights <mode>',
+    'how generation holds the linear layers: fp32 (default), int8 or int4 (weight-only, block 32, ONNX Runtime MatMulNBits; quantised once and cached)',
+    (v: string): WeightMode => {
+      if (!(WEIGHT_MODES as readonly string[]).includes(v)) throw new InvalidArgumentError(`--weights must be one of ${WEIGHT_MODES.join(', ')}, got "${v}"`);
+      return v as WeightMode;
+    },
+  );
+}
+
+/**
+ * The weight mode of a command that runs locally. On --backend (or EMLENS_BACKEND) the server
+ * holds the weights, so --weights would be ignored there: an error.
+ */
+export function weightsFrom(o: WeightsFlags, backend: BackendOptions | undefined): WeightMode {
+  if (o.weights !== undefined && backend) throw new EmlensError(`--weights ${o.weights} has no effect with --backend: the server holds the weights (start it with emlens serve MODEL --weights ${o.weights})`);
+  return o.weights ?? 'fp32';
 }

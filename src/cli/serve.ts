@@ -1,12 +1,12 @@
 import type { Command } from 'commander';
 import { basename } from 'node:path';
-import { loadModel } from './load.js';
+import { loadModel, weightsOption, type WeightsFlags } from './load.js';
 import { intArg, sizeArg } from './args.js';
 import { EmlensError } from '../errors.js';
 import { readDirectionFile, type DirectionFile } from '../io/directions.js';
 import { checkAccess, SERVE_DEFAULTS, serveModel } from '../serve/server.js';
 
-interface Opts {
+interface Opts extends WeightsFlags {
   adapter?: string;
   name?: string;
   direction: string[];
@@ -25,8 +25,8 @@ interface Opts {
 const collect = (v: string, acc: string[]) => [...acc, v];
 
 export function register(program: Command): void {
-  program
-    .command('serve')
+  weightsOption(program
+    .command('serve'))
     .description('serve a model over HTTP: OpenAI-compatible /v1 (chat, completions, logprobs, steering) and KServe v2 /v2 (hooked captures)')
     .argument('<model>', 'local folder or Hugging Face model id')
     .option('--adapter <dir>', 'PEFT LoRA adapter (folder or hub id) merged into the model')
@@ -53,7 +53,8 @@ export function register(program: Command): void {
         if (dirs.has(m[1]!)) throw new EmlensError(`--direction: the name "${m[1]}" is given twice`);
         dirs.set(m[1]!, m[2]!);
       }
-      const model = await loadModel(modelId, { adapter: o.adapter });
+      // /v1 and the backend API's generate run on the --weights graphs; captures, losses and training stay fp32.
+      const model = await loadModel(modelId, { adapter: o.adapter, weights: o.weights ?? 'fp32' });
       const directions = new Map<string, DirectionFile>();
       for (const [name, file] of dirs) directions.set(name, readDirectionFile(file, model.spec, `--direction ${name}`));
       const name = o.name ?? basename(modelId.replace(/\/+$/, ''));

@@ -4,6 +4,7 @@ import { runSweep } from '../experiments/sweep.js';
 import { intArg, layersArg } from './args.js';
 import { openDirectionRun, samplingOptions, type DirectionRunOpts } from './eval.js';
 import { createProgress } from './progress.js';
+import { weightsOption } from './load.js';
 
 /** A comma list of numbers. */
 export function numListArg(flag: string) {
@@ -32,7 +33,8 @@ export function register(program: Command): void {
     .requiredOption('--out <dir>', 'output folder: sweep.json, answers.jsonl, report.html');
   samplingOptions(cmd)
     .option('--exclude-domain <d>', "rates over the answers outside this domain (the fine-tune's own); per-domain rates list every domain")
-    .option('--random-seed <s>', 'seed of the random vectors (layer L: seed + L)', intArg('--random-seed'), 1)
+    .option('--random-seed <s>', 'seed of the random vectors (layer L: seed + L)', intArg('--random-seed'), 1);
+  weightsOption(cmd)
     .action(async (o: Opts) => {
       const run = await openDirectionRun(cmd, o);
       const progress = createProgress('steer-sweep', { unit: 'cells' });

@@ -1,4 +1,7 @@
-/** Emits an IR graph as an ONNX ModelProto (opset 21) through onnx-proto. */
+/**
+ * Emits an IR graph as an ONNX ModelProto (opset 21, plus com.microsoft version 1 when a contrib
+ * op such as MatMulNBits is used) through onnx-proto.
+ */
 import onnxProto from 'onnx-proto';
 import type { ConstData, DType, Graph, Value } from './ir.js';
 
@@ -11,7 +14,12 @@ const ELEM: Record<DType, number> = {
   float64: onnx.TensorProto.DataType.DOUBLE,
   int64: onnx.TensorProto.DataType.INT64,
   bool: onnx.TensorProto.DataType.BOOL,
+  uint8: onnx.TensorProto.DataType.UINT8,
 };
+
+/** Ops of ONNX Runtime's contrib domain (com.microsoft); every other op is standard ONNX. */
+const CONTRIB = new Set(['MatMulNBits']);
+const MS_DOMAIN = 'com.microsoft';
 
 function valueInfo(v: Value): onnxProto.onnx.IValueInfoProto {
   return {
@@ -154,16 +162,20 @@ export function emitOnnx(g: Graph, docString = '', opts: EmitOptions = {}): Uint
       case 'Gather':
         attribute.push(intAttr('axis', (a.axis as number) ?? 0));
         break;
+      case 'MatMulNBits':
+        for (const k of ['K', 'N', 'bits', 'block_size', 'accuracy_level']) attribute.push(intAttr(k, a[k] as number));
+        break;
       default:
         break;
     }
-    nodes.push({ opType: n.op, input: inputs, output: outputs, attribute, name: `n${nodes.length}_${n.op}` });
+    const domain = CONTRIB.has(n.op) ? MS_DOMAIN : undefined;
+    nodes.push({ opType: n.op, ...(domain ? { domain } : {}), input: inputs, output: outputs, attribute, name: `n${nodes.length}_${n.op}` });
   }
   const model: onnxProto.onnx.IModelProto = {
     irVersion: IR_VERSION,
     producerName: 'emlens',
     docString,
-    opsetImport: [{ domain: '', version: OPSET }],
+    opsetImport: [{ domain: '', version: OPSET }, ...(g.nodes.some((n) => CONTRIB.has(n.op)) ? [{ domain: MS_DOMAIN, version: 1 }] : [])],
     graph: {
       name: g.name,
       node: nodes,

@@ -128,7 +128,7 @@ function dimProduct(dims: Shape): number | null {
 
 export type OpName =
   | 'Identity' | 'Neg' | 'Sqrt' | 'Cos' | 'Sin' | 'CumSum' | 'Reciprocal' | 'Tanh' | 'Exp' | 'Log' | 'Sigmoid' | 'Abs' | 'Sign' | 'Gelu'
-  | 'Add' | 'Sub' | 'Mul' | 'Div' | 'Cast' | 'MatMul' | 'Gemm'
+  | 'Add' | 'Sub' | 'Mul' | 'Div' | 'Cast' | 'MatMul' | 'Gemm' | 'MatMulNBits'
   | 'ReduceMean' | 'ReduceSum' | 'ReduceMax' | 'Softmax' | 'LogSoftmax'
   | 'Reshape' | 'Expand' | 'Transpose' | 'Concat' | 'Slice' | 'Pad'
   | 'Gather' | 'GatherElements' | 'ScatterND' | 'ScatterElements' | 'OneHot' | 'Shape' | 'Unsqueeze' | 'Squeeze';
@@ -179,6 +179,20 @@ export const OPS: Record<OpName, OpDef> = {
         needs[1] ? sumToShape(g, g.add('MatMul', [transposeLast2(g, a!), gy]), b!) : null,
       ];
     },
+  },
+  /**
+   * com.microsoft MatMulNBits: Y[..., N] = A[..., K] · dequant(B)ᵀ, B block-quantised along K
+   * (inputs A, B, scales, zero_points; attrs K, N, bits, block_size, accuracy_level). Inference
+   * only: its weights are constants.
+   */
+  MatMulNBits: {
+    infer: ([a], attrs) => {
+      if (!a) fail('MatMulNBits', 'expects A');
+      const k = a.shape[a.shape.length - 1]!;
+      if (typeof k === 'number' && k !== attrs.K) fail('MatMulNBits', `A's last dim ${k} vs K ${attrs.K}`);
+      return [{ dtype: a.dtype, shape: [...a.shape.slice(0, -1), attrs.N as number] }];
+    },
+    vjp: noGrad('MatMulNBits'),
   },
   /** Y = alpha * A' B' (+ C); 2-D only. attrs: transA, transB, alpha. */
   Gemm: {

@@ -3,6 +3,12 @@
  * with a KV cache. Weights are fed as graph inputs from one fp32 copy, so every graph variant
  * (capture sets, steering, ablation, cache or not) shares them; variants compile once and are
  * cached by their shape of interventions, never by the values fed.
+ *
+ * With decode weights (`--weights int8|int4`, runtime/weight-store.ts), generation runs instead on
+ * graphs whose weights are initializers (external data ORT maps and prepacks), the linear layers
+ * as MatMulNBits: hooks and interventions are the same graph code. Each such session holds its
+ * own prepacked copy, so at most DECODE_SESSIONS of them live at once (least recently used
+ * released first). forward() and the graphs built on it (KL, gradients, training) stay fp32.
  */
 import { buildDecoderGraph, IO, type GraphVariant } from '../arch/decoder.js';
 import type { Graph } from '../graph/ir.js';
@@ -18,6 +24,23 @@ import { invFreq, ropeTables } from './rope.js';
 import { createSession, f32, i64, type OrtSession, type OrtTensor, type SessionOptions } from './ort.js';
 import { rng } from './random.js';
 import { sampleToken, type SamplingOptions } from './sampling.js';
+import type { WeightMode } from './quantize.js';
+
+/** The decode graphs' weights: external data in `dir` (see weight-store.ts). */
+export interface DecodeWeights {
+  mode: WeightMode;
+  /** Folder the external data locations are relative to. */
+  dir: string;
+  /** Graph input name -> its initializer's data in `dir`. */
+  external: Map<string, { location: string; offset: number; length: number }>;
+  /** How the decode graphs compute the linear layers (unset: fp32 Gemm on initializers). */
+  projections: GraphVariant['projections'];
+  /** The checkpoint's weight shapes (canonical names). */
+  shapes: Map<string, number[]>;
+}
+
+/** Decode sessions alive at once (each holds a prepacked copy of the weights). */
+export const DECODE_SESSIONS = 2;
 
 export interface ForwardRequest {
   /** Token ids per row; rows of different lengths are left-padded. */
@@ -25,6 +48,11 @@ export interface ForwardRequest {
   capture?: string[];
   interventions?: Interventions;
   logits?: 'none' | 'last' | 'all';
+  /**
+   * Run on the decode weights (int8 / int4: the graphs generate() runs) instead of the fp32
+   * ones: what quantisation changes in activations and logits, measured.
+   */
+  decodeWeights?: boolean;
 }
 
 export interface ForwardResult {
@@ -104,13 +132,20 @@ export class Engine {
   private readonly inv: Float32Array;
   private readonly invLocal: Float32Array | null;
 
+  private decodeSessions = new Map<string, { session: Promise<OrtSession>; busy: number }>();
+  private decodeCompiled = 0;
+
   constructor(
     readonly spec: ModelSpec,
+    /** fp32 weights for forward(); may be empty when `decode` is given (an engine that only generates). */
     readonly weights: Weights,
     /** ORT session options for every graph variant (default: from the environment). */
     readonly sessionOptions: Partial<SessionOptions> = {},
+    /** Weights of the graphs generate() runs; null: the fp32 weight inputs, as forward(). */
+    readonly decode: DecodeWeights | null = null,
   ) {
-    this.weightShapes = new Map([...weights].map(([k, w]) => [k, w.shape]));
+    if (weights.size === 0 && !decode) throw new Error('Engine: no weights');
+    this.weightShapes = weights.size ? new Map([...weights].map(([k, w]) => [k, w.shape])) : decode!.shapes;
     for (const [k, w] of weights) this.weightTensors.set(k, f32(w.data, w.shape));
     this.inv = invFreq(spec.rope, spec.headDim);
     this.invLocal = spec.ropeLocal ? invFreq(spec.ropeLocal, spec.headDim) : null;
@@ -121,16 +156,75 @@ export class Engine {
     return this.sessions.size;
   }
 
+  /** Decode sessions (decode weights) compiled so far, and how many are alive now. */
+  get decodeVariants(): { compiled: number; live: number } {
+    return { compiled: this.decodeCompiled, live: this.decodeSessions.size };
+  }
+
+  /** Releases the decode sessions (their prepacked weights); later calls compile them again. */
+  async releaseDecodeSessions(): Promise<void> {
+    const all = [...this.decodeSessions.values()];
+    this.decodeSessions.clear();
+    await Promise.all(all.map((e) => e.session.then((s) => s.release())));
+  }
+
+  /** How generate() holds the weights: 'fp32' inputs, or the decode weights' mode. */
+  get weightMode(): WeightMode {
+    return this.decode?.mode ?? 'fp32';
+  }
+
   private session(variant: GraphVariant, ext?: GraphExtension): Promise<OrtSession> {
     const key = JSON.stringify({ ...variant, weightShapes: undefined, ext: ext?.key });
     let s = this.sessions.get(key);
     if (!s) {
+      if (this.weights.size === 0) {
+        throw new EmlensError(`this model was loaded for generation only (--weights ${this.weightMode}): activations, losses and training need the fp32 weights (load it with --weights fp32)`);
+      }
       const graph = buildDecoderGraph(this.spec, variant);
       ext?.extend(graph);
       s = createSession(emitOnnx(graph, `${this.spec.modelType} ${ext?.key ?? 'forward'}`), this.sessionOptions);
       this.sessions.set(key, s);
     }
     return s;
+  }
+
+  /**
+   * Runs a prepared call on a decode session (decode weights as initializers). Sessions are
+   * kept least recently used first; past DECODE_SESSIONS, idle ones are released.
+   */
+  private async runDecode(p: Prepared, extra: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>> {
+    const d = this.decode!;
+    const variant: GraphVariant = { ...p.variant, projections: d.projections };
+    const key = JSON.stringify({ ...variant, weightShapes: undefined });
+    let entry = this.decodeSessions.get(key);
+    if (entry) this.decodeSessions.delete(key);
+    else {
+      const graph = buildDecoderGraph(this.spec, variant);
+      const model = emitOnnx(graph, `${this.spec.modelType} decode ${d.mode}`, { external: d.external });
+      entry = { session: createSession(model, this.sessionOptions, d.dir), busy: 0 };
+      this.decodeCompiled++;
+    }
+    this.decodeSessions.set(key, entry);
+    for (const [k, e] of this.decodeSessions) {
+      if (this.decodeSessions.size <= DECODE_SESSIONS) break;
+      if (k === key || e.busy > 0) continue;
+      this.decodeSessions.delete(k);
+      void e.session.then((s) => s.release()).catch(() => {});
+    }
+    entry.busy++;
+    try {
+      const session = await entry.session;
+      const feeds: Record<string, OrtTensor> = { ...p.feeds, ...extra };
+      const all: Record<string, OrtTensor> = {};
+      for (const name of session.inputNames) {
+        const t = feeds[name];
+        if (!t) throw new Error(`no feed for decode graph input ${name}`);
+        all[name] = t;
+      }
+      return await session.run(all);
+    } finally {
+      entry.busy--;
+    }
   }
 
   private checkHook(name: string, what: string): number {
@@ -259,7 +353,8 @@ export class Engine {
     const capture = req.capture ?? [];
     if (logits === 'none' && capture.length === 0) throw new EmlensError('forward: nothing requested (no captures, no logits)');
     const prep = this.prepare(rows, layout, capture, req.interventions ?? {}, logits, false);
-    const out = await this.run(prep);
+    if (req.decodeWeights && !this.decode) throw new EmlensError('forward: decodeWeights asked, but this engine has no decode weights (--weights int8|int4)');
+    const out = req.decodeWeights ? await this.runDecode(prep, {}) : await this.run(prep);
     const captures = new Map<string, Float32Array>();
     for (const c of prep.variant.capture) captures.set(c, out[c]!.data as Float32Array);
     return { layout, captures, logits: logits === 'none' ? undefined : (out[IO.logits]!.data as Float32Array) };
@@ -301,7 +396,7 @@ export class Engine {
     const done = (b: number) => finished[b] || contextFull[b];
     while (step < maxNew && !prompts.every((_, b) => done(b))) {
       const prep = this.prepare(input, cur, [], iv, 'last', true);
-      const out = await this.run(prep, past);
+      const out = this.decode ? await this.runDecode(prep, past) : await this.run(prep, past);
       const logits = out[IO.logits]!.data as Float32Array;
       if (opts.keepLogits) kept.push(logits);
       const next = new BigInt64Array(B);

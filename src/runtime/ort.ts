@@ -57,7 +57,11 @@ export function threads(): number {
   return defaultSessionOptions().intraOpThreads;
 }
 
-export async function createSession(model: Uint8Array, options: Partial<SessionOptions> = {}): Promise<OrtSession> {
+/**
+ * A session on an ONNX model's bytes. `externalDataDir`: the folder the model's external-data
+ * initializers are relative to (ORT maps those files; Node only).
+ */
+export async function createSession(model: Uint8Array, options: Partial<SessionOptions> = {}, externalDataDir?: string): Promise<OrtSession> {
   const o = { ...defaultSessionOptions(), ...options };
   // onnxruntime-web takes providers and the optimisation level; threads are its env.wasm's.
   if (WEB) return ort.InferenceSession.create(model, { executionProviders: o.executionProviders as ort.InferenceSession.ExecutionProviderConfig[], graphOptimizationLevel: 'all' });
@@ -68,7 +72,7 @@ export async function createSession(model: Uint8Array, options: Partial<SessionO
     interOpNumThreads: 1,
     executionMode: 'sequential',
     // ORT's config key; '1' is its default.
-    extra: { session: { intra_op: { allow_spinning: o.spinning ? '1' : '0' } } },
+    extra: { session: { intra_op: { allow_spinning: o.spinning ? '1' : '0' }, ...(externalDataDir ? { model_external_initializers_file_folder_path: externalDataDir } : {}) } },
   });
 }
 

@@ -45,6 +45,8 @@ export function backendInfo(s: ServedModel) {
     config_sha256: fileSha256(join(s.model.dir, 'config.json')),
     tokenizer_sha256: fileSha256(join(s.model.dir, 'tokenizer.json')),
     weights_sha256: s.model.weightsSha256(),
+    /** How its generate holds the linear layers (serve --weights). */
+    weights: s.model.engine.weightMode,
     adapter: s.model.adapter ? true : false,
   };
 }

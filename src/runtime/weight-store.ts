@@ -1,0 +1,193 @@
+/**
+ * The weights of the decode graph as ONNX external data: one file (weights.bin) that every decode
+ * session's initializers point into, plus manifest.json. ORT memory-maps external data, so a
+ * session holds one copy of what it prepacks (the linear layers), and the rest (embeddings, norms)
+ * stay file pages that only the rows used bring into memory. In a quantised mode the linear
+ * layers (q/k/v/o, gate/up/down, the LM head) are stored in MatMulNBits' layout (quantize.ts);
+ * everything else, and every tensor in mode fp32, is stored as fp32.
+ *
+ * The store is written tensor by tensor from a reader (a checkpoint file or weights in memory), so
+ * writing it takes about one tensor of memory. It lives in emlens's cache under a key of the
+ * weights' fingerprint (reused by later runs) or, without a key, in a temporary folder removed at
+ * exit. Node only (the browser bundle never imports it).
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { emlensCacheDir } from '../cache.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { IO, type GraphVariant } from '../arch/decoder.js';
+import type { ModelSpec } from '../model/config.js';
+import type { DecodeWeights } from './engine.js';
+import { ACCURACY_LEVEL, BLOCK_SIZE, bitsOf, quantizeMatrix, quantLayout, type WeightMode } from './quantize.js';
+
+/** Bumped when the stored bytes for the same weights would differ. */
+const STORE_VERSION = 2;
+const FILE = 'weights.bin';
+/** Offsets aligned for mmap (ORT maps external data whose offset is page-aligned; 64 KiB covers every page size). */
+const ALIGN = 1 << 16;
+const SLICE = 1 << 28;
+
+/** The linear layers a quantised decode graph runs as MatMulNBits. */
+const PROJECTION = /\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/;
+
+export interface StoreSource {
+  spec: ModelSpec;
+  /** Every checkpoint tensor's shape (canonical names). */
+  shapes: Map<string, number[]>;
+  /** Reads one tensor as fp32 (called once per stored tensor, in order; the result may be dropped after). */
+  read(name: string): Float32Array;
+}
+
+interface Entry {
+  name: string;
+  dtype: 'float32' | 'uint8';
+  shape: number[];
+  offset: number;
+  length: number;
+}
+
+interface Manifest {
+  version: number;
+  mode: WeightMode;
+  blockSize: number;
+  entries: Entry[];
+}
+
+/** The LM head's weight: lm_head.weight, or the embedding table when tied. */
+function headSource(spec: ModelSpec): string {
+  return spec.tiedEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+}
+
+/**
+ * What the store holds: per stored tensor, its graph input names and sizes, and how to produce
+ * their bytes from the source tensor.
+ */
+function plan(src: StoreSource, mode: WeightMode): { entries: Entry[]; jobs: { source: string; names: string[] }[] } {
+  const entries: Entry[] = [];
+  const jobs: { source: string; names: string[] }[] = [];
+  let offset = 0;
+  const add = (name: string, dtype: Entry['dtype'], shape: number[], length: number) => {
+    // Large tensors start on a mapping boundary; small ones (norms, biases) only 64-byte aligned.
+    const align = length >= ALIGN ? ALIGN : 64;
+    offset = Math.ceil(offset / align) * align;
+    entries.push({ name, dtype, shape, offset, length });
+    offset += length;
+    return name;
+  };
+  const quantised = (source: string, weight: string) => {
+    const [N, K] = src.shapes.get(source)!;
+    const bits = bitsOf(mode as Exclude<WeightMode, 'fp32'>);
+    const { blocks, blob, zpRow } = quantLayout(K!, bits);
+    const q = IO.quant(weight);
+    jobs.push({
+      source,
+      names: [add(q.weight, 'uint8', [N!, blocks, blob], N! * blocks * blob), add(q.scales, 'float32', [N! * blocks], N! * blocks * 4), add(q.zeroPoints, 'uint8', [N! * zpRow], N! * zpRow)],
+    });
+  };
+  for (const [name, shape] of src.shapes) {
+    if (mode !== 'fp32' && PROJECTION.test(name)) quantised(name, name);
+    else if (mode !== 'fp32' && name === 'lm_head.weight') continue; // stored quantised below
+    else jobs.push({ source: name, names: [add(name, 'float32', shape, shape.reduce((a, b) => a * b, 1) * 4)] });
+  }
+  if (mode !== 'fp32') quantised(headSource(src.spec), 'lm_head.weight');
+  return { entries, jobs };
+}
+
+/** The bytes of the store, produced tensor by tensor (alignment padding included). */
+function* bytesOf(src: StoreSource, mode: WeightMode, entries: Entry[], jobs: { source: string; names: string[] }[]): Generator<Uint8Array> {
+  const at = new Map(entries.map((e) => [e.name, e]));
+  let written = 0;
+  const emit = function* (name: string, data: ArrayBufferView) {
+    const e = at.get(name)!;
+    if (e.offset > written) yield new Uint8Array(e.offset - written);
+    const u8 = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (u8.byteLength !== e.length) throw new Error(`weight store: ${name} has ${u8.byteLength} bytes, planned ${e.length}`);
+    // In slices: one write call takes at most 2 GiB (a 7B model's embedding table is 2.2 GB in fp32).
+    for (let o = 0; o < u8.byteLength; o += SLICE) yield u8.subarray(o, Math.min(u8.byteLength, o + SLICE));
+    written = e.offset + e.length;
+  };
+  for (const job of jobs) {
+    const w = src.read(job.source);
+    if (job.names.length === 1) {
+      yield* emit(job.names[0]!, w);
+      continue;
+    }
+    const [N, K] = src.shapes.get(job.source)!;
+    const q = quantizeMatrix(w, N!, K!, bitsOf(mode as Exclude<WeightMode, 'fp32'>));
+    yield* emit(job.names[0]!, q.B);
+    yield* emit(job.names[1]!, q.scales);
+    yield* emit(job.names[2]!, q.zeroPoints);
+  }
+}
+
+function decodeWeightsOf(dir: string, m: Manifest, shapes: Map<string, number[]>): DecodeWeights {
+  const external = new Map(m.entries.map((e) => [e.name, { location: FILE, offset: e.offset, length: e.length }]));
+  const projections: GraphVariant['projections'] =
+    m.mode === 'fp32' ? undefined : { bits: bitsOf(m.mode), blockSize: m.blockSize, accuracyLevel: ACCURACY_LEVEL, head: true };
+  return { mode: m.mode, dir, external, projections, shapes };
+}
+
+/** Removes `<dir>.<pid>.tmp` folders whose writing process no longer runs. */
+function removeDeadWriters(dir: string): void {
+  const parent = dirname(dir);
+  if (!existsSync(parent)) return;
+  for (const name of readdirSync(parent)) {
+    const m = name.startsWith(`${basename(dir)}.`) ? /\.(\d+)\.tmp$/.exec(name) : null;
+    if (!m || Number(m[1]) === process.pid) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') rmSync(join(parent, name), { recursive: true, force: true });
+    }
+  }
+}
+
+const tempDirs: string[] = [];
+let cleanupHooked = false;
+
+/**
+ * The decode weights of `src` in `mode`: opened from the cache when `key` (the weights'
+ * fingerprint) names a store already written, else written now. Without a key, written to a
+ * temporary folder removed when the process exits.
+ */
+export function openWeightStore(src: StoreSource, mode: WeightMode, key: string | null, onTensor?: (done: number, total: number) => void): DecodeWeights {
+  const tag = `${mode}-b${BLOCK_SIZE}-v${STORE_VERSION}`;
+  const dir = key ? join(emlensCacheDir(), 'decode-weights', `${key.slice(0, 32)}-${tag}`) : null;
+  if (dir && existsSync(join(dir, 'manifest.json'))) {
+    const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Manifest;
+    if (m.version === STORE_VERSION && m.mode === mode && m.blockSize === BLOCK_SIZE) return decodeWeightsOf(dir, m, src.shapes);
+  }
+  const { entries, jobs } = plan(src, mode);
+  const m: Manifest = { version: STORE_VERSION, mode, blockSize: BLOCK_SIZE, entries };
+  let done = 0;
+  const counted: StoreSource = { ...src, read: (name) => { const w = src.read(name); onTensor?.(++done, jobs.length); return w; } };
+  if (!dir) {
+    const tmp = mkdtempSync(join(tmpdir(), `emlens-${tag}-`));
+    tempDirs.push(tmp);
+    if (!cleanupHooked) {
+      cleanupHooked = true;
+      process.once('exit', () => {
+        for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+      });
+    }
+    writeFileAtomic(join(tmp, FILE), bytesOf(counted, mode, entries, jobs));
+    writeFileAtomic(join(tmp, 'manifest.json'), JSON.stringify(m));
+    return decodeWeightsOf(tmp, m, src.shapes);
+  }
+  // Written beside the final folder, renamed into place whole: a crash leaves no half store, and
+  // what a killed writer left (its pid gone) is removed here.
+  removeDeadWriters(dir);
+  const tmp = `${dir}.${process.pid}.tmp`;
+  rmSync(tmp, { recursive: true, force: true });
+  try {
+    writeFileAtomic(join(tmp, FILE), bytesOf(counted, mode, entries, jobs));
+    writeFileAtomic(join(tmp, 'manifest.json'), JSON.stringify(m));
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(tmp, dir);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return decodeWeightsOf(dir, m, src.shapes);
+}
