@@ -10,9 +10,16 @@
  * every A and B) and its train steps/s.
  *
  * Goal (issues [3], [7]): (forward + backward) / forward <= 3x.
+ *
+ * Goal (issue [12], training memory): the steering-vector child's peak RSS (every call above and
+ * trainSolution, one process) <= 2x the fp32 weights at 4 x 128 tokens, steps/s not lower. The
+ * objective puts only the scored positions through the LM head, over VOCAB_CHUNK-entry vocabulary
+ * chunks (src/train/objective.ts); before it, the [N, V] logits and their gradient peaked at 6.5
+ * GiB (3.5x). The LoRA child's ratio is reported beside it.
  */
 import type { BenchOptions, Row, Section, SectionResult } from './section.js';
 import { GiB, log, runChild, stats } from './util.js';
+import { VOCAB_CHUNK } from '../src/train/objective.js';
 import type { LoraArgs, LoraResult, OrganismArgs, OrganismResult, SteerArgs, SteerResult } from './train-child.js';
 
 export const BATCH = 4;
@@ -25,6 +32,8 @@ export const ORG_WARMUP = 5;
 export const ORG_STEPS = 20;
 export const GOAL_RATIO = 3;
 export const LORA_RANK = 32;
+/** Peak RSS of training / the fp32 weights. */
+export const GOAL_RSS_RATIO = 2;
 
 export interface OrganismCase {
   kl: boolean;
@@ -106,13 +115,15 @@ export const trainSection: Section = {
       { metric: '(fwd+bwd) / (fwd + LM head + CE)', value: r.ratioLm, unit: 'x', goal: { op: '<=', value: GOAL_RATIO } },
       { metric: '(fwd+bwd) / plain forward', value: r.ratioPlain, unit: 'x' },
       { metric: 'steering-vector trainSolution', value: r.steerStepsPerSec, unit: 'steps/s', digits: 3 },
-      { metric: '0.5B training peak RSS', value: s.peakRss / GiB, unit: 'GiB', digits: 2 },
+      { metric: `0.5B training peak RSS (${tag}, vocabulary chunk ${VOCAB_CHUNK})`, value: s.peakRss / GiB, unit: 'GiB', digits: 2 },
+      { metric: 'training peak RSS / fp32 weights', value: s.peakRss / s.weightBytes, unit: 'x', digits: 2, goal: { op: '<=', value: GOAL_RSS_RATIO } },
       { metric: `0.5B ${tag} forward + LoRA r${LORA_RANK} (${r.lora.modules} projections) + LM head + CE`, value: r.lora.lmForward.median, unit: 'ms', digits: 0 },
       { metric: `0.5B ${tag} forward + CE + backward to every LoRA factor (${(r.lora.params / 1e6).toFixed(1)}M)`, value: r.lora.forwardBackward.median, unit: 'ms', digits: 0 },
       { metric: 'LoRA (fwd+bwd) / (fwd + LM head + CE)', value: r.loraRatioLm, unit: 'x', goal: { op: '<=', value: GOAL_RATIO } },
       { metric: 'LoRA (fwd+bwd) / plain forward', value: r.loraRatioPlain, unit: 'x' },
       { metric: `rank-${LORA_RANK} LoRA trainSolution (all 7 projections, every layer)`, value: r.loraStepsPerSec, unit: 'steps/s', digits: 3 },
       { metric: '0.5B LoRA training peak RSS', value: r.lora.peakRss / GiB, unit: 'GiB', digits: 2 },
+      { metric: 'LoRA training peak RSS / fp32 weights', value: r.lora.peakRss / s.weightBytes, unit: 'x', digits: 2 },
     ];
     for (const c of r.organism) {
       const what = `organism WeightTrainer ${ORG_ROWS}x${ORG_SEQ}${c.kl ? ` + KL ${ORG_ROWS}x${ORG_SEQ}` : ''}, spinning ${c.spinning ? 'default' : 'off'}`;

@@ -18,7 +18,7 @@
  * respect to the scored hidden states, d lse_k/dh = Σ_{v∈k} softmax_k(z)_v W_v (and the KL sum's),
  * is computed while the chunk's logits are live and attached with withGradient, so the backward
  * keeps [M, D] per chunk instead of [M, chunk]. When W is trained (every weight: the organism's
- * small vocabulary), the head is one chunk differentiated as it stands.
+ * small vocabulary), the head is one chunk over every position, differentiated as it stands.
  */
 import { addGradients } from '../graph/autodiff.js';
 import type { Graph, Node, Value } from '../graph/ir.js';
@@ -107,17 +107,21 @@ export function objective(o: ObjectiveOptions): GraphExtension {
       const wkl = o.withKl ? g.input(OBJ.klWeight, dt, [N, 1]) : null;
       const lambda = o.withKl ? g.input(OBJ.klLambda, dt, []) : null;
 
-      // The scored positions: a non-zero CE or KL weight.
-      const scored = g.add('Cast', [g.add('Reshape', [wkl ? g.add('Add', [wce, wkl]) : wce], { shape: [-1] })], { to: 'bool' });
-      const idx = g.add('Squeeze', [g.add('NonZero', [scored])], { axes: [0] });
-      const rows = (v: Value) => g.add('Gather', [v, idx], { axis: 0 });
+      const trainsHead = o.wrt.includes(weight.name);
+      const fused = o.wrt.length > 0 && !trainsHead;
+      // The scored positions: a non-zero CE or KL weight. (Not when training every weight: the
+      // organism's head is small, and the rows' gather would cost its backward an [M, N] matmul.)
+      let rows = (v: Value) => v;
+      if (!trainsHead) {
+        const scored = g.add('Cast', [g.add('Reshape', [wkl ? g.add('Add', [wce, wkl]) : wce], { shape: [-1] })], { to: 'bool' });
+        const idx = g.add('Squeeze', [g.add('NonZero', [scored])], { axes: [0] });
+        rows = (v: Value) => g.add('Gather', [v, idx], { axis: 0 });
+      }
       const hs = rows(h); // [M, D]
       const sum = (vs: Value[]) => vs.reduce((a, b) => g.add('Add', [a, b]));
       const rowSum = (v: Value) => g.add('ReduceSum', [v], { axes: [1], keepdims: 1 });
       const total = (v: Value) => g.add('ReduceSum', [v], { axes: [0, 1], keepdims: 0 });
 
-      const trainsHead = o.wrt.includes(weight.name);
-      const fused = o.wrt.length > 0 && !trainsHead;
       // A per-row chunk value whose gradient w.r.t. hs is taken now, while the chunk's logits are live.
       const detach = (y: Value) => (fused ? withGradient(g, y, hs, addGradients(g, total(y), [hs])[0]!) : y);
       const C = trainsHead ? V : Math.min(V, chunk);
