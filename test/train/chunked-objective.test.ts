@@ -69,9 +69,11 @@ async function setup(family: TinyFamily) {
   const baseLogp = new Float64Array(N * V);
   for (let n = 0; n < N; n++) baseLogp.set(logSoftmax64(baseLogits.subarray(n * V, (n + 1) * V)), n * V);
 
-  /** The loss from the equations, on the decoder's own float64 logits at steering input x and head weight w. */
-  async function reference(x: Float64Array, w = head0) {
-    const logits = (await run64(engine, prep, { [steer]: f64(x, [D]), [headName]: f64(w, [V, D]) }))[IO.logits]!;
+  const weight = (name: string, data: Float64Array) => f64(data, engine.weights.get(name)!.shape);
+  /** The loss from the equations, on the decoder's own float64 logits at steering input x, head weight w and other weights as given. */
+  async function reference(x: Float64Array, w = head0, over: Record<string, Float64Array> = {}) {
+    const ws = Object.fromEntries(Object.entries(over).map(([k, v]) => [k, weight(k, v)]));
+    const logits = (await run64(engine, prep, { ...ws, [steer]: f64(x, [D]), [headName]: f64(w, [V, D]) }))[IO.logits]!;
     let ce = 0;
     let kl = 0;
     for (let n = 0; n < N; n++) {
@@ -102,6 +104,16 @@ async function setup(family: TinyFamily) {
     return { loss: (out[OBJ.loss]!.data as Float32Array)[0]!, grads: wrt.map((n) => out[OBJ.grad(n)]!.data as Float32Array) };
   }
   return { model, V, D, N, batch, steer, headName, head0, x0, prep, reference, chunked64, chunked32 };
+}
+
+/** Central difference of the reference loss along unit direction u of one weight. */
+async function fdWeight(s: Awaited<ReturnType<typeof setup>>, name: string, u: Float64Array): Promise<number> {
+  const w0 = Float64Array.from(s.model.engine.weights.get(name)!.data);
+  const at = async (h: number) => {
+    const w = w0.map((v, i) => v + h * u[i]!);
+    return (name === s.headName ? await s.reference(s.x0, w) : await s.reference(s.x0, s.head0, { [name]: w })).loss;
+  };
+  return ((await at(H)) - (await at(-H))) / (2 * H);
 }
 
 const close = (got: number, want: number, tol: number, what: string) => expect(Math.abs(got - want) / Math.max(Math.abs(want), 1e-300), `${what}: ${got} vs ${want}`).toBeLessThan(tol);
@@ -148,6 +160,24 @@ describe.each(['llama', 'gemma2', 'qwen2'] as const)('%s: chunked objective', (f
       const fd = ((await at(H)) - (await at(-H))) / (2 * H);
       const analytic = gw.reduce((a, v, i) => a + v * u[i]!, 0);
       expect(Math.abs(analytic - fd) / norm, `direction ${k}: ${analytic} vs ${fd}`).toBeLessThan(TOL64);
+    }
+  }, 60_000);
+});
+
+describe('every weight trained (WeightTrainer)', () => {
+  it('gradients of the final norm, a layer weight and the head equal finite differences', async () => {
+    const s = await setup('gemma2');
+    const names = [...s.model.engine.weights.keys()].sort();
+    const got = await s.chunked64(names);
+    close(got.loss, (await s.reference(s.x0)).loss, TOL_VALUE, 'loss');
+    for (const name of ['model.norm.weight', 'model.layers.0.mlp.down_proj.weight', s.headName]) {
+      const gw = got.grads[names.indexOf(name)]!;
+      const norm = Math.sqrt(gw.reduce((a, v) => a + v * v, 0));
+      expect(norm, name).toBeGreaterThan(1e-3);
+      const u = randomNormMatched(Float64Array.from(s.model.engine.weights.get(name)!.data), rng(names.indexOf(name)), { norm: 1 });
+      const fd = await fdWeight(s, name, u);
+      const analytic = gw.reduce((a, v, i) => a + v * u[i]!, 0);
+      expect(Math.abs(analytic - fd) / norm, `${name}: ${analytic} vs ${fd}`).toBeLessThan(TOL64);
     }
   }, 60_000);
 });
