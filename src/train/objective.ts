@@ -132,11 +132,13 @@ export function objective(o: ObjectiveOptions): GraphExtension {
       const detach = (y: Value) => (fused ? withGradient(g, y, hs, addGradients(g, total(y), [hs])[0]!) : y);
       const C = trainsHead ? V : Math.min(V, chunk);
       const lses: Value[] = [];
+      let whole: Value | null = null; // the logits, when the head is one chunk and W is trained
       const klSums: Value[] = [];
       const baseMass: Value[] = [];
       for (let a = 0; a < V; a += C) {
         const b = Math.min(V, a + C);
         const z = head.tail(g, g.add('Gemm', [hs, g.add('Slice', [weight], { starts: [a], ends: [b], axes: [0] })], { transB: 1 })); // [M, b − a]
+        if (trainsHead) whole = z;
         lses.push(detach(logSumExp(z)));
         if (base) {
           const lb = rows(g.add('Slice', [base], { starts: [a], ends: [b], axes: [1] }));
@@ -146,9 +148,11 @@ export function objective(o: ObjectiveOptions): GraphExtension {
         }
       }
       const lse = lses.length > 1 ? g.add('ReduceLogSumExp', [g.add('Concat', lses, { axis: 1 })], { axes: [1], keepdims: 1 }) : lses[0]!;
-      // log p(target) = z_target − lse, z_target from the target's row of W.
-      const wt = g.add('Gather', [weight, g.add('Squeeze', [rows(targets)], { axes: [1] })], { axis: 0 });
-      const zt = head.tail(g, rowSum(g.add('Mul', [hs, wt])));
+      // log p(target) = z_target − lse, z_target from the target's row of W (or picked from the
+      // whole logits when W is trained: its gradient then joins the head's one matmul).
+      const zt = whole
+        ? g.add('GatherElements', [whole, rows(targets)], { axis: 1 })
+        : head.tail(g, rowSum(g.add('Mul', [hs, g.add('Gather', [weight, g.add('Squeeze', [rows(targets)], { axes: [1] })], { axis: 0 })])));
       const ce = g.add('Neg', [total(g.add('Mul', [g.add('Sub', [zt, lse]), rows(wce)]))]);
       let loss: Value = ce;
       let kl: Value | null = null;
