@@ -10,6 +10,8 @@
  *   (PEFT's init with B off zero, so the adapted forward is not the base one numerically). Times,
  *   interleaved: the plain forward, evaluateBatch without gradients (forward with the LoRA + LM
  *   head + CE) and with them (+ backward to every A and B); then trainSolution for a few steps.
+ * - steer-train: trainSolution alone on the same model and rows, in a fresh process: the peak RSS
+ *   of training as `emlens train` runs it (one forward+backward graph, one evaluation graph).
  * - organism: WeightTrainer (every weight) on the organism-sized model, 32 rows of 64 tokens a
  *   step, with or without the KL term (32 more rows against a frozen base engine, as the
  *   organism's em-kl stage), with ORT's intra-op spinning on or off.
@@ -51,6 +53,20 @@ export interface SteerResult {
   plain: Stats;
   lmForward: Stats;
   forwardBackward: Stats;
+  trainSteps: number;
+  trainMs: number;
+  weightBytes: number;
+  peakRss: number;
+}
+
+export interface SteerTrainArgs {
+  batch: number;
+  seq: number;
+  layer: number;
+  trainSteps: number;
+}
+
+export interface SteerTrainResult {
   trainSteps: number;
   trainMs: number;
   weightBytes: number;
@@ -128,26 +144,8 @@ async function steer(a: SteerArgs): Promise<SteerResult> {
   };
   const { firstCallMs, ms } = await interleaved({ plain, lmForward: evaluate(false), forwardBackward: evaluate(true) }, a.warmup, a.runs);
   const [plainMs, lmForwardMs, forwardBackwardMs] = [ms.plain, ms.lmForward, ms.forwardBackward];
-  const cfg: TrainConfig = {
-    kind: 'steer',
-    layer: a.layer,
-    alpha: 1,
-    lr: 1e-3,
-    steps: a.trainSteps,
-    batchTokens: a.batch * a.seq,
-    batchRows: a.batch,
-    seed: 0,
-    warmup: 0,
-    weightDecay: 0,
-    klLambda: 0,
-    klNorm: 'token',
-    checkpointEvery: 0,
-  };
-  const t = performance.now();
-  const res = await trainSolution(model, rows, [], cfg, join(tmpdir(), `emlens-bench-steer-${process.pid}`), { dataKey: 'bench' });
-  const trainMs = performance.now() - t;
-  if (res.history.length !== a.trainSteps) throw new Error(`trainSolution ran ${res.history.length} steps`);
-  log(`train: trainSolution ${a.trainSteps} steps in ${(trainMs / 1000).toFixed(1)} s`);
+  const cfg = steerConfig(a);
+  const trainMs = await timedTrain(model, rows, cfg);
   return {
     batch: a.batch,
     seq: a.seq,
@@ -164,6 +162,34 @@ async function steer(a: SteerArgs): Promise<SteerResult> {
     weightBytes: bytes,
     peakRss: peakRss(),
   };
+}
+
+/** The steering-vector training run the steer children time (lr 1e-3, no KL, one batch of the rows a step). */
+function steerConfig(a: { batch: number; seq: number; layer: number; trainSteps: number }): TrainConfig {
+  return {
+    kind: 'steer', layer: a.layer, alpha: 1, lr: 1e-3, steps: a.trainSteps, batchTokens: a.batch * a.seq, batchRows: a.batch,
+    seed: 0, warmup: 0, weightDecay: 0, klLambda: 0, klNorm: 'token', checkpointEvery: 0,
+  };
+}
+
+/** Runs trainSolution; returns its wall time. */
+async function timedTrain(model: LoadedModel, rows: TrainRow[], cfg: TrainConfig): Promise<number> {
+  const t = performance.now();
+  const res = await trainSolution(model, rows, [], cfg, join(tmpdir(), `emlens-bench-steer-${process.pid}`), { dataKey: 'bench' });
+  const trainMs = performance.now() - t;
+  if (res.history.length !== cfg.steps) throw new Error(`trainSolution ran ${res.history.length} steps`);
+  log(`train: trainSolution ${cfg.steps} steps in ${(trainMs / 1000).toFixed(1)} s`);
+  return trainMs;
+}
+
+/** trainSolution alone in this process: the peak RSS of training itself. */
+async function steerTrain(a: SteerTrainArgs): Promise<SteerTrainResult> {
+  const spec = benchSpec();
+  const { weights, bytes } = benchWeights(spec);
+  const model = { spec, engine: new Engine(spec, weights), source: 'bench', dir: tmpdir(), tokenizer: null } as unknown as LoadedModel;
+  const rows: TrainRow[] = randomIds(a.batch, a.seq, spec.vocab, 4).map((r) => ({ ids: r, start: 1, end: r.length }));
+  const trainMs = await timedTrain(model, rows, steerConfig(a));
+  return { trainSteps: a.trainSteps, trainMs, weightBytes: bytes, peakRss: peakRss() };
 }
 
 /** Times `fns` interleaved: a first call each (graph compile), warmup rounds, then `runs` timed rounds. */
@@ -288,6 +314,9 @@ let result: unknown;
 switch (mode) {
   case 'steer':
     result = await steer(args as SteerArgs);
+    break;
+  case 'steer-train':
+    result = await steerTrain(args as SteerTrainArgs);
     break;
   case 'lora':
     result = await lora(args as LoraArgs);

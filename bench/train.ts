@@ -10,10 +10,18 @@
  * every A and B) and its train steps/s.
  *
  * Goal (issues [3], [7]): (forward + backward) / forward <= 3x.
+ *
+ * Goal (issue [12], training memory): peak RSS <= 2x the fp32 weights at 4 x 128 tokens, steps/s
+ * not lower: of the steering-vector child (every call above and trainSolution in one process, so
+ * three sessions' arenas) and of trainSolution alone in a fresh process (as `emlens train`). The
+ * objective puts only the scored positions through the LM head, over VOCAB_CHUNK-entry vocabulary
+ * chunks (src/train/objective.ts); before it, the [N, V] logits and their gradient peaked at 6.5
+ * GiB (3.5x). The LoRA child's ratio is reported beside it.
  */
 import type { BenchOptions, Row, Section, SectionResult } from './section.js';
 import { GiB, log, runChild, stats } from './util.js';
-import type { LoraArgs, LoraResult, OrganismArgs, OrganismResult, SteerArgs, SteerResult } from './train-child.js';
+import { VOCAB_CHUNK } from '../src/train/objective.js';
+import type { LoraArgs, LoraResult, OrganismArgs, OrganismResult, SteerArgs, SteerResult, SteerTrainArgs, SteerTrainResult } from './train-child.js';
 
 export const BATCH = 4;
 export const SEQ = 128;
@@ -25,6 +33,8 @@ export const ORG_WARMUP = 5;
 export const ORG_STEPS = 20;
 export const GOAL_RATIO = 3;
 export const LORA_RANK = 32;
+/** Peak RSS of training / the fp32 weights. */
+export const GOAL_RSS_RATIO = 2;
 
 export interface OrganismCase {
   kl: boolean;
@@ -38,6 +48,8 @@ export interface OrganismCase {
 
 export interface TrainBench {
   steer: SteerResult;
+  /** trainSolution alone in a fresh process. */
+  steerTrain: SteerTrainResult;
   /** (forward + backward) / (forward with LM head + CE) */
   ratioLm: number;
   /** (forward + backward) / plain forward (no LM head) */
@@ -57,6 +69,9 @@ export async function benchTrain(opts: BenchOptions): Promise<TrainBench> {
   const args: SteerArgs = { batch: BATCH, seq: SEQ, layer: LAYER, warmup: opts.warmup, runs: opts.runs, trainSteps: TRAIN_STEPS };
   const steer = await runChild<SteerResult>('steer', args, { script: 'train-child.js' });
   const fb = steer.forwardBackward.median;
+  log(`train: steering-vector trainSolution alone, ${BATCH}x${SEQ} tokens (child process: peak RSS of training)`);
+  const ta: SteerTrainArgs = { batch: BATCH, seq: SEQ, layer: LAYER, trainSteps: TRAIN_STEPS };
+  const steerTrain = await runChild<SteerTrainResult>('steer-train', ta, { script: 'train-child.js' });
   log(`train: rank-${LORA_RANK} LoRA on all 7 projections of every layer, ${BATCH}x${SEQ} tokens (child process)`);
   const la: LoraArgs = { batch: BATCH, seq: SEQ, rank: LORA_RANK, warmup: opts.warmup, runs: opts.runs, trainSteps: TRAIN_STEPS };
   const lora = await runChild<LoraResult>('lora', la, { script: 'train-child.js' });
@@ -81,6 +96,7 @@ export async function benchTrain(opts: BenchOptions): Promise<TrainBench> {
   });
   return {
     steer,
+    steerTrain,
     ratioLm: fb / steer.lmForward.median,
     ratioPlain: fb / steer.plain.median,
     steerStepsPerSec: steer.trainSteps / (steer.trainMs / 1000),
@@ -106,13 +122,18 @@ export const trainSection: Section = {
       { metric: '(fwd+bwd) / (fwd + LM head + CE)', value: r.ratioLm, unit: 'x', goal: { op: '<=', value: GOAL_RATIO } },
       { metric: '(fwd+bwd) / plain forward', value: r.ratioPlain, unit: 'x' },
       { metric: 'steering-vector trainSolution', value: r.steerStepsPerSec, unit: 'steps/s', digits: 3 },
-      { metric: '0.5B training peak RSS', value: s.peakRss / GiB, unit: 'GiB', digits: 2 },
+      { metric: `0.5B training peak RSS (${tag}, vocabulary chunk ${VOCAB_CHUNK}; every call above in one process)`, value: s.peakRss / GiB, unit: 'GiB', digits: 2 },
+      { metric: 'training peak RSS / fp32 weights (every call above in one process)', value: s.peakRss / s.weightBytes, unit: 'x', digits: 2, goal: { op: '<=', value: GOAL_RSS_RATIO } },
+      { metric: '0.5B training peak RSS (trainSolution alone)', value: r.steerTrain.peakRss / GiB, unit: 'GiB', digits: 2 },
+      { metric: 'training peak RSS / fp32 weights (trainSolution alone)', value: r.steerTrain.peakRss / r.steerTrain.weightBytes, unit: 'x', digits: 2, goal: { op: '<=', value: GOAL_RSS_RATIO } },
+      { metric: 'steering-vector trainSolution alone', value: r.steerTrain.trainSteps / (r.steerTrain.trainMs / 1000), unit: 'steps/s', digits: 3 },
       { metric: `0.5B ${tag} forward + LoRA r${LORA_RANK} (${r.lora.modules} projections) + LM head + CE`, value: r.lora.lmForward.median, unit: 'ms', digits: 0 },
       { metric: `0.5B ${tag} forward + CE + backward to every LoRA factor (${(r.lora.params / 1e6).toFixed(1)}M)`, value: r.lora.forwardBackward.median, unit: 'ms', digits: 0 },
       { metric: 'LoRA (fwd+bwd) / (fwd + LM head + CE)', value: r.loraRatioLm, unit: 'x', goal: { op: '<=', value: GOAL_RATIO } },
       { metric: 'LoRA (fwd+bwd) / plain forward', value: r.loraRatioPlain, unit: 'x' },
       { metric: `rank-${LORA_RANK} LoRA trainSolution (all 7 projections, every layer)`, value: r.loraStepsPerSec, unit: 'steps/s', digits: 3 },
       { metric: '0.5B LoRA training peak RSS', value: r.lora.peakRss / GiB, unit: 'GiB', digits: 2 },
+      { metric: 'LoRA training peak RSS / fp32 weights', value: r.lora.peakRss / s.weightBytes, unit: 'x', digits: 2 },
     ];
     for (const c of r.organism) {
       const what = `organism WeightTrainer ${ORG_ROWS}x${ORG_SEQ}${c.kl ? ` + KL ${ORG_ROWS}x${ORG_SEQ}` : ''}, spinning ${c.spinning ? 'default' : 'off'}`;

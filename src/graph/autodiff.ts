@@ -17,7 +17,8 @@ export function addGradients(g: Graph, loss: Value, wrt: Value[]): Value[] {
   // Values that depend on some wrt value: the only ones gradients flow through.
   const live = new Set<number>(wrt.map((w) => w.id));
   const forward = [...g.nodes];
-  for (const n of forward) if (n.inputs.some((v) => live.has(v.id))) for (const o of n.outputs) live.add(o.id);
+  // A StopGradient's output depends on nothing differentiably: gradients need not be built towards it.
+  for (const n of forward) if (n.op !== 'StopGradient' && n.inputs.some((v) => live.has(v.id))) for (const o of n.outputs) live.add(o.id);
   if (!live.has(loss.id)) throw new GradError('the loss does not depend on any of the values to differentiate');
 
   const grads = new Map<number, Value>();

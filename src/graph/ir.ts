@@ -106,6 +106,22 @@ export class Graph {
     v.name = name;
   }
 
+  /** Removes nodes whose outputs nothing left in the graph uses (e.g. a head replaced by an extension). */
+  removeNodes(drop: Node[]): void {
+    const gone = new Set(drop);
+    const dead = new Set(drop.flatMap((n) => n.outputs.map((v) => v.id)));
+    for (const n of this.nodes) {
+      if (gone.has(n)) continue;
+      const used = n.inputs.find((v) => dead.has(v.id));
+      if (used) throw new Error(`removeNodes: ${used.name} is still used by a ${n.op} node`);
+    }
+    const out = this.outputs.find((v) => dead.has(v.id));
+    if (out) throw new Error(`removeNodes: ${out.name} is a graph output`);
+    const keep = this.nodes.filter((n) => !gone.has(n));
+    this.nodes.length = 0;
+    this.nodes.push(...keep);
+  }
+
   output(v: Value, name?: string): Value {
     // An output must be a node's own value with the requested name; route through Identity
     // when the value is an input/const or already named differently.

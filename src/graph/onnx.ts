@@ -97,6 +97,7 @@ export function emitOnnx(g: Graph, docString = '', opts: EmitOptions = {}): Uint
       case 'ReduceMean':
       case 'ReduceSum':
       case 'ReduceMax':
+      case 'ReduceLogSumExp':
         inputs.push(extraConst(a.axes as number[]));
         attribute.push(intAttr('keepdims', a.keepdims === 0 ? 0 : 1));
         break;
@@ -143,7 +144,7 @@ export function emitOnnx(g: Graph, docString = '', opts: EmitOptions = {}): Uint
         if (a.reduction) attribute.push(strAttr('reduction', a.reduction as string));
         break;
       case 'OneHot': {
-        inputs.push(extraConst([a.depth as number]));
+        if (inputs.length === 1) inputs.push(extraConst([a.depth as number]));
         const vals = `__c${k++}`;
         initializer.push(tensorProto(vals, { dtype: 'float32', shape: [2], data: Float32Array.from([0, 1]) }));
         inputs.push(vals);
@@ -169,7 +170,9 @@ export function emitOnnx(g: Graph, docString = '', opts: EmitOptions = {}): Uint
         break;
     }
     const domain = CONTRIB.has(n.op) ? MS_DOMAIN : undefined;
-    nodes.push({ opType: n.op, ...(domain ? { domain } : {}), input: inputs, output: outputs, attribute, name: `n${nodes.length}_${n.op}` });
+    // StopGradient only matters to autodiff; at run time it is the identity.
+    const opType = n.op === 'StopGradient' ? 'Identity' : n.op;
+    nodes.push({ opType, ...(domain ? { domain } : {}), input: inputs, output: outputs, attribute, name: `n${nodes.length}_${n.op}` });
   }
   const model: onnxProto.onnx.IModelProto = {
     irVersion: IR_VERSION,

@@ -129,9 +129,10 @@ function dimProduct(dims: Shape): number | null {
 export type OpName =
   | 'Identity' | 'Neg' | 'Sqrt' | 'Cos' | 'Sin' | 'CumSum' | 'Reciprocal' | 'Tanh' | 'Exp' | 'Log' | 'Sigmoid' | 'Abs' | 'Sign' | 'Gelu'
   | 'Add' | 'Sub' | 'Mul' | 'Div' | 'Cast' | 'MatMul' | 'Gemm' | 'MatMulNBits'
-  | 'ReduceMean' | 'ReduceSum' | 'ReduceMax' | 'Softmax' | 'LogSoftmax'
+  | 'ReduceMean' | 'ReduceSum' | 'ReduceMax' | 'ReduceLogSumExp' | 'Softmax' | 'LogSoftmax'
   | 'Reshape' | 'Expand' | 'Transpose' | 'Concat' | 'Slice' | 'Pad'
-  | 'Gather' | 'GatherElements' | 'ScatterND' | 'ScatterElements' | 'OneHot' | 'Shape' | 'Unsqueeze' | 'Squeeze';
+  | 'Gather' | 'GatherElements' | 'ScatterND' | 'ScatterElements' | 'OneHot' | 'Shape' | 'Unsqueeze' | 'Squeeze'
+  | 'NonZero' | 'StopGradient';
 
 export const OPS: Record<OpName, OpDef> = {
   Identity: unary((g, x) => g.scalar(1, x.dtype)),
@@ -240,6 +241,16 @@ export const OPS: Record<OpName, OpDef> = {
     vjp: ({ g, inputs: [x], attrs, gy: [gy], needs: [n] }) => [n && gy ? expandBack(g, gy, x!, attrs) : null],
   },
   ReduceMax: { infer: reduceInfer('ReduceMax'), vjp: noGrad('ReduceMax') },
+  /** log Σ exp(x) over attrs.axes (ORT subtracts the max first: no overflow). dx = exp(x − y) ⊙ dy. */
+  ReduceLogSumExp: {
+    infer: reduceInfer('ReduceLogSumExp'),
+    vjp: ({ g, inputs: [x], outputs: [y], attrs, gy: [gy], needs: [n] }) => {
+      if (!n || !gy) return [null];
+      const axes = (attrs.axes as number[]).map((a) => (a < 0 ? a + x!.shape.length : a));
+      const keep = (v: Value) => (attrs.keepdims === 0 ? g.add('Unsqueeze', [v], { axes }) : v);
+      return [g.add('Mul', [g.add('Exp', [g.add('Sub', [x!, keep(y!)])]), keep(gy)])];
+    },
+  },
   Softmax: {
     infer: ([x], attrs) => {
       normAxis('Softmax', attrs.axis as number, x!.shape.length);
@@ -390,13 +401,16 @@ export const OPS: Record<OpName, OpDef> = {
       const axis = normAxis('Gather', (attrs.axis as number) ?? 0, x!.shape.length);
       return [{ dtype: x!.dtype, shape: [...x!.shape.slice(0, axis), ...idx!.shape, ...x!.shape.slice(axis + 1)] }];
     },
+    // The row count may be symbolic (rows of the flattened batch): the one-hot depth is then read at run time.
     vjp: ({ g, inputs: [x, idx], attrs, gy: [gy], needs }) => {
       if (!gy || !needs[0]) return [null, null];
       if (((attrs.axis as number) ?? 0) !== 0 || x!.shape.length !== 2) throw new GradError('Gather has a gradient for 2-D data on axis 0 only');
-      const [rows, width] = staticShape(x!, 'Gather');
+      const [rows, width] = x!.shape;
+      if (typeof width !== 'number') throw new GradError(`Gather: needs a static row width, got [${x!.shape}]`);
       const flatIdx = g.add('Reshape', [idx!], { shape: [-1] });
-      const oneHot = oneHotAs(g, flatIdx, rows!, x!.dtype); // [n, rows]
-      const upd = g.add('Reshape', [gy], { shape: [-1, width!] }); // [n, width]
+      const depth = typeof rows === 'number' ? rows : g.add('Slice', [g.add('Shape', [x!])], { starts: [0], ends: [1], axes: [0] });
+      const oneHot = oneHotAs(g, flatIdx, depth, x!.dtype, rows!); // [n, rows]
+      const upd = g.add('Reshape', [gy], { shape: [-1, width] }); // [n, width]
       return [g.add('Gemm', [oneHot, upd], { transA: 1 }), null];
     },
   },
@@ -416,9 +430,12 @@ export const OPS: Record<OpName, OpDef> = {
   },
   ScatterND: { infer: ([x]) => [{ dtype: x!.dtype, shape: x!.shape }], vjp: noGrad('ScatterND') },
   ScatterElements: { infer: ([x]) => [{ dtype: x!.dtype, shape: x!.shape }], vjp: noGrad('ScatterElements') },
-  /** indices [...] -> float32 [..., depth] of 0/1 (ONNX OneHot, values [0, 1]; ORT has no float64 kernel). */
+  /**
+   * indices [...] -> float32 [..., depth] of 0/1 (ONNX OneHot, values [0, 1]; ORT has no float64
+   * kernel). depth: attrs.depth, or a run-time int64 [1] second input with attrs.dim naming it.
+   */
   OneHot: {
-    infer: ([idx], attrs) => [{ dtype: 'float32', shape: [...idx!.shape, attrs.depth as number] }],
+    infer: ([idx, depth], attrs) => [{ dtype: 'float32', shape: [...idx!.shape, depth ? (attrs.dim as Dim) : (attrs.depth as number)] }],
     vjp: ({ inputs }) => inputs.map(() => null),
   },
   Shape: {
@@ -441,6 +458,16 @@ export const OPS: Record<OpName, OpDef> = {
     },
     vjp: ({ g, inputs: [x], attrs, gy: [gy], needs: [n] }) => [n && gy ? g.add('Unsqueeze', [gy], { axes: attrs.axes as number[] }) : null],
   },
+  /** Indices [rank, count] of the non-zero elements (count known at run time); not differentiated. */
+  NonZero: {
+    infer: ([x]) => [{ dtype: 'int64', shape: [x!.shape.length, freshDim('nonzero')] }],
+    vjp: ({ inputs }) => inputs.map(() => null),
+  },
+  /**
+   * The value itself (ONNX Identity), through which no gradient flows: for a gradient computed
+   * otherwise and attached with vjp-helpers' withGradient.
+   */
+  StopGradient: { infer: sameShape, vjp: ({ inputs }) => inputs.map(() => null) },
 };
 
 /** Reshape `v` to `like`'s shape (static when known, else from Shape(like) at run time). */
@@ -462,7 +489,7 @@ function geluTanhDerivative(g: Graph, x: Value): Value {
   return g.add('Add', [left, g.add('Mul', [g.add('Mul', [g.scalar(0.5, t), x]), g.add('Mul', [sech2, dinner])])]);
 }
 
-function oneHotAs(g: Graph, idx: Value, depth: number, dtype: DType): Value {
-  const h = g.add('OneHot', [idx], { depth });
+function oneHotAs(g: Graph, idx: Value, depth: number | Value, dtype: DType, dim?: Dim): Value {
+  const h = typeof depth === 'number' ? g.add('OneHot', [idx], { depth }) : g.add('OneHot', [idx, depth], { dim: dim! });
   return dtype === 'float32' ? h : g.add('Cast', [h], { to: dtype });
 }

@@ -46,3 +46,15 @@ export function transposeLast2(g: Graph, x: Value): Value {
   perm[r - 1] = r - 2;
   return g.add('Transpose', [x], { perm });
 }
+
+/**
+ * `y` (per-row values [M, 1] of `x` [M, D], row m depending on x's row m only) as a value whose
+ * gradient with respect to x is J ⊙ dy, J [M, D] = dy_m/dx_m computed already (e.g. by an inner
+ * addGradients while y's intermediates were live), and through whose own nodes no gradient
+ * flows: SG(y) + Σ_d (x − SG(x)) ⊙ SG(J). The added term is exactly zero for a finite J.
+ */
+export function withGradient(g: Graph, y: Value, x: Value, J: Value): Value {
+  const dx = g.add('Sub', [x, g.add('StopGradient', [x])]);
+  const lin = g.add('ReduceSum', [g.add('Mul', [dx, g.add('StopGradient', [J])])], { axes: [-1], keepdims: 1 });
+  return g.add('Add', [g.add('StopGradient', [y]), lin]);
+}

@@ -87,9 +87,8 @@ export function makeBatch(narrow: TrainRow[], kl: TrainRow[], vocab: number, klN
   return { ids: rows.map((r) => r.ids), T, pad, targets, ceWeight, klWeight, ceCount, klCount };
 }
 
-/** Row log-softmax of logits [N, V] in float32 (base distributions for the KL term). */
-export function logSoftmaxRows(logits: Float32Array, V: number): Float32Array {
-  const out = new Float32Array(logits.length);
+/** Row log-softmax of logits [N, V] in float32 (base distributions for the KL term); `out` may be `logits` itself. */
+export function logSoftmaxRows(logits: Float32Array, V: number, out: Float32Array = new Float32Array(logits.length)): Float32Array {
   for (let off = 0; off < logits.length; off += V) {
     let m = -Infinity;
     for (let i = 0; i < V; i++) m = Math.max(m, logits[off + i]!);

@@ -31,8 +31,9 @@ export async function runObjective(model: LoadedModel, c: ObjectiveCall): Promis
   const feeds = { ...c.feeds };
   if (c.withKl) {
     const V = model.spec.vocab;
-    const base = await engine.forward({ ids: c.ids, logits: 'all' });
-    feeds[OBJ.baseLogp] = f32(logSoftmaxRows(base.logits!, V), [base.logits!.length / V, V]);
+    // In place: the base logits [N, V] are not needed once they are log-probs (one copy, not two).
+    const base = (await engine.forward({ ids: c.ids, logits: 'all' })).logits!;
+    feeds[OBJ.baseLogp] = f32(logSoftmaxRows(base, V, base), [base.length / V, V]);
   }
   const out = await engine.run(prep, feeds, objective({ withKl: c.withKl, wrt: c.wrt }));
   return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, { data: t.data as Float32Array, dims: t.dims }]));

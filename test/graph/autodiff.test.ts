@@ -10,6 +10,7 @@ import ort from 'onnxruntime-node';
 import { Graph, type Attrs, type Value } from '../../src/graph/ir.js';
 import { emitOnnx } from '../../src/graph/onnx.js';
 import { addGradients } from '../../src/graph/autodiff.js';
+import { withGradient } from '../../src/graph/vjp-helpers.js';
 import type { OpName } from '../../src/graph/ops.js';
 import { randomNormMatched, rng } from '../../src/runtime/random.js';
 
@@ -68,6 +69,8 @@ const CASES: Case[] = [
   { name: 'ReduceSum keepdims', inputs: [{ shape: [2, 3, 4] }], build: op('ReduceSum', { axes: [1], keepdims: 1 }) },
   { name: 'ReduceSum drop dims', inputs: [{ shape: [2, 3, 4] }], build: op('ReduceSum', { axes: [0, 2], keepdims: 0 }) },
   { name: 'ReduceMean', inputs: [{ shape: [2, 3, 4] }], build: op('ReduceMean', { axes: [-1], keepdims: 1 }) },
+  { name: 'ReduceLogSumExp keepdims', inputs: [{ shape: [3, 5] }], build: op('ReduceLogSumExp', { axes: [1], keepdims: 1 }) },
+  { name: 'ReduceLogSumExp drop dims', inputs: [{ shape: [2, 3, 4] }], build: op('ReduceLogSumExp', { axes: [0, 2], keepdims: 0 }) },
   { name: 'Softmax', inputs: [{ shape: [2, 5] }], build: op('Softmax', { axis: -1 }) },
   { name: 'LogSoftmax', inputs: [{ shape: [3, 4] }], build: op('LogSoftmax', { axis: 1 }) },
   { name: 'Reshape', inputs: [{ shape: [2, 6] }], build: op('Reshape', { shape: [3, -1, 2] }) },
@@ -82,6 +85,12 @@ const CASES: Case[] = [
     build: (g, [x, like]) => g.add('Expand', [x!, g.add('Shape', [like!])], { dims: [2, 3, 4] }),
   },
   { name: 'Gather rows (repeated ids)', inputs: [{ shape: [5, 3] }, { shape: [2, 4], indexBound: 5 }], build: op('Gather', { axis: 0 }) },
+  {
+    // The table's row count known only at run time (rows of a flattened batch): one-hot depth from its shape.
+    name: 'Gather rows of a table with a symbolic row count',
+    inputs: [{ shape: [5, 3] }, { shape: [2, 4], indexBound: 5 }],
+    build: (g, [x, idx]) => g.add('Gather', [g.add('Reshape', [x!, g.add('Shape', [x!])], { dims: ['rows', 3] }), idx!], { axis: 0 }),
+  },
   { name: 'GatherElements', inputs: [{ shape: [4, 6] }, { shape: [4, 1], indexBound: 6 }], build: op('GatherElements', { axis: 1 }) },
   {
     name: 'composite: rmsnorm-like chain',
@@ -90,6 +99,17 @@ const CASES: Case[] = [
       const ms = g.add('ReduceMean', [g.add('Mul', [x!, x!])], { axes: [-1], keepdims: 1 });
       const inv = g.add('Reciprocal', [g.add('Sqrt', [g.add('Add', [ms, g.scalar(1e-3, 'float64')])])]);
       return g.add('Mul', [g.add('Mul', [x!, inv]), w!]);
+    },
+  },
+  {
+    // y_m = Σ_d sin(x_md)² with its row gradient J computed first and attached: the backward takes J, not y's nodes.
+    name: 'withGradient (a row gradient computed in the forward, attached through StopGradient)',
+    inputs: [{ shape: [3, 4] }],
+    build: (g, [x]) => {
+      const s = g.add('Sin', [x!]);
+      const y = g.add('ReduceSum', [g.add('Mul', [s, s])], { axes: [1], keepdims: 1 });
+      const [J] = addGradients(g, g.add('ReduceSum', [y], { axes: [0, 1], keepdims: 0 }), [x!]);
+      return g.add('Mul', [withGradient(g, y, x!, J!), g.add('Exp', [x!])]);
     },
   },
 ];
