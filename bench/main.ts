@@ -15,6 +15,7 @@ import { generateSection } from './generate.js';
 import { extractSection } from './extract.js';
 import { trainSection } from './train.js';
 import { serveSection } from './serve.js';
+import { boundedSection } from './bounded.js';
 import { parseEvalSize, sampleSection, type SampleOptions } from './sample.js';
 import { loadMeter, log, type Load } from './util.js';
 import { threads } from '../src/runtime/ort.js';
@@ -24,7 +25,7 @@ const ortVersion = (createRequire(import.meta.url)('onnxruntime-node/package.jso
 
 /** The sections; "sample" takes its own options (--sample-batches, --sample-tokens, --sample-eval). */
 export function sections(sample: SampleOptions): Section[] {
-  return [forwardSection, generateSection, extractSection, trainSection, sampleSection(sample), serveSection];
+  return [forwardSection, generateSection, extractSection, trainSection, sampleSection(sample), serveSection, boundedSection];
 }
 const SECTIONS = sections({ batches: [1, 8, 32, 64], newTokens: 32, eval: parseEvalSize('8x32x200') });
 

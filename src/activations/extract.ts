@@ -17,8 +17,9 @@ import type { LoadedModel } from '../backend/model.js';
 import type { DataRow } from '../data/rows.js';
 import { hookName, type HookKind } from '../hooks/names.js';
 import { VERSION } from '../version.js';
-import { LayerwiseRunner, type LayerwisePlan } from '../runtime/layerwise.js';
+import type { LayerwiseRunner, LayerwisePlan } from '../runtime/layerwise.js';
 import type { BatchLayout } from '../runtime/masks.js';
+import { DEFAULT_BATCH_TOKENS, defaultChunkRows } from '../runtime/memory.js';
 import { wordLevelUnknowns } from '../model/wordlevel.js';
 import { lockFolder } from './lock.js';
 import { poolInto, resolvePool, tokenizeRow, type Pool, type TokenizedRow } from './pool.js';
@@ -105,7 +106,7 @@ export async function extractActivations(model: LoadedModel, rows: DataRow[], o:
 
   const tensors = layers.map((l) => hookName(l, o.hook));
   const D = spec.dModel;
-  const chunkRows = o.chunkRows ?? Math.max(1, Math.min(1024, Math.floor((64 << 20) / (tensors.length * D * 4))));
+  const chunkRows = o.chunkRows ?? defaultChunkRows(tensors.length, D);
   const layout: StoreLayout = { tensors, dModel: D, rows: rows.length, chunkRows };
   const weightsSha = model.weightsSha256();
   const key = runKey(model, weightsSha, rows, o, pool, layers);
@@ -130,11 +131,8 @@ export async function extractActivations(model: LoadedModel, rows: DataRow[], o:
     return await run(model, rows, toks, o, { pool, layers, tensors, layout, weightsSha, bounded });
   } finally {
     lock.release();
-    await bounded?.runner.release();
   }
 }
-
-const DEFAULT_BATCH_TOKENS = 4096;
 
 /** Rows of a chunk sorted by length, in batches whose padded size stays within the token budget. */
 function batchesOf(chunk: Tokenized[], budget: number): number[][] {
@@ -152,7 +150,7 @@ function batchesOf(chunk: Tokenized[], budget: number): number[][] {
 /** The layer-by-layer runner and its plan over every chunk's batches, for a memory-bounded model. */
 function boundedRun(model: LoadedModel, toks: Tokenized[], tensors: string[], layout: StoreLayout, budget: number): { runner: LayerwiseRunner; plan: LayerwisePlan } | null {
   if (!model.bounded) return null;
-  const runner = new LayerwiseRunner(model.spec, model.bounded.reader, model.bounded.options);
+  const runner = model.bounded.runner;
   const calls = Array.from({ length: chunkCount(layout) }, (_, k) => {
     const [a, b] = chunkRange(layout, k);
     const chunk = toks.slice(a, b);

@@ -12,7 +12,7 @@ import { loadSpec, readJson, type ModelSpec } from '../model/config.js';
 import { fileSha256, weightsFingerprint } from '../model/fingerprint.js';
 import { planCheckpoint, loadWeights, type CheckpointPlan } from '../model/weights.js';
 import { LayerWeightReader } from '../model/layer-weights.js';
-import type { LayerwiseOptions } from '../runtime/layerwise.js';
+import { LayerwiseRunner, type LayerwiseOptions } from '../runtime/layerwise.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import { Engine } from '../runtime/engine.js';
 import type { SessionOptions } from '../runtime/ort.js';
@@ -91,8 +91,11 @@ export class LoadedModel implements ModelInfo {
     readonly adapter: AdapterPlan | null = null,
     /** The servers of `--backend`, when the model runs there instead of here. */
     readonly remote: { engine: RemoteEngine; weightsSha256: string } | null = null,
-    /** Opened memory-bounded (openBounded): weights stay on disk, read a layer at a time by runtime/layerwise.ts. */
-    readonly bounded: { reader: LayerWeightReader; options: LayerwiseOptions } | null = null,
+    /**
+     * Opened memory-bounded (openBounded): weights stay on disk, read a layer at a time by the
+     * runner (runtime/layerwise.ts), which keeps its compiled graphs across calls as Engine does.
+     */
+    readonly bounded: { reader: LayerWeightReader; runner: LayerwiseRunner } | null = null,
   ) {}
 
   private sha: string | undefined;
@@ -146,7 +149,8 @@ export class LoadedModel implements ModelInfo {
     const info = await openModel(idOrPath, opts);
     const adapter = opts.adapter !== undefined ? await openAdapter(opts.adapter, info, opts) : null;
     const options: LayerwiseOptions = { maxMemory: opts.maxMemory, session: opts.session, layersPerGroup: opts.layersPerGroup, spool: opts.spool };
-    return new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, null, adapter, null, { reader: new LayerWeightReader(info.spec, info.plan, adapter), options });
+    const reader = new LayerWeightReader(info.spec, info.plan, adapter);
+    return new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, null, adapter, null, { reader, runner: new LayerwiseRunner(info.spec, reader, options) });
   }
 
   /**

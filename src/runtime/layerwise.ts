@@ -58,6 +58,67 @@ interface Slot {
   tensor: OrtTensor;
 }
 
+export interface PlanInput {
+  maxMemory: number;
+  /** Resident bytes before the run (this process now). */
+  baseline: number;
+  /** Bytes the caller holds during the run (e.g. a chunk's pooled outputs). */
+  reserved: number;
+  /** Blocks to run (0..layers-1) and the largest one's fp32 weight bytes. */
+  layers: number;
+  layerBytes: number;
+  /** Most hooks captured at one layer. */
+  hooksPerLayer: number;
+  calls: BatchShapes;
+  layersPerGroup?: number;
+  spool?: boolean;
+}
+
+/**
+ * As many layers per group as the budget holds beside: the baseline, what the caller reserves,
+ * ORT's working memory for the largest batch (blockWorkBytes), a batch's residual in and out
+ * (and its embedding rows), each grouped layer's weights and captures, and every batch's
+ * residual between groups unless spooled (chosen only when holding them leaves no room for a
+ * layer).
+ */
+export function planLayers(spec: ModelSpec, p: PlanInput): LayerwisePlan {
+  const D = spec.dModel;
+  let work = 0;
+  let batchResid = 0;
+  let callResid = 0;
+  for (const call of p.calls) {
+    let sum = 0;
+    for (const b of call) {
+      work = Math.max(work, blockWorkBytes(spec, b.rows, b.seq));
+      batchResid = Math.max(batchResid, 4 * b.rows * b.seq * D);
+      sum += 4 * b.rows * b.seq * D;
+    }
+    callResid = Math.max(callResid, sum);
+  }
+  const perLayer = p.layerBytes + p.hooksPerLayer * batchResid;
+  const fixed = p.baseline + p.reserved + work + 2 * batchResid;
+  const fit = (resid: number) => Math.floor((p.maxMemory - fixed - resid) / perLayer);
+  let spool = p.spool ?? false;
+  let g = fit(spool ? 0 : callResid);
+  if (g < 1 && p.spool === undefined) {
+    spool = true;
+    g = fit(0);
+  }
+  if (p.layersPerGroup !== undefined) g = p.layersPerGroup;
+  if (g < 1) {
+    throw new EmlensError(
+      `--max-memory ${formatBytes(p.maxMemory)} is too little: one layer of this model and one batch need about ${formatBytes(fixed + perLayer)} ` +
+        `(this process ${formatBytes(p.baseline)}, one layer's fp32 weights ${formatBytes(p.layerBytes)}, working memory ${formatBytes(work)}, outputs ${formatBytes(p.reserved + (2 + p.hooksPerLayer) * batchResid)}); ` +
+        'raise --max-memory or lower --batch-tokens',
+    );
+  }
+  g = Math.min(g, p.layers);
+  const residuals = (spool ? 0 : callResid) + 2 * batchResid;
+  const parts = { baseline: p.baseline, reserved: p.reserved, weights: g * p.layerBytes, work, captures: g * p.hooksPerLayer * batchResid, residuals };
+  const peakBytes = Object.values(parts).reduce((a, b) => a + b, 0);
+  return { layers: p.layers, layersPerGroup: g, groups: Math.ceil(p.layers / g), spool, peakBytes, parts, maxMemory: p.maxMemory };
+}
+
 export class LayerwiseRunner {
   private readonly sessions = new Map<string, { first: number; session: Promise<OrtSession> }>();
   /** Per layer of a group: tensor suffix -> reused buffer. */
@@ -103,52 +164,24 @@ export class LayerwiseRunner {
   plan(calls: BatchShapes, capture: string[], reserved: number): LayerwisePlan {
     const spec = this.spec;
     const layers = this.deepest(capture) + 1;
-    const D = spec.dModel;
     const perLayerHooks = new Map<number, number>();
     for (const c of new Set(capture)) {
       const l = parseHookName(c)!.layer;
       perLayerHooks.set(l, (perLayerHooks.get(l) ?? 0) + 1);
     }
-    const hooksPerLayer = Math.max(...perLayerHooks.values());
-    let work = 0;
-    let batchResid = 0;
-    let callResid = 0;
-    for (const call of calls) {
-      let sum = 0;
-      for (const b of call) {
-        work = Math.max(work, blockWorkBytes(spec, b.rows, b.seq));
-        batchResid = Math.max(batchResid, 4 * b.rows * b.seq * D);
-        sum += 4 * b.rows * b.seq * D;
-      }
-      callResid = Math.max(callResid, sum);
-    }
     let layerBytes = 0;
     for (let l = 0; l < layers; l++) layerBytes = Math.max(layerBytes, this.reader.layerBytes(l));
-    const baseline = process.memoryUsage().rss;
-    const perLayer = layerBytes + hooksPerLayer * batchResid;
-    // A batch's residual in and out, and the embedding rows gathered for it, are live while it runs.
-    const fixed = baseline + reserved + work + 2 * batchResid;
-    const fit = (resid: number) => Math.floor((this.o.maxMemory - fixed - resid) / perLayer);
-    let spool = this.o.spool ?? false;
-    let g = fit(spool ? 0 : callResid);
-    if (g < 1 && !spool && this.o.spool === undefined) {
-      spool = true;
-      g = fit(0);
-    }
-    if (this.o.layersPerGroup !== undefined) g = this.o.layersPerGroup;
-    const need = fixed + perLayer;
-    if (g < 1) {
-      throw new EmlensError(
-        `--max-memory ${formatBytes(this.o.maxMemory)} is too little: one layer of this model and one batch need about ${formatBytes(need)} ` +
-          `(this process ${formatBytes(baseline)}, one layer's fp32 weights ${formatBytes(layerBytes)}, working memory ${formatBytes(work)}, outputs ${formatBytes(reserved + 2 * batchResid + hooksPerLayer * batchResid)}); ` +
-          'raise --max-memory or lower --batch-tokens',
-      );
-    }
-    g = Math.min(g, layers);
-    const residuals = (spool ? 0 : callResid) + 2 * batchResid;
-    const parts = { baseline, reserved, weights: g * layerBytes, work, captures: g * hooksPerLayer * batchResid, residuals };
-    const peakBytes = Object.values(parts).reduce((a, b) => a + b, 0);
-    return { layers, layersPerGroup: g, groups: Math.ceil(layers / g), spool, peakBytes, parts, maxMemory: this.o.maxMemory };
+    return planLayers(spec, {
+      maxMemory: this.o.maxMemory,
+      baseline: process.memoryUsage().rss,
+      reserved,
+      layers,
+      layerBytes,
+      hooksPerLayer: Math.max(...perLayerHooks.values()),
+      calls,
+      layersPerGroup: this.o.layersPerGroup,
+      spool: this.o.spool,
+    });
   }
 
   /**

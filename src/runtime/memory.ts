@@ -40,3 +40,11 @@ export function blockWorkBytes(spec: ModelSpec, B: number, T: number): number {
 
 /** Node, V8 and the ONNX Runtime library before any model: what a bare `emlens` process holds (measured ~150 MB; counted as this). */
 export const RUNTIME_BYTES = 256 * 2 ** 20;
+
+/** Rows per on-disk extraction chunk unless asked: about 64 MB of pooled outputs, at most 1024 rows. */
+export function defaultChunkRows(tensors: number, dModel: number): number {
+  return Math.max(1, Math.min(1024, Math.floor((64 << 20) / (tensors * dModel * 4))));
+}
+
+/** Padded tokens per forward call of an extraction unless asked (--batch-tokens). */
+export const DEFAULT_BATCH_TOKENS = 4096;

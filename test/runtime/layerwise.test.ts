@@ -33,7 +33,7 @@ function rowsOf(vocab: number): number[][][] {
 
 /** Runs the bounded runner over all batches; returns per batch: hook -> [B, T, D] and the layout. */
 async function bounded(model: LoadedModel, batches: number[][][], capture: string[], o: { layersPerGroup?: number; spool?: boolean; spoolDir?: string } = {}) {
-  const runner = new LayerwiseRunner(model.spec, model.bounded!.reader, { ...model.bounded!.options, ...o });
+  const runner = new LayerwiseRunner(model.spec, model.bounded!.reader, { ...model.bounded!.runner.o, ...o });
   const plan = runner.plan([batches.map((b) => ({ rows: b.length, seq: Math.max(...b.map((r) => r.length)) }))], capture, 0);
   const got = batches.map(() => ({ caps: new Map<string, Float32Array>(), pad: [] as number[], T: 0 }));
   await runner.run(batches, capture, plan, (b, hook, data, layout) => {
