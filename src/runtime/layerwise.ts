@@ -303,7 +303,7 @@ export class LayerwiseRunner {
       for (let i = 0; i < count; i++) for (const k of desc[i]!.hooks) capture.push(hookName(start + i, k));
       const variant: GraphVariant = { capture, steer: [], ablate: [], kvCache: false, logits: 'none', firstLayer: start, lastLayer: start + count - 1, residOut, weightShapes };
       const graph = buildDecoderGraph(this.spec, variant);
-      t = { first: start, session: createSession(emitOnnx(graph, `${this.spec.modelType} layers ${start}-${start + count - 1}`), this.o.session) };
+      t = { first: start, session: createSession(emitOnnx(graph, `${this.spec.modelType} layers ${start}-${start + count - 1}`), { ...this.o.session, cpuMemArena: false }) };
       this.sessions.set(key, t);
     }
     return t;
