@@ -58,6 +58,9 @@ interface Slot {
   tensor: OrtTensor;
 }
 
+/** Batch-sized outputs the plan allows for beyond those in use: returned by ORT, not yet collected. */
+const GC_SLACK_OUTPUTS = 4;
+
 export interface PlanInput {
   maxMemory: number;
   /** Resident bytes before the run (this process now). */
@@ -96,7 +99,9 @@ export function planLayers(spec: ModelSpec, p: PlanInput): LayerwisePlan {
     callResid = Math.max(callResid, sum);
   }
   const perLayer = p.layerBytes + p.hooksPerLayer * batchResid;
-  const fixed = p.baseline + p.reserved + work + 2 * batchResid;
+  // A batch's residual in and out, and outputs ORT returned that V8 has not collected yet
+  // (measured: up to about four a run, as ArrayBuffers pending garbage collection).
+  const fixed = p.baseline + p.reserved + work + (2 + GC_SLACK_OUTPUTS) * batchResid;
   const fit = (resid: number) => Math.floor((p.maxMemory - fixed - resid) / perLayer);
   let spool = p.spool ?? false;
   let g = fit(spool ? 0 : callResid);
@@ -113,7 +118,7 @@ export function planLayers(spec: ModelSpec, p: PlanInput): LayerwisePlan {
     );
   }
   g = Math.min(g, p.layers);
-  const residuals = (spool ? 0 : callResid) + 2 * batchResid;
+  const residuals = (spool ? 0 : callResid) + (2 + GC_SLACK_OUTPUTS) * batchResid;
   const parts = { baseline: p.baseline, reserved: p.reserved, weights: g * p.layerBytes, work, captures: g * p.hooksPerLayer * batchResid, residuals };
   const peakBytes = Object.values(parts).reduce((a, b) => a + b, 0);
   return { layers: p.layers, layersPerGroup: g, groups: Math.ceil(p.layers / g), spool, peakBytes, parts, maxMemory: p.maxMemory };
@@ -206,7 +211,9 @@ export class LayerwiseRunner {
         const count = Math.min(G, plan.layers - start);
         this.load(start, count);
         const isLast = start + count === plan.layers;
-        const { first, session } = this.template(start, count, hooks, !isLast);
+        // The group's output is its last resid_post: read it from that capture when there is one.
+        const postCaptured = (hooks.get(start + count - 1) ?? []).includes('resid_post');
+        const { first, session } = this.template(start, count, hooks, !isLast && !postCaptured);
         const s = await session;
         const weights: Record<string, OrtTensor> = {};
         for (let i = 0; i < count; i++) for (const [suffix, slot] of this.slots[i]!) weights[`model.layers.${first + i}.${suffix}`] = slot.tensor;
@@ -230,7 +237,7 @@ export class LayerwiseRunner {
           for (let i = 0; i < count; i++) {
             for (const kind of hooks.get(start + i) ?? []) onCapture(b, hookName(start + i, kind), out[hookName(first + i, kind)]!.data as Float32Array, layout);
           }
-          if (!isLast) resid.set(b, out[IO.residOut]!.data as Float32Array);
+          if (!isLast) resid.set(b, out[postCaptured ? hookName(first + count - 1, 'resid_post') : IO.residOut]!.data as Float32Array);
         }
         opts.onGroup?.(gi + 1, plan.groups);
       }
