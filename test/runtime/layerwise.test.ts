@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { LoadedModel } from '../../src/backend/model.js';
 import { HOOK_KINDS, hookName } from '../../src/hooks/names.js';
 import { LayerwiseRunner } from '../../src/runtime/layerwise.js';
+import { blockWorkBytes } from '../../src/runtime/memory.js';
 import { referenceForward } from '../reference/forward.js';
 import { TINY_FAMILIES, writeTinyCheckpoint, type TinyOptions } from '../helpers/tiny-checkpoints.js';
 import { loraConfig, moduleKeys, randomLoras, writeTinyAdapter } from '../helpers/tiny-adapters.js';
@@ -69,6 +70,8 @@ describe.each(TINY_FAMILIES)('%s: bounded forward, one layer per group, 2-row ba
     // every group hands its capture on as the next group's input, the last group included.
     expect(runner.layerReads).toBe(spec.nLayers);
     expect(compiled).toBe(new Set(spec.layerTypes).size);
+    // ORT's working memory for the widest batch (batch 1: 2 rows x 13), once: graphs run without an arena.
+    expect(plan.parts.work).toBe(blockWorkBytes(spec, 2, 13));
     if (spool) expect(readdirSync(spoolDir)).toEqual([]);
     for (const [b, rows] of batches.entries()) {
       const r = await mem.engine.forward({ ids: rows, capture: hooks });
