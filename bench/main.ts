@@ -17,6 +17,7 @@ import { trainSection } from './train.js';
 import { serveSection } from './serve.js';
 import { browserSection } from './browser.js';
 import { quant7bSection, quantSection } from './quant.js';
+import { boundedSection } from './bounded.js';
 import { parseEvalSize, sampleSection, type SampleOptions } from './sample.js';
 import { loadMeter, log, type Load } from './util.js';
 import { threads } from '../src/runtime/ort.js';
@@ -26,7 +27,7 @@ const ortVersion = (createRequire(import.meta.url)('onnxruntime-node/package.jso
 
 /** The sections; "sample" takes its own options (--sample-batches, --sample-tokens, --sample-eval). */
 export function sections(sample: SampleOptions): Section[] {
-  return [forwardSection, generateSection, extractSection, trainSection, sampleSection(sample), serveSection, browserSection, quantSection, quant7bSection];
+  return [forwardSection, generateSection, extractSection, trainSection, sampleSection(sample), serveSection, browserSection, quantSection, quant7bSection, boundedSection];
 }
 const SECTIONS = sections({ batches: [1, 8, 32, 64], newTokens: 32, eval: parseEvalSize('8x32x200') });
 

@@ -5,7 +5,9 @@
  * Every row is tokenized and checked first (its ids are kept: 4 bytes a token, less than the rows'
  * text), then the output folder is locked (lock.ts) for the rest of the run. Within a chunk, rows
  * are sorted by length and batched under a token budget, so padding stays small; the forward stops
- * at the deepest requested layer and never computes the LM head.
+ * at the deepest requested layer and never computes the LM head. A model opened memory-bounded
+ * (LoadedModel.openBounded) runs each chunk layer group by layer group (runtime/layerwise.ts),
+ * planned before anything is written so that a budget too small fails first.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -15,6 +17,9 @@ import type { LoadedModel } from '../backend/model.js';
 import type { DataRow } from '../data/rows.js';
 import { hookName, type HookKind } from '../hooks/names.js';
 import { VERSION } from '../version.js';
+import type { LayerwiseRunner, LayerwisePlan } from '../runtime/layerwise.js';
+import type { BatchLayout } from '../runtime/masks.js';
+import { DEFAULT_BATCH_TOKENS, defaultChunkRows } from '../runtime/memory.js';
 import { wordLevelUnknowns } from '../model/wordlevel.js';
 import { lockFolder } from './lock.js';
 import { poolInto, resolvePool, tokenizeRow, type Pool, type TokenizedRow } from './pool.js';
@@ -39,6 +44,8 @@ export interface ExtractOptions {
   onProgress?: (p: ExtractProgress) => void;
   /** Called (once, before the forward passes) e.g. with the words a word-level tokenizer maps to its unknown token. */
   onWarning?: (message: string) => void;
+  /** A memory-bounded model: called once with the plan (layers per group, spooling, peak estimate). */
+  onPlan?: (plan: LayerwisePlan) => void;
 }
 
 export interface ExtractProgress {
@@ -99,11 +106,12 @@ export async function extractActivations(model: LoadedModel, rows: DataRow[], o:
 
   const tensors = layers.map((l) => hookName(l, o.hook));
   const D = spec.dModel;
-  const chunkRows = o.chunkRows ?? Math.max(1, Math.min(1024, Math.floor((64 << 20) / (tensors.length * D * 4))));
+  const chunkRows = o.chunkRows ?? defaultChunkRows(tensors.length, D);
   const layout: StoreLayout = { tensors, dModel: D, rows: rows.length, chunkRows };
   const weightsSha = model.weightsSha256();
   const key = runKey(model, weightsSha, rows, o, pool, layers);
   const manifest = join(o.outDir, PARTIAL_DIR, 'run.json');
+  const bounded = boundedRun(model, toks, tensors, layout, o.batchTokens ?? DEFAULT_BATCH_TOKENS);
 
   const lock = lockFolder(o.outDir, 'extract');
   try {
@@ -119,10 +127,38 @@ export async function extractActivations(model: LoadedModel, rows: DataRow[], o:
       }
     }
     writeFileAtomic(manifest, [JSON.stringify({ ...key, chunk_rows: chunkRows })]);
-    return await run(model, rows, toks, o, { pool, layers, tensors, layout, weightsSha });
+    if (bounded) o.onPlan?.(bounded.plan);
+    return await run(model, rows, toks, o, { pool, layers, tensors, layout, weightsSha, bounded });
   } finally {
     lock.release();
   }
+}
+
+/** Rows of a chunk sorted by length, in batches whose padded size stays within the token budget. */
+function batchesOf(chunk: Tokenized[], budget: number): number[][] {
+  const order = Array.from({ length: chunk.length }, (_, i) => i).sort((x, y) => chunk[x]!.ids.length - chunk[y]!.ids.length);
+  const batches: number[][] = [];
+  let i = 0;
+  while (i < order.length) {
+    const batch: number[] = [];
+    while (i < order.length && (batch.length + 1) * chunk[order[i]!]!.ids.length <= Math.max(budget, chunk[order[i]!]!.ids.length)) batch.push(order[i++]!);
+    batches.push(batch);
+  }
+  return batches;
+}
+
+/** The layer-by-layer runner and its plan over every chunk's batches, for a memory-bounded model. */
+function boundedRun(model: LoadedModel, toks: Tokenized[], tensors: string[], layout: StoreLayout, budget: number): { runner: LayerwiseRunner; plan: LayerwisePlan } | null {
+  if (!model.bounded) return null;
+  const runner = model.bounded.runner;
+  const calls = Array.from({ length: chunkCount(layout) }, (_, k) => {
+    const [a, b] = chunkRange(layout, k);
+    const chunk = toks.slice(a, b);
+    return batchesOf(chunk, budget).map((bt) => ({ rows: bt.length, seq: Math.max(...bt.map((j) => chunk[j]!.ids.length)) }));
+  });
+  // The chunk's pooled outputs are held while it runs.
+  const reserved = layout.chunkRows * tensors.length * layout.dModel * 4;
+  return { runner, plan: runner.plan(calls, tensors, reserved) };
 }
 
 /** Token ids held as Int32Array: every row stays tokenized for the whole run. */
@@ -158,13 +194,13 @@ async function run(
   rows: DataRow[],
   toks: Tokenized[],
   o: ExtractOptions,
-  p: { pool: Pool; layers: number[]; tensors: string[]; layout: StoreLayout; weightsSha: string },
+  p: { pool: Pool; layers: number[]; tensors: string[]; layout: StoreLayout; weightsSha: string; bounded: { runner: LayerwiseRunner; plan: LayerwisePlan } | null },
 ): Promise<ExtractMeta & { resumedRows: number }> {
-  const { pool, layers, tensors, layout, weightsSha } = p;
+  const { pool, layers, tensors, layout, weightsSha, bounded } = p;
   const spec = model.spec;
   const D = spec.dModel;
   const done = doneChunks(o.outDir, layout);
-  const budget = o.batchTokens ?? 4096;
+  const budget = o.batchTokens ?? DEFAULT_BATCH_TOKENS;
   const t0 = Date.now();
   let rowsDone = 0;
   let tokens = 0;
@@ -180,26 +216,36 @@ async function run(
     const chunk = toks.slice(a, b);
     const out = new Map(tensors.map((t) => [t, new Float32Array(n * D)]));
     const pooled = new Float32Array(n);
-    // Sort by length; fill batches while the padded size stays within the budget.
-    const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => chunk[x]!.ids.length - chunk[y]!.ids.length);
-    let i = 0;
-    while (i < n) {
-      const batch: number[] = [];
-      while (i < n && (batch.length + 1) * chunk[order[i]!]!.ids.length <= Math.max(budget, chunk[order[i]!]!.ids.length)) batch.push(order[i++]!);
-      const r = await model.backend.forward({ ids: batch.map((j) => Array.from(chunk[j]!.ids)), capture: tensors, logits: 'none' });
-      const T = r.layout.seq;
-      for (const t of tensors) {
-        const cap = r.captures.get(t)!;
-        const dst = out.get(t)!;
-        batch.forEach((j, bi) => poolInto(cap, T, D, bi, r.layout.pad[bi]!, chunk[j]!.start, chunk[j]!.end, dst, j * D));
+    const batches = batchesOf(chunk, budget);
+    const onCapture = (bi: number, t: string, cap: Float32Array, l: BatchLayout) => {
+      const dst = out.get(t)!;
+      batches[bi]!.forEach((j, r) => poolInto(cap, l.seq, D, r, l.pad[r]!, chunk[j]!.start, chunk[j]!.end, dst, j * D));
+    };
+    const rows0 = rowsDone;
+    const tokens0 = tokens;
+    const chunkTokens = chunk.reduce((s, c) => s + c.ids.length, 0);
+    if (bounded) {
+      // Rows finish together at the last group; progress moves by groups meanwhile.
+      await bounded.runner.run(batches.map((bt) => bt.map((j) => chunk[j]!.ids)), tensors, bounded.plan, onCapture, {
+        spoolDir: join(o.outDir, PARTIAL_DIR),
+        onGroup: (g, G) => {
+          rowsDone = rows0 + Math.floor((n * g) / G);
+          tokens = tokens0 + Math.floor((chunkTokens * g) / G);
+          o.onProgress?.({ rowsDone, rowsTotal: rows.length, tokens, elapsedMs: Date.now() - t0, resumedRows });
+        },
+      });
+    } else {
+      for (const [bi, batch] of batches.entries()) {
+        const r = await model.backend.forward({ ids: batch.map((j) => Array.from(chunk[j]!.ids)), capture: tensors, logits: 'none' });
+        for (const t of tensors) onCapture(bi, t, r.captures.get(t)!, r.layout);
+        for (const j of batch) tokens += chunk[j]!.ids.length;
+        rowsDone += batch.length;
+        o.onProgress?.({ rowsDone, rowsTotal: rows.length, tokens, elapsedMs: Date.now() - t0, resumedRows });
       }
-      for (const j of batch) {
-        pooled[j] = chunk[j]!.end - chunk[j]!.start;
-        tokens += chunk[j]!.ids.length;
-      }
-      rowsDone += batch.length;
-      o.onProgress?.({ rowsDone, rowsTotal: rows.length, tokens, elapsedMs: Date.now() - t0, resumedRows });
     }
+    for (let j = 0; j < n; j++) pooled[j] = chunk[j]!.end - chunk[j]!.start;
+    rowsDone = rows0 + n;
+    tokens = tokens0 + chunkTokens;
     writeChunk(o.outDir, layout, k, out, pooled);
   }
 

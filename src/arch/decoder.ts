@@ -29,6 +29,14 @@ export interface GraphVariant {
   logits: 'none' | 'last' | 'all';
   /** Stop after this block (default: the last); only valid with logits 'none'. */
   lastLayer?: number;
+  /**
+   * Start at this block, from the residual stream fed as `resid_in` [B, T, D] (for block 0: the
+   * embedding rows, already scaled); the graph then has no input_ids and no embedding table. The
+   * memory-bounded runner (runtime/layerwise.ts) runs a model one layer group at a time this way.
+   */
+  firstLayer?: number;
+  /** Also return the last block's output as `resid_out` [B*T, D] (the next group's resid_in). */
+  residOut?: boolean;
   /** Shapes of the weights the checkpoint has (optional biases are looked up here). */
   weightShapes: Map<string, number[]>;
   /**
@@ -57,6 +65,8 @@ export interface GraphVariant {
 /** Graph input/output names the runtime feeds and reads. */
 export const IO = {
   ids: 'input_ids',
+  residIn: 'resid_in',
+  residOut: 'resid_out',
   cos: 'rope_cos',
   sin: 'rope_sin',
   cosLocal: 'rope_cos_local',
@@ -87,6 +97,7 @@ const P = 'past';
 
 export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
   const last = v.lastLayer ?? spec.nLayers - 1;
+  const first = v.firstLayer ?? 0;
   if (v.logits !== 'none' && last !== spec.nLayers - 1) throw new Error('logits need every layer');
   const g = v.graph ?? new Graph(`emlens_${spec.family}`);
   // An input of the decoder, unless the caller computes it in the graph.
@@ -110,12 +121,15 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
   };
   const optW = (name: string): Value | undefined => (v.weightShapes.has(name) ? W(name) : undefined);
 
-  const ids = v.provided?.get(IO.ids) ?? g.input(IO.ids, 'int64', [B, T]);
-  const bt = g.add('Shape', [ids], {}, 'bt');
+  const residIn = v.firstLayer !== undefined ? g.input(IO.residIn, 'float32', [B, T, D]) : undefined;
+  const ids = residIn ? undefined : (v.provided?.get(IO.ids) ?? g.input(IO.ids, 'int64', [B, T]));
+  const bt = residIn
+    ? g.add('Slice', [g.add('Shape', [residIn])], { starts: [0], ends: [2], axes: [0] }, 'bt')
+    : g.add('Shape', [ids!], {}, 'bt');
   const dynShape = (tail: number[]) => g.add('Concat', [bt, g.ints(tail)], { axis: 0 }, 'shape');
 
-  const anySliding = spec.layerTypes.slice(0, last + 1).includes('sliding');
-  const anyFull = spec.layerTypes.slice(0, last + 1).includes('full');
+  const anySliding = spec.layerTypes.slice(first, last + 1).includes('sliding');
+  const anyFull = spec.layerTypes.slice(first, last + 1).includes('full');
   const ropeTable = (cosName: string, sinName: string) => ({
     // [B, T, hd] -> [B, T, 1, hd] to broadcast over heads
     cos: g.add('Unsqueeze', [inp(cosName, 'float32', [B, T, hd])], { axes: [2] }),
@@ -202,11 +216,15 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
     return h;
   };
 
-  const embed = g.add('Gather', [W('model.embed_tokens.weight'), ids], { axis: 0 }); // [B, T, D]
-  let x = g.add('Reshape', [embed], { shape: [-1, D] });
-  if (spec.embedScale !== null) x = g.add('Mul', [x, g.scalar(spec.embedScale)]);
+  let x: Value;
+  if (residIn) x = g.add('Reshape', [residIn], { shape: [-1, D] });
+  else {
+    const embed = g.add('Gather', [W('model.embed_tokens.weight'), ids!], { axis: 0 }); // [B, T, D]
+    x = g.add('Reshape', [embed], { shape: [-1, D] });
+    if (spec.embedScale !== null) x = g.add('Mul', [x, g.scalar(spec.embedScale)]);
+  }
 
-  for (let l = 0; l <= last; l++) {
+  for (let l = first; l <= last; l++) {
     const p = `model.layers.${l}.`;
     const sliding = spec.layerTypes[l] === 'sliding';
     x = hook(x, l, 'resid_pre');
@@ -267,6 +285,7 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
     x = g.add('Add', [x, mlp]);
     x = hook(x, l, 'resid_post');
   }
+  if (v.residOut) g.output(x, IO.residOut);
 
   if (v.logits !== 'none') {
     let h = x;

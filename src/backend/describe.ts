@@ -1,10 +1,85 @@
 /** What `emlens inspect` prints: the facts of a model a researcher checks before running it. */
+import type { ModelSpec } from '../model/config.js';
+import { planLayers } from '../runtime/layerwise.js';
+import { DEFAULT_BATCH_TOKENS, defaultChunkRows, RUNTIME_BYTES } from '../runtime/memory.js';
 import { parameterCount, type ModelInfo } from './model.js';
+
+/** Weight-only quantisation as ONNX Runtime's MatMulNBits stores it: blocks of 32 along the input, one scale per block, symmetric (no zero points). */
+export const QUANT_BLOCK = 32;
+/** The projections quantisation covers: every block's seven, and an untied LM head (a tied one is the fp32 embedding table). */
+const LINEAR = /^(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head)\.weight$/;
+/** Rows `inspect` assumes for the bounded figure: the default --batch-tokens filled with rows of this many tokens. */
+export const INSPECT_ROW_TOKENS = 512;
+
+export interface MemoryFigures {
+  /** Every weight as fp32, held at once (LoadedModel.load). */
+  fp32: number;
+  /** Peak of a memory-bounded extraction of every layer's resid_post, one layer at a time (rows of INSPECT_ROW_TOKENS). */
+  bounded: number;
+  /** Weights only: quantised projections (scales fp32 / fp16) plus everything else as fp32. */
+  int8: { fp32Scales: number; fp16Scales: number };
+  int4: { fp32Scales: number; fp16Scales: number };
+}
+
+const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+
+/** MatMulNBits bytes of one [out, in] weight: packed bits per block (the input padded to whole blocks) plus a scale per block. */
+function quantized(shape: readonly number[], bits: number, scaleBytes: number): number {
+  const [out, inn] = shape as [number, number];
+  const blocks = Math.ceil(inn / QUANT_BLOCK);
+  return out * blocks * ((QUANT_BLOCK * bits) / 8 + scaleBytes);
+}
+
+/** The memory each way of running the model needs, from its tensors' canonical names and shapes. */
+export function memoryFigures(spec: ModelSpec, tensors: Map<string, readonly number[]>): MemoryFigures {
+  let fp32 = 0;
+  let rest = 0;
+  const q = { i8f32: 0, i8f16: 0, i4f32: 0, i4f16: 0 };
+  const layerBytes = new Array<number>(spec.nLayers).fill(0);
+  for (const [name, shape] of tensors) {
+    const n = numel(shape);
+    fp32 += 4 * n;
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    if (m) layerBytes[Number(m[1])]! += 4 * n;
+    if (LINEAR.test(name)) {
+      q.i8f32 += quantized(shape, 8, 4);
+      q.i8f16 += quantized(shape, 8, 2);
+      q.i4f32 += quantized(shape, 4, 4);
+      q.i4f16 += quantized(shape, 4, 2);
+    } else rest += 4 * n;
+  }
+  // The bounded figure: every layer's resid_post at the default chunk and batch size, rows of
+  // INSPECT_ROW_TOKENS tokens, one layer at a time, residuals held in memory.
+  const L = spec.nLayers;
+  const chunkRows = defaultChunkRows(L, spec.dModel);
+  const perBatch = Math.max(1, Math.floor(DEFAULT_BATCH_TOKENS / INSPECT_ROW_TOKENS));
+  const batches = Array.from({ length: Math.ceil(chunkRows / perBatch) }, (_, i) => ({ rows: Math.min(perBatch, chunkRows - i * perBatch), seq: INSPECT_ROW_TOKENS }));
+  const plan = planLayers(spec, {
+    maxMemory: Infinity,
+    baseline: RUNTIME_BYTES,
+    reserved: chunkRows * L * spec.dModel * 4,
+    layers: L,
+    layerBytes: Math.max(...layerBytes),
+    hooksPerLayer: 1,
+    calls: [batches],
+    layersPerGroup: 1,
+    spool: false,
+  });
+  return {
+    fp32,
+    bounded: plan.peakBytes,
+    int8: { fp32Scales: rest + q.i8f32, fp16Scales: rest + q.i8f16 },
+    int4: { fp32Scales: rest + q.i4f32, fp16Scales: rest + q.i4f16 },
+  };
+}
+
+const gib = (n: number) => `${(n / 2 ** 30).toFixed(3)} GiB`;
 
 export function describeModel(m: ModelInfo): Record<string, string | number | boolean | object> {
   const s = m.spec;
   const params = parameterCount(m);
   const sliding = s.layerTypes.filter((t) => t === 'sliding').length;
+  const mem = memoryFigures(s, new Map([...m.plan.tensors].map(([k, t]) => [k, t.shape])));
   return {
     model: m.source,
     folder: m.dir,
@@ -20,8 +95,16 @@ export function describeModel(m: ModelInfo): Record<string, string | number | bo
     parameters: params,
     dtype_on_disk: [...m.plan.index.dtypes].join(','),
     bytes_on_disk: m.plan.index.totalBytes,
-    fp32_memory_bytes: params * 4,
-    fp32_memory: `${(params * 4 / 2 ** 30).toFixed(3)} GiB`,
+    fp32_memory_bytes: mem.fp32,
+    fp32_memory: gib(mem.fp32),
+    bounded_memory_bytes: mem.bounded,
+    bounded_memory: `${gib(mem.bounded)} (extract, every layer, one layer in memory at a time, --batch-tokens ${DEFAULT_BATCH_TOKENS} of ${INSPECT_ROW_TOKENS}-token rows)`,
+    int8_memory_bytes: mem.int8.fp32Scales,
+    int8_memory_bytes_fp16_scales: mem.int8.fp16Scales,
+    int8_memory: `${gib(mem.int8.fp32Scales)} (weights; fp16 scales: ${gib(mem.int8.fp16Scales)})`,
+    int4_memory_bytes: mem.int4.fp32Scales,
+    int4_memory_bytes_fp16_scales: mem.int4.fp16Scales,
+    int4_memory: `${gib(mem.int4.fp32Scales)} (weights; fp16 scales: ${gib(mem.int4.fp16Scales)})`,
     tied_embeddings: s.tiedEmbeddings,
     sliding_layers: sliding ? `${sliding} of ${s.nLayers} (window ${s.slidingWindow})` : 'none',
     rope: s.ropeLocal ? { global: s.rope, local: s.ropeLocal } : s.rope,

@@ -11,6 +11,8 @@ import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, checkBaseModel, mergeAdapter, planAdap
 import { loadSpec, readJson, type ModelSpec } from '../model/config.js';
 import { fileSha256, weightsFingerprint } from '../model/fingerprint.js';
 import { planCheckpoint, loadWeights, type CheckpointPlan } from '../model/weights.js';
+import { LayerWeightReader } from '../model/layer-weights.js';
+import { LayerwiseRunner, type LayerwiseOptions } from '../runtime/layerwise.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import { Engine } from '../runtime/engine.js';
 import { readTensorF32 } from '../io/safetensors/read.js';
@@ -108,12 +110,18 @@ export class LoadedModel implements ModelInfo {
     readonly adapter: AdapterPlan | null = null,
     /** The servers of `--backend`, when the model runs there instead of here. */
     readonly remote: { engine: RemoteEngine; weightsSha256: string } | null = null,
+    /**
+     * Opened memory-bounded (openBounded): weights stay on disk, read a layer at a time by the
+     * runner (runtime/layerwise.ts), which keeps its compiled graphs across calls as Engine does.
+     */
+    readonly bounded: { reader: LayerWeightReader; runner: LayerwiseRunner } | null = null,
   ) {}
 
   private sha: string | undefined;
 
   /** The local runtime; a model served by `--backend` has none here. */
   get engine(): Engine {
+    if (this.bounded) throw new EmlensError(`${this.source} was opened memory-bounded (weights read a layer at a time); this needs the whole model in memory (LoadedModel.load)`);
     if (!this.local) throw new EmlensError(`${this.source} runs on --backend ${this.remote!.engine.o.urls.join(',')}; this command needs the weights here (run it without --backend)`);
     return this.local;
   }
@@ -167,6 +175,20 @@ export class LoadedModel implements ModelInfo {
     const m = new LoadedModel(this.source, this.dir, this.spec, this.checkpoint, this.tokenizer, engine, this.adapter, this.remote);
     m.sha = this.sha;
     return m;
+  }
+
+  /**
+   * A model whose weights stay in the checkpoint files until a layer-by-layer forward reads them
+   * (within `options.maxMemory`; see runtime/layerwise.ts): config, tokenizer, tensor headers and
+   * the adapter are checked here, no weight data is read. Extraction runs on it.
+   */
+  static async openBounded(idOrPath: string, opts: LoadOptions & LayerwiseOptions): Promise<LoadedModel> {
+    if (opts.backend) throw new EmlensError('--max-memory and --backend both given; a --backend server holds the model in its own memory');
+    const info = await openModel(idOrPath, opts);
+    const adapter = opts.adapter !== undefined ? await openAdapter(opts.adapter, info, opts) : null;
+    const options: LayerwiseOptions = { maxMemory: opts.maxMemory, session: opts.session, layersPerGroup: opts.layersPerGroup, spool: opts.spool };
+    const reader = new LayerWeightReader(info.spec, info.plan, adapter);
+    return new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, null, adapter, null, { reader, runner: new LayerwiseRunner(info.spec, reader, options) });
   }
 
   /**

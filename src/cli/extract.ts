@@ -6,7 +6,8 @@ import { extractActivations } from '../activations/extract.js';
 import { POOLS, type Pool } from '../activations/pool.js';
 import { selectRows } from '../experiments/select.js';
 import { HOOK_KINDS, type HookKind } from '../hooks/names.js';
-import { choice, intArg, layersArg, warn } from './args.js';
+import { choice, intArg, layersArg, sizeArg, warn } from './args.js';
+import { DEFAULT_MAX_MEMORY_RULE, defaultMaxMemory, formatBytes } from '../runtime/memory.js';
 import { rowProgress } from './progress.js';
 import { ACTIVATIONS_ROOT, activationsDir, activationsDirOrFile } from '../activations/store.js';
 
@@ -28,6 +29,7 @@ interface Opts extends BackendFlags {
   batchTokens: number;
   chunkRows?: number;
   maxTokens?: number;
+  maxMemory?: number;
 }
 
 
@@ -52,13 +54,17 @@ export function register(program: Command): void {
     .option('--batch-tokens <n>', 'padded tokens per forward call', intArg('--batch-tokens', 1), 4096)
     .option('--chunk-rows <n>', 'rows per on-disk chunk (resume granularity)', intArg('--chunk-rows', 1))
     .option('--max-tokens <n>', 'longest row accepted (default: the model\'s context)', intArg('--max-tokens', 1))
+    .option('--max-memory <size>', `memory the run may use, e.g. 8GiB or 500MB; weights are read a layer at a time and, when the model does not fit, the forward runs layer group by layer group (default: ${DEFAULT_MAX_MEMORY_RULE})`, sizeArg('--max-memory'))
     .action(async (o: Opts) => {
       const where = o.whereFile !== undefined ? readWhereFile(o.whereFile, o.where) : o.where;
       const out = activationsDir(o.out);
       const balanceWith = o.balanceWith === undefined ? undefined : activationsDirOrFile(o.balanceWith);
       const sel = selectRows(o.data, { where, skipBad: o.skipBad, balanceWith, seed: o.seed });
       if (o.whereFile !== undefined) sel.selection.where_file = resolve(o.whereFile);
-      const model = await loadModel(o.model, { adapter: o.adapter, backend: backendFrom(o) });
+      const backend = backendFrom(o);
+      // A local model is always read a layer at a time; on --backend the server holds it.
+      const maxMemory = o.maxMemory ?? (backend ? undefined : defaultMaxMemory());
+      const model = await loadModel(o.model, { adapter: o.adapter, backend, maxMemory });
       const bar = rowProgress('extract');
       try {
         const meta = await extractActivations(model, sel.rows, {
@@ -74,6 +80,10 @@ export function register(program: Command): void {
           dataset: { file: sel.file, sha256: sel.sha256, selection: sel.selection },
           onProgress: (p) => bar.update(p.rowsDone, p.rowsTotal, p.tokens, p.elapsedMs),
           onWarning: (m) => warn([m]),
+          onPlan: (p) =>
+            process.stderr.write(
+              `emlens: blocks 0-${p.layers - 1} ${p.groups === 1 ? 'in memory at once' : `in ${p.groups} groups of ${p.layersPerGroup}, weights read from disk per chunk`}, residuals ${p.spool ? 'spooled to disk' : 'in memory'}; peak about ${formatBytes(p.peakBytes)} of --max-memory ${formatBytes(p.maxMemory)}\n`,
+            ),
         });
         bar.stop();
         const tok = meta.tokens_per_row.reduce((a, b) => a + b, 0);

@@ -11,16 +11,18 @@ import { warn } from './args.js';
 import { WEIGHT_MODES, type WeightMode } from '../runtime/quantize.js';
 import { InvalidArgumentError } from 'commander';
 
-export async function loadModel(id: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+/** With `maxMemory`, the model is opened memory-bounded (LoadedModel.openBounded: no weights read yet). */
+export async function loadModel(id: string, opts: LoadOptions & { maxMemory?: number } = {}): Promise<LoadedModel> {
   const download = downloadProgress(`downloading ${id}`);
   const tensors = createProgress(`loading ${id}`, { unit: 'tensors', everyMs: 10_000, delayMs: 3000 });
   try {
-    return await LoadedModel.load(id, {
+    const o: LoadOptions = {
       onProgress: download,
       onLockWait: (file, lock) => warn([`waiting for another process downloading ${file} (lock ${lock})`]),
       onLoad: (done, total) => tensors.update(done, total),
       ...opts,
-    });
+    };
+    return await (opts.maxMemory !== undefined ? LoadedModel.openBounded(id, { ...o, maxMemory: opts.maxMemory }) : LoadedModel.load(id, o));
   } finally {
     download.stop();
     tensors.stop();

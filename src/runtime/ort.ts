@@ -33,6 +33,12 @@ export interface SessionOptions {
    * otherwise idle machine; off, it leaves the cores to other processes between runs.
    */
   spinning: boolean;
+  /**
+   * ORT's CPU memory arena (on unless false). Off, a run's intermediates go back to the system
+   * after it, so an idle session keeps no pool the size of its peak: the memory-bounded runner's
+   * sessions (one per layer-group kind) then cost memory only while they run.
+   */
+  cpuMemArena?: boolean;
 }
 
 function envInt(name: string): number | null {
@@ -71,6 +77,7 @@ export async function createSession(model: Uint8Array, options: Partial<SessionO
     intraOpNumThreads: o.intraOpThreads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
+    ...(o.cpuMemArena === false ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
     // ORT's config key; '1' is its default.
     extra: { session: { intra_op: { allow_spinning: o.spinning ? '1' : '0' }, ...(externalDataDir ? { model_external_initializers_file_folder_path: externalDataDir } : {}) } },
   });
