@@ -4,7 +4,7 @@ import { planLayers } from '../runtime/layerwise.js';
 import { DEFAULT_BATCH_TOKENS, defaultChunkRows, RUNTIME_BYTES } from '../runtime/memory.js';
 import { parameterCount, type ModelInfo } from './model.js';
 
-/** Weight-only quantisation as ONNX Runtime's MatMulNBits stores it: blocks of 32 along the input, one scale per block, symmetric (no zero points). */
+/** Weight-only quantisation as `--weights` stores it for MatMulNBits (runtime/quantize.ts): blocks of 32 along the input, an fp32 scale and a packed zero point per block. */
 export const QUANT_BLOCK = 32;
 /** The projections quantisation covers: every block's seven, and an untied LM head (a tied one is the fp32 embedding table). */
 const LINEAR = /^(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head)\.weight$/;
@@ -16,25 +16,25 @@ export interface MemoryFigures {
   fp32: number;
   /** Peak of a memory-bounded extraction of every layer's resid_post, one layer at a time (rows of INSPECT_ROW_TOKENS). */
   bounded: number;
-  /** Weights only: quantised projections (scales fp32 / fp16) plus everything else as fp32. */
-  int8: { fp32Scales: number; fp16Scales: number };
-  int4: { fp32Scales: number; fp16Scales: number };
+  /** Weights only: quantised projections plus everything else (embedding, norms, biases) as fp32. */
+  int8: number;
+  int4: number;
 }
 
 const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
-/** MatMulNBits bytes of one [out, in] weight: packed bits per block (the input padded to whole blocks) plus a scale per block. */
-function quantized(shape: readonly number[], bits: number, scaleBytes: number): number {
+/** MatMulNBits bytes of one [out, in] weight: packed codes per block (the input padded to whole blocks), an fp32 scale per block, zero points packed per row. */
+function quantized(shape: readonly number[], bits: number): number {
   const [out, inn] = shape as [number, number];
   const blocks = Math.ceil(inn / QUANT_BLOCK);
-  return out * blocks * ((QUANT_BLOCK * bits) / 8 + scaleBytes);
+  return out * (blocks * ((QUANT_BLOCK * bits) / 8 + 4) + Math.ceil((blocks * bits) / 8));
 }
 
 /** The memory each way of running the model needs, from its tensors' canonical names and shapes. */
 export function memoryFigures(spec: ModelSpec, tensors: Map<string, readonly number[]>): MemoryFigures {
   let fp32 = 0;
   let rest = 0;
-  const q = { i8f32: 0, i8f16: 0, i4f32: 0, i4f16: 0 };
+  const q = { i8: 0, i4: 0 };
   const layerBytes = new Array<number>(spec.nLayers).fill(0);
   for (const [name, shape] of tensors) {
     const n = numel(shape);
@@ -42,10 +42,8 @@ export function memoryFigures(spec: ModelSpec, tensors: Map<string, readonly num
     const m = /^model\.layers\.(\d+)\./.exec(name);
     if (m) layerBytes[Number(m[1])]! += 4 * n;
     if (LINEAR.test(name)) {
-      q.i8f32 += quantized(shape, 8, 4);
-      q.i8f16 += quantized(shape, 8, 2);
-      q.i4f32 += quantized(shape, 4, 4);
-      q.i4f16 += quantized(shape, 4, 2);
+      q.i8 += quantized(shape, 8);
+      q.i4 += quantized(shape, 4);
     } else rest += 4 * n;
   }
   // The bounded figure: every layer's resid_post at the default chunk and batch size, rows of
@@ -68,8 +66,8 @@ export function memoryFigures(spec: ModelSpec, tensors: Map<string, readonly num
   return {
     fp32,
     bounded: plan.peakBytes,
-    int8: { fp32Scales: rest + q.i8f32, fp16Scales: rest + q.i8f16 },
-    int4: { fp32Scales: rest + q.i4f32, fp16Scales: rest + q.i4f16 },
+    int8: rest + q.i8,
+    int4: rest + q.i4,
   };
 }
 
@@ -99,12 +97,10 @@ export function describeModel(m: ModelInfo): Record<string, string | number | bo
     fp32_memory: gib(mem.fp32),
     bounded_memory_bytes: mem.bounded,
     bounded_memory: `${gib(mem.bounded)} (extract, every layer, one layer in memory at a time, --batch-tokens ${DEFAULT_BATCH_TOKENS} of ${INSPECT_ROW_TOKENS}-token rows)`,
-    int8_memory_bytes: mem.int8.fp32Scales,
-    int8_memory_bytes_fp16_scales: mem.int8.fp16Scales,
-    int8_memory: `${gib(mem.int8.fp32Scales)} (weights; fp16 scales: ${gib(mem.int8.fp16Scales)})`,
-    int4_memory_bytes: mem.int4.fp32Scales,
-    int4_memory_bytes_fp16_scales: mem.int4.fp16Scales,
-    int4_memory: `${gib(mem.int4.fp32Scales)} (weights; fp16 scales: ${gib(mem.int4.fp16Scales)})`,
+    int8_memory_bytes: mem.int8,
+    int8_memory: `${gib(mem.int8)} (weights, --weights int8)`,
+    int4_memory_bytes: mem.int4,
+    int4_memory: `${gib(mem.int4)} (weights, --weights int4)`,
     tied_embeddings: s.tiedEmbeddings,
     sliding_layers: sliding ? `${sliding} of ${s.nLayers} (window ${s.slidingWindow})` : 'none',
     rope: s.ropeLocal ? { global: s.rope, local: s.ropeLocal } : s.rope,

@@ -4,7 +4,8 @@
  * config.json plus a sparse model.safetensors whose header names every tensor of the real
  * checkpoint with its shape (BF16; the data section is a hole, so no weights are written).
  * Expected figures are computed here from the published sizes, not from the code: parameter
- * counts per projection and per norm, MatMulNBits' packing (32 weights a block, one scale each).
+ * counts per projection and per norm, MatMulNBits' packing (32 weights a block, an fp32 scale and
+ * a bits-wide zero point each).
  */
 import { spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
@@ -91,8 +92,9 @@ function expected(m: Sizes) {
   const rest = m.V * m.D + m.L * perLayerRest + m.D;
   const linear = m.L * proj + head;
   // Every projection's input width is a multiple of 32: no padding of the last block.
-  for (const w of [m.D, q, m.F]) expect(w % 32).toBe(0);
-  const quant = (bits: number, scaleBytes: number) => 4 * rest + linear * (bits / 8 + scaleBytes / 32);
+  // And an even number of blocks: int4 zero points pack two a byte with no half-empty last byte.
+  for (const w of [m.D, q, m.F]) expect(w % 64).toBe(0);
+  const quant = (bits: number) => 4 * rest + linear * (bits / 8 + 4 / 32 + bits / 8 / 32);
   // Bounded: 256 MiB of runtime; the default chunk's pooled outputs (about 64 MiB, at most 1024
   // rows) for every layer; ORT's working memory for 8 rows x 512 tokens; a batch's residual in and
   // out, its capture, four more batch-sized outputs awaiting garbage collection, and the whole
@@ -106,7 +108,7 @@ function expected(m: Sizes) {
   const chunkResid = 4 * chunkRows * T * m.D;
   const layer = 4 * (proj + perLayerRest);
   const bounded = 256 * MiB + chunkRows * m.L * m.D * 4 + work + 7 * batchResid + chunkResid + layer;
-  return { fp32: 4 * (linear + rest), int8: quant(8, 4), int8f16: quant(8, 2), int4: quant(4, 4), int4f16: quant(4, 2), bounded, layer };
+  return { fp32: 4 * (linear + rest), int8: quant(8), int4: quant(4), bounded, layer };
 }
 
 describe('inspect: memory per mode on the real configs', () => {
@@ -121,9 +123,7 @@ describe('inspect: memory per mode on the real configs', () => {
     const e = expected(m);
     expect(d.fp32_memory_bytes).toBe(e.fp32);
     expect(d.int8_memory_bytes).toBe(e.int8);
-    expect(d.int8_memory_bytes_fp16_scales).toBe(e.int8f16);
     expect(d.int4_memory_bytes).toBe(e.int4);
-    expect(d.int4_memory_bytes_fp16_scales).toBe(e.int4f16);
     expect(d.bounded_memory_bytes).toBe(e.bounded);
     // What the figures mean: int4 under a third of fp32 and int8 about half or less of it; the
     // bounded run holds one layer, far below the whole model.
@@ -135,7 +135,7 @@ describe('inspect: memory per mode on the real configs', () => {
     const gib = (n: number) => (n / 2 ** 30).toFixed(3);
     expect(text.stdout).toContain(`fp32_memory        ${gib(e.fp32)} GiB`);
     expect(text.stdout).toMatch(new RegExp(`bounded_memory +${gib(e.bounded)} GiB \\(extract, every layer, one layer in memory at a time`));
-    expect(text.stdout).toMatch(new RegExp(`int8_memory +${gib(e.int8)} GiB \\(weights; fp16 scales: ${gib(e.int8f16)} GiB\\)`));
-    expect(text.stdout).toMatch(new RegExp(`int4_memory +${gib(e.int4)} GiB \\(weights; fp16 scales: ${gib(e.int4f16)} GiB\\)`));
+    expect(text.stdout).toMatch(new RegExp(`int8_memory +${gib(e.int8)} GiB \\(weights, --weights int8\\)`));
+    expect(text.stdout).toMatch(new RegExp(`int4_memory +${gib(e.int4)} GiB \\(weights, --weights int4\\)`));
   });
 });
