@@ -19,15 +19,10 @@ import { ensureDir } from '../src/io/paths.js';
 import { type StWriteTensor, writeSafetensors } from '../src/io/safetensors/write.js';
 import { weightsFingerprint } from '../src/model/fingerprint.js';
 import { LayerWeightReader } from '../src/model/layer-weights.js';
-import { ROW_TOKENS, WORDS, writeBenchTokenizer } from './bounded.js';
+import { ROW_TOKENS, textRows, writeBenchTokenizer } from './text-rows.js';
 import type { LayerwisePlan } from '../src/runtime/layerwise.js';
-import type { DataRow } from '../src/data/rows.js';
-import { benchSpec, benchWeights, log, peakRss, QWEN25_05B_CONFIG, randomIds } from './util.js';
+import { benchSpec, benchWeights, childMain, log, peakRss, QWEN25_05B_CONFIG } from './util.js';
 
-
-function textRows(n: number, seed = 1): DataRow[] {
-  return randomIds(n, ROW_TOKENS, WORDS, seed).map((ids, i) => ({ kind: 'text', text: ids.map((w) => `w${w}`).join(' '), labels: {}, line: i + 1 }));
-}
 
 export interface TimeArgs {
   dir: string;
@@ -161,20 +156,8 @@ async function big(a: BigArgs): Promise<BigResult> {
   return { extractMs, readMs, hashMs, tokens: meta.tokens_per_row.reduce((x, y) => x + y, 0), plan: plan!, rssStart, peakRss: peakRss() };
 }
 
-const [mode, raw] = process.argv.slice(2);
-const args = JSON.parse(raw ?? '{}');
-let result: unknown;
-switch (mode) {
-  case 'write':
-    result = write(args as { dir: string });
-    break;
-  case 'time':
-    result = await time(args as TimeArgs);
-    break;
-  case 'big':
-    result = await big(args as BigArgs);
-    break;
-  default:
-    throw new Error(`bench bounded child: unknown mode ${mode}`);
-}
-process.stdout.write(`${JSON.stringify(result)}\n`);
+await childMain('bounded child', {
+  write: (a: { dir: string }) => write(a),
+  time: (a: TimeArgs) => time(a),
+  big: (a: BigArgs) => big(a),
+});

@@ -22,22 +22,7 @@ import { forwardFlops, GiB, log, projections, runChild, stats } from './util.js'
 import { gemmRoofline, type Roofline } from './roofline.js';
 import { QWEN25_7B_CONFIG } from './big-checkpoint.js';
 import type { BigResult, TimeResult } from './bounded-child.js';
-import { writeWordLevelTokenizer } from '../src/model/wordlevel.js';
-
-/** Bench rows: ROW_TOKENS words "w0".."w1999" each = tokens (word-level tokenizer, no BOS), as in extract-child.ts. */
-export const WORDS = 2000;
-export const ROW_TOKENS = 128;
-
-export function writeBenchTokenizer(dir: string): void {
-  writeWordLevelTokenizer(dir, {
-    specials: ['<pad>', '<s>', '</s>', '<unk>'],
-    words: Array.from({ length: WORDS }, (_, i) => `w${i}`),
-    bos: '<s>',
-    eos: '</s>',
-    unk: '<unk>',
-    pad: '<pad>',
-  });
-}
+import { ROW_TOKENS, writeBenchTokenizer } from './text-rows.js';
 
 export const SMALL_ROWS = 128;
 export const BATCH_TOKENS = 4096;

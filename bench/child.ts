@@ -5,7 +5,7 @@
  */
 import { Engine } from '../src/runtime/engine.js';
 import { hookName } from '../src/hooks/names.js';
-import { benchSpec, log, peakRss, randomIds, benchWeights, stats, timeRuns, type Stats } from './util.js';
+import { benchSpec, log, peakRss, randomIds, benchWeights, stats, timeRuns, type Stats, childMain } from './util.js';
 
 export interface MemoryFigures {
   /** Bytes of fp32 weight data. */
@@ -134,17 +134,7 @@ async function generate(a: GenerateChildArgs): Promise<GenerateChildResult> {
   };
 }
 
-const [mode, raw] = process.argv.slice(2);
-const args = JSON.parse(raw ?? '{}');
-let result: unknown;
-switch (mode) {
-  case 'forward':
-    result = await forward(args as ForwardChildArgs);
-    break;
-  case 'generate':
-    result = await generate(args as GenerateChildArgs);
-    break;
-  default:
-    throw new Error(`bench child: unknown mode ${mode}`);
-}
-process.stdout.write(`${JSON.stringify(result)}\n`);
+await childMain('child', {
+  forward: (a: ForwardChildArgs) => forward(a),
+  generate: (a: GenerateChildArgs) => generate(a),
+});

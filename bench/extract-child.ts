@@ -17,17 +17,13 @@ import { ensureDir } from '../src/io/paths.js';
 import { join } from 'node:path';
 import { LoadedModel } from '../src/backend/model.js';
 import { extractActivations } from '../src/activations/extract.js';
-import type { DataRow } from '../src/data/rows.js';
 import { hookName } from '../src/hooks/names.js';
 import { type StWriteTensor, writeSafetensors } from '../src/io/safetensors/write.js';
 import { weightsFingerprint } from '../src/model/fingerprint.js';
-import { writeWordLevelTokenizer } from '../src/model/wordlevel.js';
 import type { ForwardRequest, ForwardResult } from '../src/runtime/engine.js';
-import { benchSpec, log, peakRss, QWEN25_05B_CONFIG, randomIds, benchWeights, stats, type Stats } from './util.js';
+import { benchSpec, log, peakRss, QWEN25_05B_CONFIG, benchWeights, stats, type Stats, childMain } from './util.js';
+import { ROW_TOKENS, textRows, writeBenchTokenizer } from './text-rows.js';
 
-/** Words of the bench tokenizer (ids 4 .. 4 + WORDS - 1, after 4 specials). */
-export const WORDS = 2000;
-export const ROW_TOKENS = 128;
 export const BATCH_TOKENS = 512;
 
 export interface WriteArgs {
@@ -82,10 +78,6 @@ export interface RssResult {
 
 const rss = () => process.memoryUsage().rss;
 
-/** Text rows of exactly ROW_TOKENS words (= tokens with the word-level tokenizer, no BOS). */
-export function textRows(n: number, seed = 1): DataRow[] {
-  return randomIds(n, ROW_TOKENS, WORDS, seed).map((ids, i) => ({ kind: 'text', text: ids.map((w) => `w${w}`).join(' '), labels: {}, line: i + 1 }));
-}
 
 function write(a: WriteArgs): WriteResult {
   const spec = benchSpec();
@@ -93,14 +85,7 @@ function write(a: WriteArgs): WriteResult {
   const t0 = performance.now();
   const { weights, bytes } = benchWeights(spec);
   writeFileSync(join(a.dir, 'config.json'), JSON.stringify(QWEN25_05B_CONFIG, null, 2));
-  writeWordLevelTokenizer(a.dir, {
-    specials: ['<pad>', '<s>', '</s>', '<unk>'],
-    words: Array.from({ length: WORDS }, (_, i) => `w${i}`),
-    bos: '<s>',
-    eos: '</s>',
-    unk: '<unk>',
-    pad: '<pad>',
-  });
+  writeBenchTokenizer(a.dir);
   const tensors = new Map<string, StWriteTensor>();
   let fileBytes = 0;
   for (const [name, w] of weights) {
@@ -215,20 +200,8 @@ async function memory(a: RssArgs): Promise<RssResult> {
   return { rows: a.rows, tokens, rssBaseline, rssLoaded, extractMs, peakRss: peakRss() };
 }
 
-const [mode, raw] = process.argv.slice(2);
-const args = JSON.parse(raw ?? '{}');
-let result: unknown;
-switch (mode) {
-  case 'write':
-    result = write(args as WriteArgs);
-    break;
-  case 'time':
-    result = await time(args as TimeArgs);
-    break;
-  case 'rss':
-    result = await memory(args as RssArgs);
-    break;
-  default:
-    throw new Error(`bench extract child: unknown mode ${mode}`);
-}
-process.stdout.write(`${JSON.stringify(result)}\n`);
+await childMain('extract child', {
+  write: (a: WriteArgs) => write(a),
+  time: (a: TimeArgs) => time(a),
+  rss: (a: RssArgs) => memory(a),
+});

@@ -18,7 +18,7 @@ import type { BenchOptions, Row, Section, SectionResult } from './section.js';
 import { GiB, log, runChild, stats } from './util.js';
 import type { RssResult, TimeResult, WriteResult } from './extract-child.js';
 
-export const ROW_TOKENS = 128;
+import { ROW_TOKENS } from './text-rows.js';
 export const BATCH_ROWS = 4;
 /** Rows per timed extraction (4 forward calls). */
 export const TIMED_ROWS = 16;

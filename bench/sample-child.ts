@@ -16,7 +16,7 @@ import { LoadedModel } from '../src/backend/model.js';
 import { judgedRun } from '../src/experiments/eval.js';
 import { loadQuestions } from '../src/eval/questions.js';
 import type { Judge } from '../src/eval/judge.js';
-import { benchSpec, benchWeights, log, randomIds } from './util.js';
+import { benchSpec, benchWeights, log, randomIds, childMain } from './util.js';
 
 export interface DecodeArgs {
   batch: number;
@@ -107,17 +107,7 @@ async function evalRun(a: EvalArgs): Promise<EvalResult> {
   return { ...a, answers: rows.length, tokens, loadMs, runMs };
 }
 
-const [mode, raw] = process.argv.slice(2);
-const args = JSON.parse(raw ?? '{}');
-let result: unknown;
-switch (mode) {
-  case 'decode':
-    result = await decode(args as DecodeArgs);
-    break;
-  case 'eval':
-    result = await evalRun(args as EvalArgs);
-    break;
-  default:
-    throw new Error(`bench sample-child: unknown mode ${mode}`);
-}
-process.stdout.write(`${JSON.stringify(result)}\n`);
+await childMain('sample-child', {
+  decode: (a: DecodeArgs) => decode(a),
+  eval: (a: EvalArgs) => evalRun(a),
+});

@@ -29,7 +29,7 @@ import { evaluateBatch, initSolution, trainSolution, type Solution, type TrainCo
 import { LORA_MODULES } from '../src/model/adapter.js';
 import type { TrainRow } from '../src/train/batch.js';
 import { WeightTrainer } from '../src/train/weights.js';
-import { benchSpec, log, organismSpec, peakRss, randomIds, benchWeights, stats, type Stats } from './util.js';
+import { benchSpec, log, organismSpec, peakRss, randomIds, benchWeights, stats, type Stats, childMain } from './util.js';
 
 export interface SteerArgs {
   batch: number;
@@ -308,23 +308,9 @@ async function organism(a: OrganismArgs): Promise<OrganismResult> {
   };
 }
 
-const [mode, raw] = process.argv.slice(2);
-const args = JSON.parse(raw ?? '{}');
-let result: unknown;
-switch (mode) {
-  case 'steer':
-    result = await steer(args as SteerArgs);
-    break;
-  case 'steer-train':
-    result = await steerTrain(args as SteerTrainArgs);
-    break;
-  case 'lora':
-    result = await lora(args as LoraArgs);
-    break;
-  case 'organism':
-    result = await organism(args as OrganismArgs);
-    break;
-  default:
-    throw new Error(`bench train child: unknown mode ${mode}`);
-}
-process.stdout.write(`${JSON.stringify(result)}\n`);
+await childMain('train child', {
+  steer: (a: SteerArgs) => steer(a),
+  'steer-train': (a: SteerTrainArgs) => steerTrain(a),
+  lora: (a: LoraArgs) => lora(a),
+  organism: (a: OrganismArgs) => organism(a),
+});

@@ -214,3 +214,14 @@ export function loadMeter(): { stop(): Load | null } {
     },
   };
 }
+
+/**
+ * A child script's entry (runChild's other end): `node child.js MODE 'JSON'` runs modes[MODE] on
+ * the parsed arguments and prints its result as one JSON line.
+ */
+export async function childMain(name: string, modes: Record<string, (args: never) => unknown>): Promise<void> {
+  const [mode, raw] = process.argv.slice(2);
+  const run = modes[mode ?? ''];
+  if (!run) throw new Error(`bench ${name}: unknown mode ${mode}`);
+  process.stdout.write(`${JSON.stringify(await run(JSON.parse(raw ?? '{}') as never))}\n`);
+}
