@@ -14,7 +14,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LoadedModel } from '../src/backend/model.js';
-import { extractActivations } from '../src/activations/extract.js';
+import { extractActivations, type ExtractOptions } from '../src/activations/extract.js';
+import type { DataRow } from '../src/data/rows.js';
 import { ensureDir } from '../src/io/paths.js';
 import { type StWriteTensor, writeSafetensors } from '../src/io/safetensors/write.js';
 import { weightsFingerprint } from '../src/model/fingerprint.js';
@@ -95,17 +96,7 @@ async function time(a: TimeArgs): Promise<TimeResult> {
   const disk = await LoadedModel.openBounded(a.dir, { maxMemory: 2 ** 40, layersPerGroup: a.layersPerGroup });
   const rows = textRows(a.rows);
   let plan: LayerwisePlan | undefined;
-  const extract = (model: LoadedModel, n: number) =>
-    extractActivations(model, rows.slice(0, n), {
-      outDir: a.out,
-      layers: 'all',
-      hook: 'resid_post',
-      pool: 'mean',
-      overwrite: true,
-      batchTokens: a.batchTokens,
-      dataset: dataset(n),
-      onPlan: (p) => (plan = p),
-    });
+  const extract = (model: LoadedModel, n: number) => extractAll(model, rows.slice(0, n), a, { onPlan: (p) => (plan = p) });
   // Warm both paths (graph compiles) on one batch.
   const warm = Math.max(1, Math.floor(a.batchTokens / ROW_TOKENS));
   await extract(mem, warm);
@@ -127,6 +118,11 @@ async function time(a: TimeArgs): Promise<TimeResult> {
   return { inMemoryMs, boundedMs, boundedReadMs, plan: plan!, tokens: a.rows * ROW_TOKENS };
 }
 
+/** Both measurements' extraction: every layer's resid_post, mean-pooled, as `emlens extract` does. */
+function extractAll(model: LoadedModel, rows: DataRow[], a: { out: string; batchTokens: number }, more: Partial<ExtractOptions>) {
+  return extractActivations(model, rows, { outDir: a.out, layers: 'all', hook: 'resid_post', pool: 'mean', overwrite: true, batchTokens: a.batchTokens, dataset: dataset(rows.length), ...more });
+}
+
 async function big(a: BigArgs): Promise<BigResult> {
   const rssStart = process.memoryUsage().rss;
   const model = await LoadedModel.openBounded(a.dir, { maxMemory: a.maxMemory });
@@ -138,14 +134,7 @@ async function big(a: BigArgs): Promise<BigResult> {
   let plan: LayerwisePlan | undefined;
   readMs = 0;
   const s = performance.now();
-  const meta = await extractActivations(model, rows, {
-    outDir: a.out,
-    layers: 'all',
-    hook: 'resid_post',
-    pool: 'mean',
-    overwrite: true,
-    batchTokens: a.batchTokens,
-    dataset: dataset(a.rows),
+  const meta = await extractAll(model, rows, a, {
     onPlan: (p) => {
       plan = p;
       log(`bounded: plan ${p.groups} groups of ${p.layersPerGroup}, spool ${p.spool}, estimated peak ${(p.peakBytes / 2 ** 30).toFixed(2)} GiB`);
