@@ -5,9 +5,11 @@
  * written as a folder, with a judge that costs nothing, so that its time is sampling time.
  *
  * Goals (issue [6]): PyTorch eager with OpenBLAS decodes this model at 9.7 / 37 / 100 tokens/s
- * (batch 1 / 8 / 32) on an AMD EPYC whose Gemm reaches ~300 GFLOP/s; emlens should reach 1.5x
+ * (batch 1 / 8 / 32) on the 2-core AMD EPYC where they were measured, whose ORT Gemm reached
+ * 160-200 GFLOP/s fp32 (shared/DESIGN.md, "Why this engine"; 190 taken); emlens should reach 1.5x
  * that at every batch, the reference scaled by this machine's Gemm roofline (measured here at 512
- * rows over the block's projections) against the EPYC's 300; and the whole eval < 8 min. The
+ * rows over the block's projections) against the EPYC's 190; and the whole eval < 8 min there,
+ * i.e. 8 min x 190 / (this machine's GFLOP/s) here (both the raw and the scaled figure are printed). The
  * roofline share (achieved matmul GFLOP/s over a bare Gemm's at the same rows) makes the figures
  * comparable across machines.
  */
@@ -27,7 +29,8 @@ const PROBES = fileURLToPath(new URL('../../probes/', import.meta.url));
 export const PROMPT_LEN = 16;
 /** PyTorch eager + OpenBLAS on the EPYC (issue [6]), tokens/s by batch. */
 export const TORCH_EPYC: Record<number, number> = { 1: 9.7, 8: 37, 32: 100 };
-export const EPYC_GFLOPS = 300;
+/** The EPYC's fp32 Gemm on 2 threads, from DESIGN.md's measurement (160-200 GFLOP/s; ~190 its stated limit). */
+export const EPYC_GFLOPS = 190;
 export const GOAL_X = 1.5;
 export const GOAL_EVAL_MIN = 8;
 
@@ -63,8 +66,10 @@ export async function benchSample(opts: BenchOptions & { sample: SampleOptions }
   const flopsPerToken = decodeFlopsPerToken();
   const nLinear = projections(spec).reduce((s, p) => s + p.count * p.in * p.out, 0) * spec.nLayers;
   log(`sample: roofline at 512 rows (the machine's Gemm, against the EPYC's ${EPYC_GFLOPS} GFLOP/s)`);
-  const big = await gemmRoofline(projections(spec), 512, { warmup: 1, runs: 3, passes: 1 });
-  const scale = big.gflops / EPYC_GFLOPS;
+  // The machine's capability: each shape's fastest of 2 x 5 runs. Medians of 3 swung 53-154 GFLOP/s
+  // between quiet runs on this VM while decode speed held within 3%; slowdowns are noise, not speed.
+  const big = await gemmRoofline(projections(spec), 512, { warmup: 1, runs: 5, passes: 2 });
+  const scale = big.gflopsBest / EPYC_GFLOPS;
   const decode: { batch: number; result: DecodeResult; tokensPerSec: number; gflops: number; roofline: number; share: number; weightGBs: number; streamGBs: number }[] = [];
   const weightBytes = 4 * (nLinear + spec.dModel * spec.vocab);
   for (const batch of so.batches) {
@@ -109,7 +114,7 @@ export function sampleSection(sample: SampleOptions): Section {
     description: `temperature-1 sampling with the KV cache and LM head at batch ${sample.batches.join('/')}; a whole eval${sample.eval ? ` (${sample.eval.questions}x${sample.eval.samples}x${sample.eval.tokens})` : ' (skipped)'}`,
     async run(opts: BenchOptions): Promise<SectionResult> {
       const r = await benchSample({ ...opts, sample });
-      const rows: Row[] = [{ metric: 'Gemm roofline, 512 rows (EPYC reference: 300)', value: r.roofline512.gflops, unit: 'GFLOP/s', digits: 1 }];
+      const rows: Row[] = [{ metric: `Gemm roofline, 512 rows, best of 10 (EPYC reference: ${EPYC_GFLOPS})`, value: r.roofline512.gflopsBest, unit: 'GFLOP/s', digits: 1 }];
       for (const d of r.decode) {
         rows.push({ metric: `B=${d.batch} decode throughput`, value: d.tokensPerSec, unit: 'tokens/s', digits: 1 });
         rows.push({ metric: `B=${d.batch} roofline share (Gemm at ${d.batch} rows: ${d.roofline.toFixed(1)} GFLOP/s)`, value: d.share, unit: 'x' });
@@ -123,7 +128,9 @@ export function sampleSection(sample: SampleOptions): Section {
         const e = r.eval.result;
         // The goal is the issue's eval (8 x 32 x 200); a smaller one is reported without it.
         const full = e.entries === 8 && e.samples === 32 && e.maxNewTokens === 200;
-        rows.push({ metric: `eval ${e.entries}x${e.samples}x${e.maxNewTokens} (${e.tokens} tokens sampled)`, value: e.runMs / 60000, unit: 'min', ...(full ? { goal: { op: '<=' as const, value: GOAL_EVAL_MIN } } : {}) });
+        rows.push({ metric: `eval ${e.entries}x${e.samples}x${e.maxNewTokens} (${e.tokens} tokens sampled), this machine`, value: e.runMs / 60000, unit: 'min' });
+        // The 8-minute goal was set on the EPYC: this machine's time scaled by its Gemm against the EPYC's.
+        rows.push({ metric: `eval ${e.entries}x${e.samples}x${e.maxNewTokens} scaled to the EPYC (x${r.scale.toFixed(2)})`, value: (e.runMs / 60000) * r.scale, unit: 'min', ...(full ? { goal: { op: '<=' as const, value: GOAL_EVAL_MIN } } : {}) });
         rows.push({ metric: 'eval sampling throughput', value: e.tokens / (e.runMs / 1000), unit: 'tokens/s', digits: 1 });
       }
       return { section: 'sample', rows, data: r };
