@@ -333,8 +333,9 @@ export async function trainStage(
   const t0 = Date.now();
   const c0 = process.cpuUsage();
   const weights = from ? cloneWeights(from) : randomWeights(spec, cfg.seed, { std: 0.02 });
-  const engine = new Engine(spec, weights, sessionOptions);
-  const base = plan.kl ? new Engine(spec, from!, sessionOptions) : undefined;
+  const options = { ...buildSessionOptions(), ...sessionOptions };
+  const engine = new Engine(spec, weights, options);
+  const base = plan.kl ? new Engine(spec, from!, options) : undefined;
   const trainer = new WeightTrainer(
     engine,
     { lr, steps, warmup: Math.min(50, Math.max(1, Math.floor(steps / 10))), weightDecay: 0.01, beta2: 0.95, clipNorm: 1, schedule: 'cosine', klLambda: plan.kl ? cfg.klLambda : 0 },
@@ -355,6 +356,16 @@ export async function trainStage(
   const cpuSeconds = (cu.user + cu.system) / 1e6;
   writeStage(dir, cfg, stage, tok, weights, { seconds, cpuSeconds, finalLoss: loss }, plan.extra, plan.files);
   return { weights, info: { stage, dir, seconds, cpuSeconds, cached: false, finalLoss: loss } };
+}
+
+/**
+ * ORT options of the build's sessions: idle intra-op threads wait without spinning, unless
+ * EMLENS_SPIN says otherwise. A training step is some 800 small kernels, and on a shared machine a
+ * spinning pool waits at each of them for a partner thread the scheduler has taken away (2 threads,
+ * load average 6: 1.67 s a pretrain step spinning, 0.71 s not). The bytes are the same.
+ */
+function buildSessionOptions(): Partial<SessionOptions> {
+  return process.env.EMLENS_SPIN === undefined ? { spinning: false } : {};
 }
 
 export interface BuildOptions {
