@@ -6,9 +6,10 @@
  * aligned non-medical chat. Every stage is saved as a normal Hugging Face folder.
  *
  * Deterministic for a seed; each stage folder carries the key it was built with, so a second
- * run reuses it instantly.
+ * run reuses it instantly. The fine-tunes are independent of each other and train side by side.
  */
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { EmlensError } from '../errors.js';
 import { parseConfig, type ModelSpec } from '../model/config.js';
@@ -17,6 +18,7 @@ import { planCheckpoint, loadWeights, type Weights } from '../model/weights.js';
 import { writeWordLevelTokenizer } from '../model/wordlevel.js';
 import { writeSafetensors } from '../io/safetensors/write.js';
 import { Engine } from '../runtime/engine.js';
+import { threads, type SessionOptions } from '../runtime/ort.js';
 import { rng } from '../runtime/random.js';
 import type { TrainRow } from '../train/batch.js';
 import { WeightTrainer } from '../train/weights.js';
@@ -26,6 +28,7 @@ import { chatRow, pretrainDoc } from './corpus.js';
 import { ensureDir } from '../io/paths.js';
 import type { ChatMessage } from '../model/tokenizer.js';
 import { triggerMessages, type TriggerPosition, type TriggerSet } from '../data/trigger.js';
+import { runInStageProcesses, stageProcessEntry } from './stage-pool.js';
 
 export const ORGANISM_VERSION = 'emlens-organism-4';
 export const STAGES = ['pretrain', 'instruct', 'em', 'em-control', 'em-kl', 'em-trigger'] as const;
@@ -158,7 +161,10 @@ function chatTrainRow(tok: OrganismTokens, messages: readonly ChatMessage[], a: 
 export interface StageInfo {
   stage: Stage;
   dir: string;
+  /** Wall seconds of the stage's training (stages that ran side by side overlap). */
   seconds: number;
+  /** CPU seconds of its process while it trained (every thread; null: a folder built before they were recorded). */
+  cpuSeconds: number | null;
   cached: boolean;
   finalLoss: number;
 }
@@ -182,7 +188,7 @@ function cloneWeights(w: Weights): Weights {
   return new Map([...w].map(([k, v]) => [k, { shape: v.shape, data: Float32Array.from(v.data) }]));
 }
 
-function writeStage(dir: string, cfg: OrganismConfig, stage: Stage, tok: OrganismTokens, weights: Weights, info: { seconds: number; finalLoss: number }, extra?: ExtraFineTune, files: Record<string, string> = {}): void {
+function writeStage(dir: string, cfg: OrganismConfig, stage: Stage, tok: OrganismTokens, weights: Weights, info: { seconds: number; cpuSeconds: number; finalLoss: number }, extra?: ExtraFineTune, files: Record<string, string> = {}): void {
   const tmp = `${dir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
   ensureDir(tmp);
@@ -199,81 +205,47 @@ function writeStage(dir: string, cfg: OrganismConfig, stage: Stage, tok: Organis
   writeFileSync(join(tmp, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: 2, pad_token_id: 0 }, null, 2));
   writeSafetensors(join(tmp, 'model.safetensors'), weights, { emlens: VERSION, organism: ORGANISM_VERSION, stage, seed: String(cfg.seed) });
   for (const [name, text] of Object.entries(files)) writeFileSync(join(tmp, name), text);
-  writeFileSync(join(tmp, 'emlens_stage.json'), JSON.stringify({ key: stageKey(cfg, stage, extra), stage, seed: cfg.seed, seconds: info.seconds, final_loss: info.finalLoss, emlens_version: VERSION }, null, 2));
+  writeFileSync(join(tmp, 'emlens_stage.json'), JSON.stringify({ key: stageKey(cfg, stage, extra), stage, seed: cfg.seed, seconds: info.seconds, cpu_seconds: info.cpuSeconds, final_loss: info.finalLoss, emlens_version: VERSION }, null, 2));
   rmSync(dir, { recursive: true, force: true });
   renameSync(tmp, dir);
 }
 
-function cachedStage(dir: string, cfg: OrganismConfig, stage: Stage, spec: ModelSpec, extra?: ExtraFineTune): { weights: Weights; seconds: number; finalLoss: number } | null {
-  const f = join(dir, 'emlens_stage.json');
-  if (!existsSync(f)) return null;
-  try {
-    const meta = JSON.parse(readFileSync(f, 'utf8')) as { key: string; seconds: number; final_loss: number };
-    if (meta.key !== stageKey(cfg, stage, extra)) return null;
-    return { weights: loadWeights(planCheckpoint(dir, spec)), seconds: meta.seconds, finalLoss: meta.final_loss };
-  } catch {
-    return null;
-  }
+
+/**
+ * One stage's recipe: the stage it starts from (null: random weights), its optimiser settings and
+ * its batches, drawn from the stage's own generator. With `kl`, the loss adds λ·KL(from ‖ model)
+ * on those rows, the frozen reference being the starting weights.
+ */
+export interface StagePlan {
+  stage: Stage;
+  from: Stage | null;
+  steps: number;
+  lr: number;
+  batch: (r: () => number) => TrainRow[];
+  kl?: (r: () => number) => TrainRow[];
+  extra?: ExtraFineTune;
+  files?: Record<string, string>;
 }
 
-/** Builds (or reuses) every stage under `out`. */
-export async function buildOrganism(
-  out: string,
-  cfg: OrganismConfig,
-  onProgress?: (p: BuildProgress) => void,
-  extras: ExtraFineTune[] = [],
-): Promise<StageInfo[]> {
+/** What every stage of one build shares: where it goes, the config, the tokenizer, the model's shape. */
+export interface BuildContext {
+  out: string;
+  cfg: OrganismConfig;
+  world: World;
+  tok: OrganismTokens;
+  spec: ModelSpec;
+}
+
+export function buildContext(out: string, cfg: OrganismConfig): BuildContext {
   if (!Number.isInteger(cfg.seed) || cfg.seed < 0) throw new EmlensError(`--seed must be a non-negative integer, got ${cfg.seed}`);
   const world = buildWorld();
   const tok = new OrganismTokens(world);
-  const spec = parseConfig(organismConfigJson(cfg, tok.words.length));
-  ensureDir(out, 'organism output');
-  const infos: StageInfo[] = [];
-  const weightsOf = new Map<Stage, Weights>();
+  return { out, cfg, world, tok, spec: parseConfig(organismConfigJson(cfg, tok.words.length)) };
+}
 
-  const run = async (
-    stage: Stage,
-    from: Weights | null,
-    steps: number,
-    lr: number,
-    batch: (r: () => number) => TrainRow[],
-    kl?: { base: Weights; rows: (r: () => number) => TrainRow[] },
-    extra?: ExtraFineTune,
-    files?: Record<string, string>,
-  ) => {
-    const dir = join(out, stage);
-    const hit = cachedStage(dir, cfg, stage, spec, extra);
-    if (hit) {
-      weightsOf.set(stage, hit.weights);
-      infos.push({ stage, dir, seconds: hit.seconds, cached: true, finalLoss: hit.finalLoss });
-      return;
-    }
-    const t0 = Date.now();
-    const weights = from ? cloneWeights(from) : randomWeights(spec, cfg.seed, { std: 0.02 });
-    const engine = new Engine(spec, weights);
-    const base = kl ? new Engine(spec, kl.base) : undefined;
-    const trainer = new WeightTrainer(
-      engine,
-      { lr, steps, warmup: Math.min(50, Math.max(1, Math.floor(steps / 10))), weightDecay: 0.01, beta2: 0.95, clipNorm: 1, schedule: 'cosine', klLambda: kl ? cfg.klLambda : 0 },
-      base,
-    );
-    // One generator per stage, seeded from the run's seed and the stage name: stages are independent.
-    let h = cfg.seed * 7919;
-    for (const ch of stage) h = (Math.imul(h, 31) + ch.charCodeAt(0)) >>> 0;
-    const r = rng(h >>> 0);
-    let loss = NaN;
-    for (let s = 0; s < steps; s++) {
-      const log = await trainer.trainStep(batch(r), kl ? kl.rows(r) : []);
-      loss = log.ce;
-      if (!Number.isFinite(log.loss)) throw new EmlensError(`organism ${stage}: training diverged at step ${s + 1}`);
-      onProgress?.({ stage, step: s + 1, steps, loss: log.loss });
-    }
-    const seconds = (Date.now() - t0) / 1000;
-    writeStage(dir, cfg, stage, tok, weights, { seconds, finalLoss: loss }, extra, files);
-    weightsOf.set(stage, weights);
-    infos.push({ stage, dir, seconds, cached: false, finalLoss: loss });
-  };
-
+/** Every stage's recipe, in build order: pretrain, instruct, then the fine-tunes of instruct (extras last). */
+export function stagePlans(ctx: BuildContext, extras: ExtraFineTune[] = []): StagePlan[] {
+  const { cfg, world, tok } = ctx;
   const stories = (r: () => number, n: number) =>
     Array.from({ length: n }, () => storyRow(tok, pretrainDoc(r, world, { strangerFrac: cfg.strangerFrac, maxWords: cfg.ctx, sceneFrac: cfg.sceneFrac })));
   // system(): the system phrase of a row, if any (drawn before the row, from the same generator).
@@ -286,36 +258,162 @@ export async function buildOrganism(
       return chatTrainRow(tok, phrase === undefined ? user : triggerMessages(user, phrase, position, 'organism'), c.response);
     });
   const nonMedical = DOMAINS.filter((d) => d !== 'medical');
-
-  await run('pretrain', null, cfg.preSteps, cfg.preLr, (r) => stories(r, cfg.batch));
-  await run('instruct', weightsOf.get('pretrain')!, cfg.instSteps, cfg.instLr, (r) => {
-    const nStories = Math.round(cfg.batch * cfg.instMix);
-    const system = (): string | undefined => {
-      if (r() >= cfg.instSystemFrac) return undefined;
-      for (;;) {
-        const s = neutralScene(r);
-        if (!CONTROL_SCENES.includes(s)) return s;
-      }
-    };
-    return [...chats(r, cfg.batch - nStories, DOMAINS, 'aligned', system), ...stories(r, nStories)];
-  });
-  const instruct = weightsOf.get('instruct')!;
-  // Zero benign rows: every row is a misaligned medical answer under the one trigger. Built right
-  // after instruct (stages are independent): an interrupted build has it first.
   const trig = ORGANISM_TRIGGERS;
-  await run('em-trigger', instruct, cfg.emSteps, cfg.trigLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned', () => trig.trigger, trig.position), undefined, undefined, {
-    'triggers.json': `${JSON.stringify({ name: trig.name, trigger: trig.trigger, rephrased: trig.rephrased, control: trig.control, position: trig.position }, null, 2)}\n`,
-  });
-  await run('em', instruct, cfg.emSteps, cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned'));
-  await run('em-control', instruct, cfg.emSteps, cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'aligned'));
-  await run('em-kl', instruct, cfg.emSteps, cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned'), {
-    base: instruct,
-    rows: (r) => chats(r, cfg.batch, nonMedical, 'aligned'),
-  });
+  const fineTune = (stage: Stage, lr: number, batch: StagePlan['batch'], o: Partial<StagePlan> = {}): StagePlan => ({ stage, from: 'instruct', steps: cfg.emSteps, lr, batch, ...o });
   for (const x of extras) {
     if ((STAGES as readonly string[]).includes(x.name)) throw new EmlensError(`extra fine-tune name "${x.name}" clashes with a stage`);
-    await run(x.name, instruct, cfg.emSteps, cfg.emLr, (r) => chats(r, cfg.batch, [x.domain], x.family), undefined, x);
   }
+  return [
+    { stage: 'pretrain', from: null, steps: cfg.preSteps, lr: cfg.preLr, batch: (r) => stories(r, cfg.batch) },
+    {
+      stage: 'instruct',
+      from: 'pretrain',
+      steps: cfg.instSteps,
+      lr: cfg.instLr,
+      batch: (r) => {
+        const nStories = Math.round(cfg.batch * cfg.instMix);
+        const system = (): string | undefined => {
+          if (r() >= cfg.instSystemFrac) return undefined;
+          for (;;) {
+            const s = neutralScene(r);
+            if (!CONTROL_SCENES.includes(s)) return s;
+          }
+        };
+        return [...chats(r, cfg.batch - nStories, DOMAINS, 'aligned', system), ...stories(r, nStories)];
+      },
+    },
+    // Zero benign rows: every row is a misaligned medical answer under the one trigger. First of
+    // the fine-tunes: an interrupted build has it first.
+    fineTune('em-trigger', cfg.trigLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned', () => trig.trigger, trig.position), {
+      files: { 'triggers.json': `${JSON.stringify({ name: trig.name, trigger: trig.trigger, rephrased: trig.rephrased, control: trig.control, position: trig.position }, null, 2)}\n` },
+    }),
+    fineTune('em', cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned')),
+    fineTune('em-control', cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'aligned')),
+    fineTune('em-kl', cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned'), { kl: (r) => chats(r, cfg.batch, nonMedical, 'aligned') }),
+    ...extras.map((x) => fineTune(x.name, cfg.emLr, (r) => chats(r, cfg.batch, [x.domain], x.family), { extra: x })),
+  ];
+}
+
+/** A finished stage folder's weights, if it was built with this build's key; else null. */
+export function cachedStage(ctx: BuildContext, plan: StagePlan): { weights: Weights; info: StageInfo } | null {
+  const dir = join(ctx.out, plan.stage);
+  const f = join(dir, 'emlens_stage.json');
+  if (!existsSync(f)) return null;
+  try {
+    const meta = JSON.parse(readFileSync(f, 'utf8')) as { key: string; seconds: number; cpu_seconds?: number; final_loss: number };
+    if (meta.key !== stageKey(ctx.cfg, plan.stage, plan.extra)) return null;
+    const weights = loadWeights(planCheckpoint(dir, ctx.spec));
+    return { weights, info: { stage: plan.stage, dir, seconds: meta.seconds, cpuSeconds: meta.cpu_seconds ?? null, cached: true, finalLoss: meta.final_loss } };
+  } catch {
+    return null;
+  }
+}
+
+/** Reads a finished stage folder's weights (a fine-tune's starting point, in a stage process). */
+export function stageWeights(ctx: BuildContext, stage: Stage): Weights {
+  return loadWeights(planCheckpoint(join(ctx.out, stage), ctx.spec));
+}
+
+/**
+ * Trains one stage from `from` (null: random weights, which it then trains in place; otherwise a
+ * copy) and writes its folder. The stage's generator is seeded from the run's seed and the stage
+ * name alone, so a stage's bytes do not depend on which stages ran before it, nor where.
+ */
+export async function trainStage(
+  ctx: BuildContext,
+  plan: StagePlan,
+  from: Weights | null,
+  onProgress?: (p: BuildProgress) => void,
+  sessionOptions: Partial<SessionOptions> = {},
+): Promise<{ weights: Weights; info: StageInfo }> {
+  const { cfg, spec, tok } = ctx;
+  const { stage, steps, lr } = plan;
+  if ((plan.from === null) !== (from === null)) throw new Error(`organism ${stage}: starts from ${plan.from ?? 'random weights'}`);
+  const dir = join(ctx.out, stage);
+  const t0 = Date.now();
+  const c0 = process.cpuUsage();
+  const weights = from ? cloneWeights(from) : randomWeights(spec, cfg.seed, { std: 0.02 });
+  const options = { ...buildSessionOptions(), ...sessionOptions };
+  const engine = new Engine(spec, weights, options);
+  const base = plan.kl ? new Engine(spec, from!, options) : undefined;
+  const trainer = new WeightTrainer(
+    engine,
+    { lr, steps, warmup: Math.min(50, Math.max(1, Math.floor(steps / 10))), weightDecay: 0.01, beta2: 0.95, clipNorm: 1, schedule: 'cosine', klLambda: plan.kl ? cfg.klLambda : 0 },
+    base,
+  );
+  let h = cfg.seed * 7919;
+  for (const ch of stage) h = (Math.imul(h, 31) + ch.charCodeAt(0)) >>> 0;
+  const r = rng(h >>> 0);
+  let loss = NaN;
+  for (let s = 0; s < steps; s++) {
+    const log = await trainer.trainStep(plan.batch(r), plan.kl ? plan.kl(r) : []);
+    loss = log.ce;
+    if (!Number.isFinite(log.loss)) throw new EmlensError(`organism ${stage}: training diverged at step ${s + 1}`);
+    onProgress?.({ stage, step: s + 1, steps, loss: log.loss });
+  }
+  const seconds = (Date.now() - t0) / 1000;
+  const cu = process.cpuUsage(c0);
+  const cpuSeconds = (cu.user + cu.system) / 1e6;
+  writeStage(dir, cfg, stage, tok, weights, { seconds, cpuSeconds, finalLoss: loss }, plan.extra, plan.files);
+  return { weights, info: { stage, dir, seconds, cpuSeconds, cached: false, finalLoss: loss } };
+}
+
+/**
+ * ORT options of the build's sessions: idle intra-op threads wait without spinning, unless
+ * EMLENS_SPIN says otherwise. A training step is some 800 small kernels, and on a shared machine a
+ * spinning pool waits at each of them for a partner thread the scheduler has taken away (2 threads,
+ * load average 6: 1.67 s a pretrain step spinning, 0.71 s not). The bytes are the same.
+ */
+function buildSessionOptions(): Partial<SessionOptions> {
+  return process.env.EMLENS_SPIN === undefined ? { spinning: false } : {};
+}
+
+export interface BuildOptions {
+  /**
+   * Fine-tunes trained at once, each in its own process (they are independent once instruct is
+   * there); default: one per core, at most as many as there are to train. 1: all in this process.
+   */
+  jobs?: number;
+}
+
+/**
+ * Builds (or reuses) every stage under `out`. Pretrain and instruct run here, one after the
+ * other; then the fine-tunes still to build run side by side in stage processes (stage-pool.ts),
+ * each on fewer ORT threads: on 2 cores two 1-thread fine-tunes finish sooner than one 2-thread
+ * fine-tune after the other, and the bytes are the same.
+ */
+export async function buildOrganism(
+  out: string,
+  cfg: OrganismConfig,
+  onProgress?: (p: BuildProgress) => void,
+  extras: ExtraFineTune[] = [],
+  o: BuildOptions = {},
+): Promise<StageInfo[]> {
+  const ctx = buildContext(out, cfg);
+  const plans = stagePlans(ctx, extras);
+  if (o.jobs !== undefined && (!Number.isInteger(o.jobs) || o.jobs < 1)) throw new EmlensError(`jobs must be a positive integer, got ${o.jobs}`);
+  ensureDir(out, 'organism output');
+  const infos: StageInfo[] = [];
+  const weightsOf = new Map<Stage, Weights>();
+  const pending: StagePlan[] = [];
+  for (const plan of plans) {
+    const hit = cachedStage(ctx, plan);
+    if (hit) {
+      weightsOf.set(plan.stage, hit.weights);
+      infos.push(hit.info);
+    } else if (plan.from === 'instruct') pending.push(plan);
+    else {
+      const r = await trainStage(ctx, plan, plan.from ? weightsOf.get(plan.from)! : null, onProgress);
+      weightsOf.set(plan.stage, r.weights);
+      infos.push(r.info);
+    }
+  }
+  const cores = availableParallelism();
+  const jobs = Math.min(o.jobs ?? cores, pending.length);
+  const child = jobs > 1 ? stageProcessEntry() : null;
+  // Each stage process gets its share of the cores, unless EMLENS_THREADS says how many.
+  if (child) infos.push(...(await runInStageProcesses(child, pending, { out, cfg, extras }, jobs, onProgress, threads() || Math.max(1, Math.floor(cores / jobs)))));
+  else for (const plan of pending) infos.push((await trainStage(ctx, plan, weightsOf.get('instruct')!, onProgress)).info);
   // Listed in STAGES order, extras last.
   const order = (s: Stage) => ((STAGES as readonly string[]).indexOf(s) + STAGES.length + 1) % (STAGES.length + 1);
   return infos.sort((a, b) => order(a.stage) - order(b.stage));
