@@ -11,7 +11,8 @@
  *   interleaved: the plain forward, evaluateBatch without gradients (forward with the LoRA + LM
  *   head + CE) and with them (+ backward to every A and B); then trainSolution for a few steps.
  * - steer-train: trainSolution alone on the same model and rows, in a fresh process: the peak RSS
- *   of training as `emlens train` runs it (one forward+backward graph, one evaluation graph).
+ *   of training as `emlens train` runs it (one forward+backward graph, one evaluation graph), and
+ *   each step's CPU seconds; with engineArena true, every session keeps ORT's arena (as before).
  * - organism: WeightTrainer (every weight) on the organism-sized model, 32 rows of 64 tokens a
  *   step, with or without the KL term (32 more rows against a frozen base engine, as the
  *   organism's em-kl stage), with ORT's intra-op spinning on or off.
@@ -64,11 +65,20 @@ export interface SteerTrainArgs {
   seq: number;
   layer: number;
   trainSteps: number;
+  /**
+   * The engine's cpuMemArena: true = every session with ORT's arena (training as before issue
+   * [12]'s fix); absent = the engine's default, so the training graphs' own choice (no arena).
+   */
+  engineArena?: boolean;
 }
 
 export interface SteerTrainResult {
+  engineArena: boolean | null;
   trainSteps: number;
   trainMs: number;
+  /** Per step: CPU seconds of this process (ORT's threads included) and wall ms; the first compiles the graph. */
+  stepCpuS: number[];
+  stepMs: number[];
   weightBytes: number;
   peakRss: number;
 }
@@ -145,7 +155,7 @@ async function steer(a: SteerArgs): Promise<SteerResult> {
   const { firstCallMs, ms } = await interleaved({ plain, lmForward: evaluate(false), forwardBackward: evaluate(true) }, a.warmup, a.runs);
   const [plainMs, lmForwardMs, forwardBackwardMs] = [ms.plain, ms.lmForward, ms.forwardBackward];
   const cfg = steerConfig(a);
-  const trainMs = await timedTrain(model, rows, cfg);
+  const { trainMs } = await timedTrain(model, rows, cfg);
   return {
     batch: a.batch,
     seq: a.seq,
@@ -172,24 +182,34 @@ function steerConfig(a: { batch: number; seq: number; layer: number; trainSteps:
   };
 }
 
-/** Runs trainSolution; returns its wall time. */
-async function timedTrain(model: LoadedModel, rows: TrainRow[], cfg: TrainConfig): Promise<number> {
+/** Runs trainSolution; returns its wall time and each step's CPU seconds and wall ms. */
+async function timedTrain(model: LoadedModel, rows: TrainRow[], cfg: TrainConfig): Promise<{ trainMs: number; stepCpuS: number[]; stepMs: number[] }> {
+  const stepCpuS: number[] = [];
+  const stepMs: number[] = [];
   const t = performance.now();
-  const res = await trainSolution(model, rows, [], cfg, join(tmpdir(), `emlens-bench-steer-${process.pid}`), { dataKey: 'bench' });
+  let [cpu, t1] = [process.cpuUsage(), t];
+  const onStep = () => {
+    const c = process.cpuUsage(cpu);
+    stepCpuS.push((c.user + c.system) / 1e6);
+    stepMs.push(performance.now() - t1);
+    [cpu, t1] = [process.cpuUsage(), performance.now()];
+  };
+  const res = await trainSolution(model, rows, [], cfg, join(tmpdir(), `emlens-bench-steer-${process.pid}`), { dataKey: 'bench', onStep });
   const trainMs = performance.now() - t;
   if (res.history.length !== cfg.steps) throw new Error(`trainSolution ran ${res.history.length} steps`);
-  log(`train: trainSolution ${cfg.steps} steps in ${(trainMs / 1000).toFixed(1)} s`);
-  return trainMs;
+  log(`train: trainSolution ${cfg.steps} steps in ${(trainMs / 1000).toFixed(1)} s (CPU per step ${stepCpuS.map((x) => x.toFixed(1)).join(', ')} s)`);
+  return { trainMs, stepCpuS, stepMs };
 }
 
 /** trainSolution alone in this process: the peak RSS of training itself. */
 async function steerTrain(a: SteerTrainArgs): Promise<SteerTrainResult> {
   const spec = benchSpec();
   const { weights, bytes } = benchWeights(spec);
-  const model = { spec, engine: new Engine(spec, weights), source: 'bench', dir: tmpdir(), tokenizer: null } as unknown as LoadedModel;
+  const engine = new Engine(spec, weights, a.engineArena === undefined ? {} : { cpuMemArena: a.engineArena });
+  const model = { spec, engine, source: 'bench', dir: tmpdir(), tokenizer: null } as unknown as LoadedModel;
   const rows: TrainRow[] = randomIds(a.batch, a.seq, spec.vocab, 4).map((r) => ({ ids: r, start: 1, end: r.length }));
-  const trainMs = await timedTrain(model, rows, steerConfig(a));
-  return { trainSteps: a.trainSteps, trainMs, weightBytes: bytes, peakRss: peakRss() };
+  const t = await timedTrain(model, rows, steerConfig(a));
+  return { engineArena: a.engineArena ?? null, trainSteps: a.trainSteps, ...t, weightBytes: bytes, peakRss: peakRss() };
 }
 
 /** Times `fns` interleaved: a first call each (graph compile), warmup rounds, then `runs` timed rounds. */
