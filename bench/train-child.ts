@@ -6,12 +6,15 @@
  *   section's call: every resid_post, no LM head), evaluateBatch without gradients (forward with
  *   logits 'all' + CE) and with them (forward + CE + backward to the vector); then trainSolution
  *   for a few steps.
+ * - steer-steps: the training step's forward+backward on an engine whose sessions keep ORT's arena
+ *   (before) and on the default one (without), on the same weights, interleaved: CPU s per step.
  * - lora: the same model and rows, a rank-r LoRA on all seven projections of every layer
  *   (PEFT's init with B off zero, so the adapted forward is not the base one numerically). Times,
  *   interleaved: the plain forward, evaluateBatch without gradients (forward with the LoRA + LM
  *   head + CE) and with them (+ backward to every A and B); then trainSolution for a few steps.
  * - steer-train: trainSolution alone on the same model and rows, in a fresh process: the peak RSS
- *   of training as `emlens train` runs it (one forward+backward graph, one evaluation graph).
+ *   of training as `emlens train` runs it (one forward+backward graph, one evaluation graph), and
+ *   each step's CPU seconds; with engineArena true, every session keeps ORT's arena (as before).
  * - organism: WeightTrainer (every weight) on the organism-sized model, 32 rows of 64 tokens a
  *   step, with or without the KL term (32 more rows against a frozen base engine, as the
  *   organism's em-kl stage), with ORT's intra-op spinning on or off.
@@ -64,13 +67,41 @@ export interface SteerTrainArgs {
   seq: number;
   layer: number;
   trainSteps: number;
+  /**
+   * The engine's cpuMemArena: true = every session with ORT's arena (training as before issue
+   * [12]'s fix); absent = the engine's default, so the training graphs' own choice (no arena).
+   */
+  engineArena?: boolean;
 }
 
 export interface SteerTrainResult {
+  engineArena: boolean | null;
   trainSteps: number;
   trainMs: number;
+  /** Per step: CPU seconds of this process (ORT's threads included) and wall ms; the first compiles the graph. */
+  stepCpuS: number[];
+  stepMs: number[];
   weightBytes: number;
   peakRss: number;
+}
+
+export interface SteerStepsArgs {
+  batch: number;
+  seq: number;
+  layer: number;
+  /** Timed rounds, each one call on either engine (alternating which goes first). */
+  rounds: number;
+}
+
+export interface SteerStepsResult {
+  rounds: number;
+  /** Per call: CPU seconds of this process (ORT's threads included) and wall ms; arena = every session with ORT's arena (before). */
+  arenaCpuS: number[];
+  noArenaCpuS: number[];
+  arenaMs: number[];
+  noArenaMs: number[];
+  /** Whether both engines gave the same loss and gradient, bit for bit. */
+  sameNumbers: boolean;
 }
 
 export interface LoraArgs {
@@ -145,7 +176,7 @@ async function steer(a: SteerArgs): Promise<SteerResult> {
   const { firstCallMs, ms } = await interleaved({ plain, lmForward: evaluate(false), forwardBackward: evaluate(true) }, a.warmup, a.runs);
   const [plainMs, lmForwardMs, forwardBackwardMs] = [ms.plain, ms.lmForward, ms.forwardBackward];
   const cfg = steerConfig(a);
-  const trainMs = await timedTrain(model, rows, cfg);
+  const { trainMs } = await timedTrain(model, rows, cfg);
   return {
     batch: a.batch,
     seq: a.seq,
@@ -172,24 +203,70 @@ function steerConfig(a: { batch: number; seq: number; layer: number; trainSteps:
   };
 }
 
-/** Runs trainSolution; returns its wall time. */
-async function timedTrain(model: LoadedModel, rows: TrainRow[], cfg: TrainConfig): Promise<number> {
+/** Runs trainSolution; returns its wall time and each step's CPU seconds and wall ms. */
+async function timedTrain(model: LoadedModel, rows: TrainRow[], cfg: TrainConfig): Promise<{ trainMs: number; stepCpuS: number[]; stepMs: number[] }> {
+  const stepCpuS: number[] = [];
+  const stepMs: number[] = [];
   const t = performance.now();
-  const res = await trainSolution(model, rows, [], cfg, join(tmpdir(), `emlens-bench-steer-${process.pid}`), { dataKey: 'bench' });
+  let [cpu, t1] = [process.cpuUsage(), t];
+  const onStep = () => {
+    const c = process.cpuUsage(cpu);
+    stepCpuS.push((c.user + c.system) / 1e6);
+    stepMs.push(performance.now() - t1);
+    [cpu, t1] = [process.cpuUsage(), performance.now()];
+  };
+  const res = await trainSolution(model, rows, [], cfg, join(tmpdir(), `emlens-bench-steer-${process.pid}`), { dataKey: 'bench', onStep });
   const trainMs = performance.now() - t;
   if (res.history.length !== cfg.steps) throw new Error(`trainSolution ran ${res.history.length} steps`);
-  log(`train: trainSolution ${cfg.steps} steps in ${(trainMs / 1000).toFixed(1)} s`);
-  return trainMs;
+  log(`train: trainSolution ${cfg.steps} steps in ${(trainMs / 1000).toFixed(1)} s (CPU per step ${stepCpuS.map((x) => x.toFixed(1)).join(', ')} s)`);
+  return { trainMs, stepCpuS, stepMs };
 }
 
 /** trainSolution alone in this process: the peak RSS of training itself. */
 async function steerTrain(a: SteerTrainArgs): Promise<SteerTrainResult> {
   const spec = benchSpec();
   const { weights, bytes } = benchWeights(spec);
-  const model = { spec, engine: new Engine(spec, weights), source: 'bench', dir: tmpdir(), tokenizer: null } as unknown as LoadedModel;
+  const engine = new Engine(spec, weights, a.engineArena === undefined ? {} : { cpuMemArena: a.engineArena });
+  const model = { spec, engine, source: 'bench', dir: tmpdir(), tokenizer: null } as unknown as LoadedModel;
   const rows: TrainRow[] = randomIds(a.batch, a.seq, spec.vocab, 4).map((r) => ({ ids: r, start: 1, end: r.length }));
-  const trainMs = await timedTrain(model, rows, steerConfig(a));
-  return { trainSteps: a.trainSteps, trainMs, weightBytes: bytes, peakRss: peakRss() };
+  const t = await timedTrain(model, rows, steerConfig(a));
+  return { engineArena: a.engineArena ?? null, trainSteps: a.trainSteps, ...t, weightBytes: bytes, peakRss: peakRss() };
+}
+
+/**
+ * A training step's forward+backward (the evaluateBatch call trainSolution makes each step) on two
+ * engines over the same weight arrays: one whose sessions keep ORT's arena (before) and the
+ * default one (the training graph without it), interleaved in one process so that the load of a
+ * shared machine falls on both alike.
+ */
+async function steerSteps(a: SteerStepsArgs): Promise<SteerStepsResult> {
+  const spec = benchSpec();
+  const { weights } = benchWeights(spec);
+  const model = (engine: Engine) => ({ spec, engine, source: 'bench', dir: tmpdir(), tokenizer: null }) as unknown as LoadedModel;
+  const arena = model(new Engine(spec, weights, { cpuMemArena: true }));
+  const noArena = model(new Engine(spec, weights));
+  const rows: TrainRow[] = randomIds(a.batch, a.seq, spec.vocab, 4).map((r) => ({ ids: r, start: 1, end: r.length }));
+  const sol = initSolution(arena, 'steer', a.layer, 1, 0);
+  sol.params[0]!.forEach((_, i, v) => (v[i] = Math.sin(i) * 0.01));
+  const call = async (m: LoadedModel) => {
+    const [cpu, t] = [process.cpuUsage(), performance.now()];
+    const r = await evaluateBatch(m, sol, rows, [], { klLambda: 0, klNorm: 'token', grads: true });
+    const c = process.cpuUsage(cpu);
+    return { cpuS: (c.user + c.system) / 1e6, ms: performance.now() - t, r };
+  };
+  // First calls compile the graphs.
+  const [x, y] = [await call(arena), await call(noArena)];
+  const sameNumbers = x.r.loss === y.r.loss && x.r.grads[0]!.every((g, i) => g === y.r.grads[0]![i]);
+  const out = { arenaCpuS: [] as number[], noArenaCpuS: [] as number[], arenaMs: [] as number[], noArenaMs: [] as number[] };
+  for (let r = 0; r < a.rounds; r++) {
+    for (const which of r % 2 ? ['noArena', 'arena'] : ['arena', 'noArena']) {
+      const t = await call(which === 'arena' ? arena : noArena);
+      (which === 'arena' ? out.arenaCpuS : out.noArenaCpuS).push(t.cpuS);
+      (which === 'arena' ? out.arenaMs : out.noArenaMs).push(t.ms);
+    }
+    log(`train: round ${r + 1}/${a.rounds}: CPU ${out.arenaCpuS[r]!.toFixed(1)} s with ORT's arena, ${out.noArenaCpuS[r]!.toFixed(1)} s without`);
+  }
+  return { rounds: a.rounds, ...out, sameNumbers };
 }
 
 /** Times `fns` interleaved: a first call each (graph compile), warmup rounds, then `runs` timed rounds. */
@@ -311,6 +388,7 @@ async function organism(a: OrganismArgs): Promise<OrganismResult> {
 await childMain('train child', {
   steer: (a: SteerArgs) => steer(a),
   'steer-train': (a: SteerTrainArgs) => steerTrain(a),
+  'steer-steps': (a: SteerStepsArgs) => steerSteps(a),
   lora: (a: LoraArgs) => lora(a),
   organism: (a: OrganismArgs) => organism(a),
 });

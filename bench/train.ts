@@ -13,15 +13,18 @@
  *
  * Goal (issue [12], training memory): peak RSS <= 2x the fp32 weights at 4 x 128 tokens, steps/s
  * not lower: of the steering-vector child (every call above and trainSolution in one process, so
- * three sessions' arenas) and of trainSolution alone in a fresh process (as `emlens train`). The
+ * three sessions) and of trainSolution alone in a fresh process (as `emlens train`). The
  * objective puts only the scored positions through the LM head, over VOCAB_CHUNK-entry vocabulary
  * chunks (src/train/objective.ts); before it, the [N, V] logits and their gradient peaked at 6.5
- * GiB (3.5x). The LoRA child's ratio is reported beside it.
+ * GiB (3.5x). Its sessions run without ORT's CPU arena (src/train/run-objective.ts); trainSolution
+ * alone is also run with every session keeping the arena (as before), for its peak RSS and its CPU
+ * seconds per step beside the new ones (CPU time, not wall time: far less sensitive to the load of
+ * a shared machine). The LoRA child's ratio is reported beside it.
  */
 import type { BenchOptions, Row, Section, SectionResult } from './section.js';
 import { GiB, log, runChild, stats } from './util.js';
 import { VOCAB_CHUNK } from '../src/train/objective.js';
-import type { LoraArgs, LoraResult, OrganismArgs, OrganismResult, SteerArgs, SteerResult, SteerTrainArgs, SteerTrainResult } from './train-child.js';
+import type { LoraArgs, LoraResult, OrganismArgs, OrganismResult, SteerArgs, SteerResult, SteerStepsArgs, SteerStepsResult, SteerTrainArgs, SteerTrainResult } from './train-child.js';
 
 export const BATCH = 4;
 export const SEQ = 128;
@@ -50,6 +53,10 @@ export interface TrainBench {
   steer: SteerResult;
   /** trainSolution alone in a fresh process. */
   steerTrain: SteerTrainResult;
+  /** The same with every session keeping ORT's CPU arena: training before issue [12]'s fix. */
+  steerTrainArena: SteerTrainResult;
+  /** Training steps with and without the arena, interleaved in one process. */
+  steerSteps: SteerStepsResult;
   /** (forward + backward) / (forward with LM head + CE) */
   ratioLm: number;
   /** (forward + backward) / plain forward (no LM head) */
@@ -72,6 +79,11 @@ export async function benchTrain(opts: BenchOptions): Promise<TrainBench> {
   log(`train: steering-vector trainSolution alone, ${BATCH}x${SEQ} tokens (child process: peak RSS of training)`);
   const ta: SteerTrainArgs = { batch: BATCH, seq: SEQ, layer: LAYER, trainSteps: TRAIN_STEPS };
   const steerTrain = await runChild<SteerTrainResult>('steer-train', ta, { script: 'train-child.js' });
+  log(`train: the same with every session keeping ORT's CPU arena, as before (child process)`);
+  const steerTrainArena = await runChild<SteerTrainResult>('steer-train', { ...ta, engineArena: true }, { script: 'train-child.js' });
+  log(`train: training steps with and without ORT's arena, interleaved (child process)`);
+  const sa: SteerStepsArgs = { batch: BATCH, seq: SEQ, layer: LAYER, rounds: opts.runs };
+  const steerSteps = await runChild<SteerStepsResult>('steer-steps', sa, { script: 'train-child.js' });
   log(`train: rank-${LORA_RANK} LoRA on all 7 projections of every layer, ${BATCH}x${SEQ} tokens (child process)`);
   const la: LoraArgs = { batch: BATCH, seq: SEQ, rank: LORA_RANK, warmup: opts.warmup, runs: opts.runs, trainSteps: TRAIN_STEPS };
   const lora = await runChild<LoraResult>('lora', la, { script: 'train-child.js' });
@@ -97,6 +109,8 @@ export async function benchTrain(opts: BenchOptions): Promise<TrainBench> {
   return {
     steer,
     steerTrain,
+    steerTrainArena,
+    steerSteps,
     ratioLm: fb / steer.lmForward.median,
     ratioPlain: fb / steer.plain.median,
     steerStepsPerSec: steer.trainSteps / (steer.trainMs / 1000),
@@ -106,6 +120,11 @@ export async function benchTrain(opts: BenchOptions): Promise<TrainBench> {
     loraStepsPerSec: lora.trainSteps / (lora.trainMs / 1000),
     organism,
   };
+}
+
+/** CPU seconds per trainSolution step once its graph is compiled (the first step compiles it). */
+function steadyCpu(r: SteerTrainResult): number {
+  return stats(r.stepCpuS.slice(1)).median;
 }
 
 export const trainSection: Section = {
@@ -123,10 +142,19 @@ export const trainSection: Section = {
       { metric: '(fwd+bwd) / plain forward', value: r.ratioPlain, unit: 'x' },
       { metric: 'steering-vector trainSolution', value: r.steerStepsPerSec, unit: 'steps/s', digits: 3 },
       { metric: `0.5B training peak RSS (${tag}, vocabulary chunk ${VOCAB_CHUNK}; every call above in one process)`, value: s.peakRss / GiB, unit: 'GiB', digits: 2 },
-      { metric: 'training peak RSS / fp32 weights (every call above in one process)', value: s.peakRss / s.weightBytes, unit: 'x', digits: 2, goal: { op: '<=', value: GOAL_RSS_RATIO } },
+      // Not a training run (the goal's rows are trainSolution alone below): this child also holds the plain forward's session, with ORT's arena as forward and extract run it.
+      { metric: 'peak RSS / fp32 weights (every call above in one process: plain forward with ORT arena + training graphs)', value: s.peakRss / s.weightBytes, unit: 'x', digits: 2 },
       { metric: '0.5B training peak RSS (trainSolution alone)', value: r.steerTrain.peakRss / GiB, unit: 'GiB', digits: 2 },
       { metric: 'training peak RSS / fp32 weights (trainSolution alone)', value: r.steerTrain.peakRss / r.steerTrain.weightBytes, unit: 'x', digits: 2, goal: { op: '<=', value: GOAL_RSS_RATIO } },
+      { metric: 'training peak RSS / fp32 weights (trainSolution alone, every session with ORT arena: before)', value: r.steerTrainArena.peakRss / r.steerTrainArena.weightBytes, unit: 'x', digits: 2 },
       { metric: 'steering-vector trainSolution alone', value: r.steerTrain.trainSteps / (r.steerTrain.trainMs / 1000), unit: 'steps/s', digits: 3 },
+      { metric: 'steering-vector trainSolution alone, ORT arena (before)', value: r.steerTrainArena.trainSteps / (r.steerTrainArena.trainMs / 1000), unit: 'steps/s', digits: 3 },
+      { metric: `trainSolution CPU per step (median of steps 2-${TRAIN_STEPS}; this process, ORT threads included)`, value: steadyCpu(r.steerTrain), unit: 's', digits: 1 },
+      { metric: 'trainSolution CPU per step, ORT arena (before)', value: steadyCpu(r.steerTrainArena), unit: 's', digits: 1 },
+      { metric: 'training step CPU (fwd+bwd; interleaved in one process), ORT arena (before)', value: stats(r.steerSteps.arenaCpuS).median, unit: 's', digits: 2 },
+      { metric: 'training step CPU (interleaved in one process), no arena', value: stats(r.steerSteps.noArenaCpuS).median, unit: 's', digits: 2 },
+      { metric: 'training step CPU, interleaved: no arena / arena (1 = steps/s unchanged)', value: stats(r.steerSteps.noArenaCpuS).median / stats(r.steerSteps.arenaCpuS).median, unit: 'x' },
+      { metric: 'training step: same loss and gradient bit for bit without the arena (1 = yes)', value: r.steerSteps.sameNumbers ? 1 : 0, unit: '', digits: 0, goal: { op: '>=', value: 1 } },
       { metric: `0.5B ${tag} forward + LoRA r${LORA_RANK} (${r.lora.modules} projections) + LM head + CE`, value: r.lora.lmForward.median, unit: 'ms', digits: 0 },
       { metric: `0.5B ${tag} forward + CE + backward to every LoRA factor (${(r.lora.params / 1e6).toFixed(1)}M)`, value: r.lora.forwardBackward.median, unit: 'ms', digits: 0 },
       { metric: 'LoRA (fwd+bwd) / (fwd + LM head + CE)', value: r.loraRatioLm, unit: 'x', goal: { op: '<=', value: GOAL_RATIO } },

@@ -102,6 +102,8 @@ export interface GraphExtension {
   /** Identifies the extension in the session cache (with the variant). */
   key: string;
   extend(g: Graph): void;
+  /** ORT options its sessions take where the engine's own options leave them unset (e.g. the training objective's arena off). */
+  sessionOptions?: Partial<SessionOptions>;
 }
 
 export interface CallOptions {
@@ -182,7 +184,7 @@ export class Engine {
       }
       const graph = buildDecoderGraph(this.spec, variant);
       ext?.extend(graph);
-      s = createSession(emitOnnx(graph, `${this.spec.modelType} ${ext?.key ?? 'forward'}`), this.sessionOptions);
+      s = createSession(emitOnnx(graph, `${this.spec.modelType} ${ext?.key ?? 'forward'}`), { ...ext?.sessionOptions, ...this.sessionOptions });
       this.sessions.set(key, s);
     }
     return s;

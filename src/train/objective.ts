@@ -60,6 +60,12 @@ export interface ObjectiveOptions {
   wrt: string[];
   /** LM-head vocabulary chunk (default VOCAB_CHUNK). */
   vocabChunk?: number;
+  /**
+   * ORT's CPU arena for the graph's sessions where the engine's options leave it unset (ORT's
+   * default: on). Off, a run's intermediates go back to the system when it ends, so an idle
+   * session keeps no pool the size of its peak.
+   */
+  cpuMemArena?: boolean;
 }
 
 /** The decoder's LM head: final hidden states h [N, D], the head weight [V, D], and the elementwise tail (softcap) after h Wᵀ. */
@@ -107,7 +113,8 @@ export function objective(o: ObjectiveOptions): GraphExtension {
   const chunk = o.vocabChunk ?? VOCAB_CHUNK;
   if (!Number.isInteger(chunk) || chunk < 1) throw new Error(`objective: vocabChunk ${chunk} must be a positive integer`);
   return {
-    key: `objective:${o.withKl ? 'kl' : 'ce'}:${o.wrt.join(',')}:${chunk}`,
+    key: `objective:${o.withKl ? 'kl' : 'ce'}:${o.wrt.join(',')}:${chunk}${o.cpuMemArena === undefined ? '' : `:arena-${o.cpuMemArena}`}`,
+    sessionOptions: o.cpuMemArena === undefined ? undefined : { cpuMemArena: o.cpuMemArena },
     extend(g: Graph) {
       const head = detachHead(g);
       const { h, weight } = head;
