@@ -57,9 +57,11 @@ export interface GraphVariant {
    * How the linear layers (q/k/v/o, gate/up/down; the LM head too with `head`) are computed:
    * unset, Gemm on the fp32 weight inputs; set, MatMulNBits (com.microsoft) on the block-quantised
    * inputs IO.quant(weight) in runtime/quantize.ts's layout (the LM head's are IO.quant('lm_head.weight'),
-   * tied or not). Inference only (no gradient).
+   * tied or not). Inference only (no gradient). `embedDtype`: the embedding table is this 16-bit
+   * type (its rows are gathered, then cast to float: the same values as an fp32 table holding
+   * them); needs `head` (the table is then used by the Gather only).
    */
-  projections?: { bits: 4 | 8; blockSize: number; accuracyLevel: number; head: boolean };
+  projections?: { bits: 4 | 8; blockSize: number; accuracyLevel: number; head: boolean; embedDtype?: 'bfloat16' | 'float16' };
 }
 
 /** Graph input/output names the runtime feeds and reads. */
@@ -219,7 +221,11 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
   let x: Value;
   if (residIn) x = g.add('Reshape', [residIn], { shape: [-1, D] });
   else {
-    const embed = g.add('Gather', [W('model.embed_tokens.weight'), ids!], { axis: 0 }); // [B, T, D]
+    const half = v.projections?.embedDtype;
+    if (half && !v.projections!.head) throw new Error('a 16-bit embedding table needs the quantised LM head');
+    const table = half ? g.input('model.embed_tokens.weight', half, v.weightShapes.get('model.embed_tokens.weight')!) : W('model.embed_tokens.weight');
+    let embed = g.add('Gather', [table, ids!], { axis: 0 }); // [B, T, D]
+    if (half) embed = g.add('Cast', [embed], { to: 'float32' });
     x = g.add('Reshape', [embed], { shape: [-1, D] });
     if (spec.embedScale !== null) x = g.add('Mul', [x, g.scalar(spec.embedScale)]);
   }
