@@ -72,7 +72,7 @@ export interface BigResult {
   rooflineAfter: Roofline;
 }
 
-/** Tokens of every batch LayerwiseRunner.run is given (one entry per batch and group). */
+/** Tokens (rows x padded length) of every batch LayerwiseRunner.run is given, one entry per batch of each call. */
 const callTokens: number[] = [];
 const runnerRun = LayerwiseRunner.prototype.run;
 LayerwiseRunner.prototype.run = function (this: LayerwiseRunner, ...a: Parameters<typeof runnerRun>) {

@@ -86,7 +86,10 @@ export const boundedSection: Section = {
   name: 'bounded',
   description: `memory-bounded extraction: 0.5B-shaped BF16, ${SMALL_ROWS} rows in memory vs one layer at a time; 7B-shaped BF16, ${BIG_ROWS} x ${ROW_TOKENS} tokens in 4 GiB`,
   async run(opts: BenchOptions): Promise<SectionResult> {
-    const r = await benchBounded(opts);
+    // EMLENS_BENCH_BOUNDED=7b (or 0.5b) measures one part only: the 7B part alone takes ~20 min on 2 cores.
+    const only = process.env.EMLENS_BENCH_BOUNDED;
+    if (only !== undefined && only !== '7b' && only !== '0.5b') throw new Error(`EMLENS_BENCH_BOUNDED=${only}: expected 7b or 0.5b`);
+    const r = await benchBounded(opts, { small: only !== '7b', big: only !== '0.5b' });
     const rows: Row[] = [];
     if (r.small) {
       rows.push(

@@ -31,6 +31,12 @@ const FILE = 'weights.bin';
 /** Offsets aligned for mmap (ORT maps external data whose offset is page-aligned; 64 KiB covers every page size). */
 const ALIGN = 1 << 16;
 const SLICE = 1 << 28;
+/**
+ * Codes per LM-head MatMulNBits node at most (GraphVariant.projections.headRows). ORT maps and
+ * prepacks one node's weights at a time, releasing the codes after; a 7B head's int8 codes
+ * (545 MB) mapped whole on top of every layer already packed were the decode's peak-RSS excess.
+ */
+const HEAD_CHUNK_BYTES = 64 << 20;
 
 /** The linear layers a quantised decode graph runs as MatMulNBits. */
 const PROJECTION = /\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/;
@@ -198,9 +204,39 @@ function decodeWeightsOf(dir: string, m: Manifest, shapes: Map<string, number[]>
   const external = new Map(m.entries.map((e) => [e.name, { location: FILE, offset: e.offset, length: e.length }]));
   const embed = m.entries.find((e) => e.name === EMBED)?.dtype;
   const embedDtype = embed === 'bfloat16' || embed === 'float16' ? { embedDtype: embed } : {};
-  const projections: GraphVariant['projections'] =
-    m.mode === 'fp32' ? undefined : { bits: bitsOf(m.mode), blockSize: m.blockSize, accuracyLevel: ACCURACY_LEVEL, head: true, ...embedDtype };
-  return { mode: m.mode, dir, external, projections, shapes };
+  if (m.mode === 'fp32') return { mode: m.mode, dir, external, projections: undefined, shapes };
+  const projections: GraphVariant['projections'] = { bits: bitsOf(m.mode), blockSize: m.blockSize, accuracyLevel: ACCURACY_LEVEL, head: true, ...embedDtype };
+  const d: DecodeWeights = { mode: m.mode, dir, external, projections, shapes };
+  const rowBytes = external.get(IO.quant('lm_head.weight').weight)!.length / headShape(d)[0]!;
+  return withHeadRows(d, Math.max(1, Math.floor(HEAD_CHUNK_BYTES / rowBytes)));
+}
+
+/** The LM head's [vocab, d_model] (lm_head.weight's, or the tied embedding table's). */
+function headShape(d: DecodeWeights): number[] {
+  return d.shapes.get('lm_head.weight') ?? d.shapes.get(EMBED)!;
+}
+
+/**
+ * The decode weights with the quantised LM head run `rows` vocabulary rows per MatMulNBits node
+ * (GraphVariant.projections.headRows): each part's initializers are the rows' slices of the
+ * head's codes, scales and zero points in the same file (each row's bytes are contiguous in
+ * MatMulNBits' layout), so nothing is stored twice.
+ */
+export function withHeadRows(d: DecodeWeights, rows: number): DecodeWeights {
+  if (!d.projections) throw new Error('withHeadRows: fp32 decode weights have no quantised head');
+  const [V] = headShape(d) as [number];
+  const external = new Map(d.external);
+  const whole = IO.quant('lm_head.weight');
+  for (let n0 = 0; n0 < V && rows < V; n0 += rows) {
+    const n = Math.min(rows, V - n0);
+    const part = IO.quant(IO.headRows(n0));
+    for (const k of ['weight', 'scales', 'zeroPoints'] as const) {
+      const e = d.external.get(whole[k])!;
+      const row = e.length / V;
+      external.set(part[k], { location: e.location, offset: e.offset + n0 * row, length: n * row });
+    }
+  }
+  return { ...d, external, projections: { ...d.projections, headRows: rows } };
 }
 
 /** Removes `<dir>.<pid>.tmp` folders whose writing process no longer runs. */

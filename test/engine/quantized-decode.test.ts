@@ -14,6 +14,7 @@ import { LoadedModel } from '../../src/backend/model.js';
 import { hookName } from '../../src/hooks/names.js';
 import { DECODE_SESSIONS, Engine } from '../../src/runtime/engine.js';
 import { quantizeMatrix } from '../../src/runtime/quantize.js';
+import { withHeadRows } from '../../src/runtime/weight-store.js';
 import { referenceForward, type RefWeights } from '../reference/forward.js';
 import { dequantizeNBits } from '../helpers/matmulnbits.js';
 import { maxRelErr, seqIds } from '../helpers/compare.js';
@@ -117,6 +118,37 @@ describe.each([
       expect(maxRelErr(g.logits![s]!, f.logits!), `step ${s}`).toBeLessThan(5e-5);
       expect(f.logits!.length).toBe(2 * V);
     }
+  });
+});
+
+describe('an LM head run in parts of rows (headRows)', () => {
+  it.each([
+    ['llama', 'int8'],
+    ['gemma2', 'int4'],
+  ] as [TinyFamily, 'int8' | 'int4'][])('%s %s: the same logits as the whole head and as the float64 reference', async (family, mode) => {
+    const { config, weights, model } = await setup(family, mode);
+    const d = model.engine.decode!;
+    const V = model.spec.vocab;
+    // Tiny vocabularies fit one part by default; 7 rows a part leaves a shorter last one.
+    expect(d.projections!.headRows!).toBeGreaterThanOrEqual(V);
+    expect(V % 7).not.toBe(0);
+    const exact = (w: typeof d) => new Engine(model.spec, new Map(), {}, { ...w, projections: { ...w.projections!, accuracyLevel: 0 } });
+    const ids = [seqIds(11, V, 9), seqIds(6, V, 10)];
+    const whole = await exact(d).forward({ ids, logits: 'all', decodeWeights: true });
+    const parts = await exact(withHeadRows(d, 7)).forward({ ids, logits: 'all', decodeWeights: true });
+    expect(maxRelErr(parts.logits!, whole.logits!)).toBeLessThan(1e-6);
+    const ref = dequantisedReference(config, weights, mode === 'int8' ? 8 : 4);
+    const T = parts.layout.seq;
+    for (const [b, row] of ids.entries()) {
+      const pad = parts.layout.pad[b]!;
+      const r = referenceForward(ref.config, ref.weights, row);
+      expect(maxRelErr(parts.logits!.subarray((b * T + pad) * V, (b * T + pad + row.length) * V), r.logits)).toBeLessThan(5e-5);
+    }
+    // Generation through the parts: the same greedy tokens as the whole head.
+    const prompts = [seqIds(5, V, 11)];
+    const g1 = await exact(d).generate(prompts, { maxNewTokens: 4, stopIds: [] });
+    const g2 = await exact(withHeadRows(d, 7)).generate(prompts, { maxNewTokens: 4, stopIds: [] });
+    expect(g2.tokens).toEqual(g1.tokens);
   });
 });
 

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSpec } from '../../src/model/config.js';
-import { openWeightStore, type StoreSource } from '../../src/runtime/weight-store.js';
+import { openWeightStore, withHeadRows, type StoreSource } from '../../src/runtime/weight-store.js';
 import { quantizeMatrix } from '../../src/runtime/quantize.js';
 import { writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 
@@ -69,7 +69,25 @@ describe('openWeightStore', () => {
     // The untied head is stored quantised only, under lm_head.weight.*.
     expect(d.external.has('lm_head.weight')).toBe(false);
     expect(d.external.has('lm_head.weight.q')).toBe(true);
-    expect(d.projections).toEqual({ bits: 4, blockSize: 32, accuracyLevel: 4, head: true });
+    // The head runs in parts of at most 64 MiB of codes (one part here: a tiny vocabulary).
+    const [V, D] = src.shapes.get('lm_head.weight')!;
+    expect(d.projections).toEqual({ bits: 4, blockSize: 32, accuracyLevel: 4, head: true, headRows: Math.floor((64 << 20) / (Math.ceil(D! / 32) * 16)) });
+    // Parts of 5 rows: each part's initializers are those rows of the quantised head, in place.
+    const h = quantizeMatrix(src.read('lm_head.weight'), V!, D!, 4, 32);
+    const blocks = Math.ceil(D! / 32);
+    const parts = withHeadRows(d, 5);
+    expect(parts.projections!.headRows).toBe(5);
+    for (let n0 = 0; n0 < V!; n0 += 5) {
+      const n1 = Math.min(V!, n0 + 5);
+      const at = (k: string) => {
+        const e = parts.external.get(`lm_head.weight.rows${n0}.${k}`)!;
+        return new Uint8Array(bin.buffer, bin.byteOffset + e.offset, e.length);
+      };
+      expect(at('q')).toEqual(h.B.subarray(n0 * blocks * 16, n1 * blocks * 16));
+      expect(new Float32Array(at('scales').slice().buffer)).toEqual(h.scales.subarray(n0 * blocks, n1 * blocks));
+      expect(at('zero_points')).toEqual(h.zeroPoints.subarray(n0 * Math.ceil(blocks / 2), n1 * Math.ceil(blocks / 2)));
+    }
+    expect(parts.external.has(`lm_head.weight.rows${5 * Math.ceil(V! / 5)}.q`)).toBe(false);
   });
 
   it.each([
