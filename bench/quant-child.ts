@@ -12,7 +12,7 @@
  *
  * Prints one JSON line on stdout (progress on stderr).
  */
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Engine } from '../src/runtime/engine.js';
@@ -50,6 +50,15 @@ export interface BigResult extends BigArgs {
   decodeStepMs: number | null;
   storeBytes: number;
   peakRss: number;
+  /** big: resident memory after the decode, anonymous (ORT's prepacked weights, heaps) vs file pages (the store's mapped initializers), from /proc/self/status. */
+  rssAnon?: number;
+  rssFile?: number;
+}
+
+/** Linux: a /proc/self/status field in bytes (0 where absent). */
+function statusBytes(field: string): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
 }
 
 async function decode(a: QuantDecodeArgs): Promise<QuantDecodeResult> {
@@ -111,7 +120,7 @@ async function big(a: BigArgs): Promise<BigResult> {
     log(`quant 7B ${a.mode}: step ${marks.length}/${a.newTokens}`);
   } });
   const steps = marks.slice(1).map((t, i) => t - marks[i]!).sort((x, y) => x - y);
-  return { ...a, loadMs, decodeStepMs: steps[steps.length >> 1]!, storeBytes: storeBytes(m), peakRss: peakRss() };
+  return { ...a, loadMs, decodeStepMs: steps[steps.length >> 1]!, storeBytes: storeBytes(m), peakRss: peakRss(), rssAnon: statusBytes('RssAnon'), rssFile: statusBytes('RssFile') };
 }
 
 async function main(mode: string | undefined, args: unknown): Promise<unknown> {

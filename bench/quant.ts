@@ -72,6 +72,8 @@ export const quant7bSection: Section = {
           { metric: `7B ${mode} store file / fp32 weights`, value: r.storeBytes / ck.fp32Bytes, unit: 'x', digits: 3 },
           { metric: `7B ${mode} greedy decode B=1`, value: 1000 / r.decodeStepMs!, unit: 'tokens/s', digits: 2 },
           { metric: `7B ${mode} decode peak RSS`, value: r.peakRss / GiB, unit: 'GiB', digits: 2 },
+          { metric: `7B ${mode} after decode: RSS anonymous (ORT's prepacked weights, heaps)`, value: (r.rssAnon ?? 0) / GiB, unit: 'GiB', digits: 2 },
+          { metric: `7B ${mode} after decode: RSS file pages (the store's mapped initializers)`, value: (r.rssFile ?? 0) / GiB, unit: 'GiB', digits: 2 },
           { metric: `7B ${mode} decode peak RSS / fp32 weights`, value: r.peakRss / ck.fp32Bytes, unit: 'x', digits: 3, goal: { op: '<=', value: GOAL_RSS[mode] } },
         );
       }

@@ -5,7 +5,7 @@
  */
 import { Graph } from '../src/graph/ir.js';
 import { emitOnnx } from '../src/graph/onnx.js';
-import { createSession, f32, type OrtTensor } from '../src/runtime/ort.js';
+import { createSession, f32, type OrtTensor, type SessionOptions } from '../src/runtime/ort.js';
 import { stats, TILE, timeRuns, type Projection } from './util.js';
 import { fillGaussianTiled, rng } from '../src/runtime/random.js';
 
@@ -32,15 +32,20 @@ export interface Roofline {
   gflopsBest: number;
 }
 
-/** Times y = x · Wᵀ for each projection shape at `tokens` rows (`passes` x `runs` samples each). */
+/**
+ * Times y = x · Wᵀ for each projection shape at `tokens` rows (`passes` x `runs` samples each).
+ * `session`: options over the engine's defaults (the memory-bounded runner's graphs run without
+ * ORT's arena). Each shape's inputs exist only while it is timed, so the roofline's own memory is
+ * one shape's, not all of them at once (it may run in the process whose peak RSS is measured).
+ */
 export async function gemmRoofline(
   projs: Projection[],
   tokens: number,
-  opts: { warmup: number; runs: number; passes?: number; weightsAs?: 'input' | 'initializer' },
+  opts: { warmup: number; runs: number; passes?: number; weightsAs?: 'input' | 'initializer'; session?: Partial<SessionOptions> },
 ): Promise<Roofline> {
   const weightsAs = opts.weightsAs ?? 'input';
   const passes = opts.passes ?? 2;
-  const cases = projs.map((p, i) => {
+  const build = (p: Projection, i: number) => {
     const x = new Float32Array(tokens * p.in);
     fillGaussianTiled(x, rng(2 * i + 1), 1, TILE);
     const w = new Float32Array(p.out * p.in);
@@ -58,16 +63,18 @@ export async function gemmRoofline(
     g.output(g.add('Slice', [y], { starts: [0], ends: [1], axes: [0] }), 'y');
     const feeds: Record<string, OrtTensor> = { x: f32(x, [tokens, p.in]) };
     if (weightsAs === 'input') feeds.w = f32(w, [p.out, p.in]);
-    return { p, model: emitOnnx(g, 'gemm roofline'), feeds, times: [] as number[] };
-  });
+    return { model: emitOnnx(g, 'gemm roofline'), feeds };
+  };
+  const cases = projs.map((p) => ({ p, times: [] as number[] }));
   // One session alive at a time: each ORT session has its own intra-op thread pool, whose
   // threads spin after a run; an idle session's spinning threads slow the next session's run
   // (on 2 cores, alternating two sessions doubled a Gemm's time). Passes spread the noise of a
   // shared machine over all shapes.
   for (let pass = 0; pass < passes; pass++) {
-    for (const c of cases) {
-      const session = await createSession(c.model);
-      c.times.push(...(await timeRuns(() => session.run(c.feeds), opts.warmup, opts.runs)));
+    for (const [i, c] of cases.entries()) {
+      const { model, feeds } = build(c.p, i);
+      const session = await createSession(model, opts.session);
+      c.times.push(...(await timeRuns(() => session.run(feeds), opts.warmup, opts.runs)));
       await session.release();
     }
   }

@@ -57,9 +57,14 @@ export interface GraphVariant {
    * How the linear layers (q/k/v/o, gate/up/down; the LM head too with `head`) are computed:
    * unset, Gemm on the fp32 weight inputs; set, MatMulNBits (com.microsoft) on the block-quantised
    * inputs IO.quant(weight) in runtime/quantize.ts's layout (the LM head's are IO.quant('lm_head.weight'),
-   * tied or not). Inference only (no gradient).
+   * tied or not). Inference only (no gradient). `embedDtype`: the embedding table is this 16-bit
+   * type (its rows are gathered, then cast to float: the same values as an fp32 table holding
+   * them); needs `head` (the table is then used by the Gather only). `headRows`: the quantised LM
+   * head runs as one MatMulNBits per this many vocabulary rows (inputs IO.quant(IO.headRows(n0))),
+   * logits concatenated: ORT prepacks one node's weights at a time, so a large head's codes are
+   * not all mapped at once on top of everything already packed. The same logits.
    */
-  projections?: { bits: 4 | 8; blockSize: number; accuracyLevel: number; head: boolean };
+  projections?: { bits: 4 | 8; blockSize: number; accuracyLevel: number; head: boolean; embedDtype?: 'bfloat16' | 'float16'; headRows?: number };
 }
 
 /** Graph input/output names the runtime feeds and reads. */
@@ -87,6 +92,8 @@ export const IO = {
   loraScale: (proj: string) => `${proj}.lora_scale`,
   /** A quantised weight's inputs (GraphVariant.projections): codes, scales, zero points. */
   quant: (weight: string) => ({ weight: `${weight}.q`, scales: `${weight}.scales`, zeroPoints: `${weight}.zero_points` }),
+  /** The quantised LM head's rows from n0 on (GraphVariant.projections.headRows), as a weight name for IO.quant. */
+  headRows: (n0: number) => `lm_head.weight.rows${n0}`,
 } as const;
 
 const B = 'batch';
@@ -219,7 +226,11 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
   let x: Value;
   if (residIn) x = g.add('Reshape', [residIn], { shape: [-1, D] });
   else {
-    const embed = g.add('Gather', [W('model.embed_tokens.weight'), ids!], { axis: 0 }); // [B, T, D]
+    const half = v.projections?.embedDtype;
+    if (half && !v.projections!.head) throw new Error('a 16-bit embedding table needs the quantised LM head');
+    const table = half ? g.input('model.embed_tokens.weight', half, v.weightShapes.get('model.embed_tokens.weight')!) : W('model.embed_tokens.weight');
+    let embed = g.add('Gather', [table, ids!], { axis: 0 }); // [B, T, D]
+    if (half) embed = g.add('Cast', [embed], { to: 'float32' });
     x = g.add('Reshape', [embed], { shape: [-1, D] });
     if (spec.embedScale !== null) x = g.add('Mul', [x, g.scalar(spec.embedScale)]);
   }
@@ -297,8 +308,15 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
     // The last node's value is named as the output, so no Identity copies [B, V] every step.
     const headName = spec.tiedEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
     const c = spec.finalSoftcap;
-    const project = (name?: string) =>
-      v.projections?.head ? quantMatMul(h, 'lm_head.weight', v.weightShapes.get(headName)!, name) : g.add('Gemm', [h, W(headName)], { transB: 1 }, name);
+    const project = (name?: string) => {
+      if (!v.projections?.head) return g.add('Gemm', [h, W(headName)], { transB: 1 }, name);
+      const [V, K] = v.weightShapes.get(headName)! as [number, number];
+      const rows = v.projections.headRows ?? V;
+      if (rows >= V) return quantMatMul(h, 'lm_head.weight', [V, K], name);
+      const parts: Value[] = [];
+      for (let n0 = 0; n0 < V; n0 += rows) parts.push(quantMatMul(h, IO.headRows(n0), [Math.min(rows, V - n0), K]));
+      return g.add('Concat', parts, { axis: 1 }, name);
+    };
     const logits =
       c === null
         ? project(IO.logits)

@@ -6,8 +6,9 @@ import { parameterCount, type ModelInfo } from './model.js';
 
 /** Weight-only quantisation as `--weights` stores it for MatMulNBits (runtime/quantize.ts): blocks of 32 along the input, an fp32 scale and a packed zero point per block. */
 export const QUANT_BLOCK = 32;
-/** The projections quantisation covers: every block's seven, and an untied LM head (a tied one is the fp32 embedding table). */
+/** The projections quantisation covers: every block's seven, and the LM head (runtime/weight-store.ts quantises a tied one from the embedding table too). */
 const LINEAR = /^(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head)\.weight$/;
+const EMBED = 'model.embed_tokens.weight';
 /** Rows `inspect` assumes for the bounded figure: the default --batch-tokens filled with rows of this many tokens. */
 export const INSPECT_ROW_TOKENS = 512;
 
@@ -16,7 +17,11 @@ export interface MemoryFigures {
   fp32: number;
   /** Peak of a memory-bounded extraction of every layer's resid_post, one layer at a time (rows of INSPECT_ROW_TOKENS). */
   bounded: number;
-  /** Weights only: quantised projections plus everything else (embedding, norms, biases) as fp32. */
+  /**
+   * Weights only, as the decode store holds them: quantised projections and LM head (tied or
+   * not), the embedding table in the checkpoint's 16-bit dtype (BF16/F16; else fp32), norms and
+   * biases as fp32.
+   */
   int8: number;
   int4: number;
 }
@@ -30,8 +35,11 @@ function quantized(shape: readonly number[], bits: number): number {
   return out * (blocks * ((QUANT_BLOCK * bits) / 8 + 4) + Math.ceil((blocks * bits) / 8));
 }
 
-/** The memory each way of running the model needs, from its tensors' canonical names and shapes. */
-export function memoryFigures(spec: ModelSpec, tensors: Map<string, readonly number[]>): MemoryFigures {
+/**
+ * The memory each way of running the model needs, from its tensors' canonical names and shapes;
+ * `embedDtype`: the embedding table's dtype on disk (safetensors' name, e.g. BF16).
+ */
+export function memoryFigures(spec: ModelSpec, tensors: Map<string, readonly number[]>, embedDtype = 'F32'): MemoryFigures {
   let fp32 = 0;
   let rest = 0;
   const q = { i8: 0, i4: 0 };
@@ -44,7 +52,13 @@ export function memoryFigures(spec: ModelSpec, tensors: Map<string, readonly num
     if (LINEAR.test(name)) {
       q.i8 += quantized(shape, 8);
       q.i4 += quantized(shape, 4);
-    } else rest += 4 * n;
+    } else if (name === EMBED) rest += (embedDtype === 'BF16' || embedDtype === 'F16' ? 2 : 4) * n;
+    else rest += 4 * n;
+  }
+  const embed = tensors.get(EMBED);
+  if (spec.tiedEmbeddings && embed) {
+    q.i8 += quantized(embed, 8);
+    q.i4 += quantized(embed, 4);
   }
   // The bounded figure: every layer's resid_post at the default chunk and batch size, rows of
   // INSPECT_ROW_TOKENS tokens, one layer at a time, residuals held in memory.
@@ -77,7 +91,7 @@ export function describeModel(m: ModelInfo): Record<string, string | number | bo
   const s = m.spec;
   const params = parameterCount(m);
   const sliding = s.layerTypes.filter((t) => t === 'sliding').length;
-  const mem = memoryFigures(s, new Map([...m.plan.tensors].map(([k, t]) => [k, t.shape])));
+  const mem = memoryFigures(s, new Map([...m.plan.tensors].map(([k, t]) => [k, t.shape])), m.plan.tensors.get(EMBED)?.dtype);
   return {
     model: m.source,
     folder: m.dir,

@@ -7,7 +7,7 @@
  */
 import { OPS, type OpName } from './ops.js';
 
-export type DType = 'float32' | 'float64' | 'int64' | 'bool' | 'uint8';
+export type DType = 'float32' | 'float64' | 'int64' | 'bool' | 'uint8' | 'float16' | 'bfloat16';
 export type Dim = number | string;
 export type Shape = Dim[];
 export type AttrValue = number | number[] | string | boolean | Dim[];

@@ -15,6 +15,8 @@ const ELEM: Record<DType, number> = {
   int64: onnx.TensorProto.DataType.INT64,
   bool: onnx.TensorProto.DataType.BOOL,
   uint8: onnx.TensorProto.DataType.UINT8,
+  float16: onnx.TensorProto.DataType.FLOAT16,
+  bfloat16: onnx.TensorProto.DataType.BFLOAT16,
 };
 
 /** Ops of ONNX Runtime's contrib domain (com.microsoft); every other op is standard ONNX. */

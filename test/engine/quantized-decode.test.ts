@@ -3,7 +3,8 @@
  * reference forward run on the dequantised weights (the dequantisation written from MatMulNBits'
  * spec, test/helpers/matmulnbits.ts), the KV-cache decode against that forward, and steering and
  * ablation still applied where asked. Tiny real checkpoints: llama (untied, K = 48: a partial
- * block), qwen2 (tied head, q/k/v biases), gemma2 (sandwich norms, softcaps, tied).
+ * block), qwen2 (tied head, q/k/v biases), gemma2 (sandwich norms, softcaps, tied); in F32, and
+ * in BF16 and F16, whose embedding tables the store keeps in 16 bits (gathered, then cast).
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,10 +14,15 @@ import { LoadedModel } from '../../src/backend/model.js';
 import { hookName } from '../../src/hooks/names.js';
 import { DECODE_SESSIONS, Engine } from '../../src/runtime/engine.js';
 import { quantizeMatrix } from '../../src/runtime/quantize.js';
+import { withHeadRows } from '../../src/runtime/weight-store.js';
 import { referenceForward, type RefWeights } from '../reference/forward.js';
 import { dequantizeNBits } from '../helpers/matmulnbits.js';
 import { maxRelErr, seqIds } from '../helpers/compare.js';
 import { writeTinyCheckpoint, type TinyFamily } from '../helpers/tiny-checkpoints.js';
+
+type Dtype = 'F32' | 'BF16' | 'F16';
+/** How the store holds the embedding table of a checkpoint in this dtype. */
+const EMBED_DTYPE = { F32: undefined, BF16: 'bfloat16', F16: 'float16' } as const;
 
 const cacheBefore = process.env.EMLENS_CACHE;
 beforeAll(() => {
@@ -45,9 +51,9 @@ function dequantisedReference(config: Record<string, any>, weights: RefWeights, 
   return { config: { ...config, tie_word_embeddings: false }, weights: w };
 }
 
-async function setup(family: TinyFamily, mode: 'int8' | 'int4') {
+async function setup(family: TinyFamily, mode: 'int8' | 'int4', dtype: Dtype = 'F32') {
   const dir = mkdtempSync(join(tmpdir(), `emlens-q-${family}-`));
-  const { config, weights } = writeTinyCheckpoint(dir, family);
+  const { config, weights } = writeTinyCheckpoint(dir, family, { dtype });
   const model = await LoadedModel.load(dir, { weights: mode });
   return { dir, config, weights, model };
 }
@@ -59,14 +65,17 @@ function exactEngine(model: LoadedModel): Engine {
 }
 
 describe.each([
-  ['llama', 'int4'],
-  ['qwen2', 'int8'],
-  ['gemma2', 'int4'],
-] as [TinyFamily, 'int8' | 'int4'][])('%s %s decode graphs', (family, mode) => {
+  ['llama', 'int4', 'F32'],
+  ['qwen2', 'int8', 'F32'],
+  ['gemma2', 'int4', 'F32'],
+  ['qwen2', 'int4', 'BF16'],
+  ['llama', 'int8', 'F16'],
+] as [TinyFamily, 'int8' | 'int4', Dtype][])('%s %s %s decode graphs', (family, mode, dtype) => {
   const bits = mode === 'int8' ? 8 : 4;
 
   it('equal the float64 reference on the dequantised weights (logits and resid_post)', async () => {
-    const { config, weights, model } = await setup(family, mode);
+    const { config, weights, model } = await setup(family, mode, dtype);
+    expect(model.engine.decode!.projections!.embedDtype).toBe(EMBED_DTYPE[dtype]);
     const ref = dequantisedReference(config, weights, bits);
     const ids = [seqIds(13, model.spec.vocab, 1), seqIds(8, model.spec.vocab, 2)];
     const L = model.spec.nLayers;
@@ -98,7 +107,7 @@ describe.each([
   });
 
   it('KV-cache generation equals the decode forward recomputed over the whole sequence', async () => {
-    const { model } = await setup(family, mode);
+    const { model } = await setup(family, mode, dtype);
     const e = exactEngine(model);
     const prompts = [seqIds(6, model.spec.vocab, 3), seqIds(9, model.spec.vocab, 4)];
     const g = await e.generate(prompts, { maxNewTokens: 5, stopIds: [], keepLogits: true });
@@ -109,6 +118,37 @@ describe.each([
       expect(maxRelErr(g.logits![s]!, f.logits!), `step ${s}`).toBeLessThan(5e-5);
       expect(f.logits!.length).toBe(2 * V);
     }
+  });
+});
+
+describe('an LM head run in parts of rows (headRows)', () => {
+  it.each([
+    ['llama', 'int8'],
+    ['gemma2', 'int4'],
+  ] as [TinyFamily, 'int8' | 'int4'][])('%s %s: the same logits as the whole head and as the float64 reference', async (family, mode) => {
+    const { config, weights, model } = await setup(family, mode);
+    const d = model.engine.decode!;
+    const V = model.spec.vocab;
+    // Tiny vocabularies fit one part by default; 7 rows a part leaves a shorter last one.
+    expect(d.projections!.headRows!).toBeGreaterThanOrEqual(V);
+    expect(V % 7).not.toBe(0);
+    const exact = (w: typeof d) => new Engine(model.spec, new Map(), {}, { ...w, projections: { ...w.projections!, accuracyLevel: 0 } });
+    const ids = [seqIds(11, V, 9), seqIds(6, V, 10)];
+    const whole = await exact(d).forward({ ids, logits: 'all', decodeWeights: true });
+    const parts = await exact(withHeadRows(d, 7)).forward({ ids, logits: 'all', decodeWeights: true });
+    expect(maxRelErr(parts.logits!, whole.logits!)).toBeLessThan(1e-6);
+    const ref = dequantisedReference(config, weights, mode === 'int8' ? 8 : 4);
+    const T = parts.layout.seq;
+    for (const [b, row] of ids.entries()) {
+      const pad = parts.layout.pad[b]!;
+      const r = referenceForward(ref.config, ref.weights, row);
+      expect(maxRelErr(parts.logits!.subarray((b * T + pad) * V, (b * T + pad + row.length) * V), r.logits)).toBeLessThan(5e-5);
+    }
+    // Generation through the parts: the same greedy tokens as the whole head.
+    const prompts = [seqIds(5, V, 11)];
+    const g1 = await exact(d).generate(prompts, { maxNewTokens: 4, stopIds: [] });
+    const g2 = await exact(withHeadRows(d, 7)).generate(prompts, { maxNewTokens: 4, stopIds: [] });
+    expect(g2.tokens).toEqual(g1.tokens);
   });
 });
 

@@ -84,17 +84,20 @@ function writeSparseSafetensors(file: string, tensors: [string, number[]][]): vo
 function expected(m: Sizes) {
   const q = m.H * m.hd;
   const kv = m.KV * m.hd;
-  // Parameters of the seven projections of one block, of the LM head when untied (quantised),
-  // and of everything that stays fp32 (embedding, norms, biases).
+  // Parameters of the seven projections of one block, of the embedding table, of the LM head
+  // when untied, and of what stays fp32 (norms, biases).
   const proj = m.D * q + 2 * m.D * kv + q * m.D + 3 * m.D * m.F;
+  const embed = m.V * m.D;
   const head = m.tied ? 0 : m.V * m.D;
   const perLayerRest = 2 * m.D + (m.gemma ? 2 * m.D + 2 * m.hd : 0) + (m.qkvBias ? q + 2 * kv : 0);
-  const rest = m.V * m.D + m.L * perLayerRest + m.D;
-  const linear = m.L * proj + head;
+  const rest = m.L * perLayerRest + m.D;
   // Every projection's input width is a multiple of 32: no padding of the last block.
   // And an even number of blocks: int4 zero points pack two a byte with no half-empty last byte.
   for (const w of [m.D, q, m.F]) expect(w % 64).toBe(0);
-  const quant = (bits: number) => 4 * rest + linear * (bits / 8 + 4 / 32 + bits / 8 / 32);
+  // The quantised store: the projections and an LM head (quantised from the embedding table when
+  // tied), the embedding table in its BF16 (2 bytes a value), norms and biases as fp32.
+  const quantised = m.L * proj + m.V * m.D;
+  const quant = (bits: number) => 4 * rest + 2 * embed + quantised * (bits / 8 + 4 / 32 + bits / 8 / 32);
   // Bounded: 256 MiB of runtime; the default chunk's pooled outputs (about 64 MiB, at most 1024
   // rows) for every layer; ORT's working memory for 8 rows x 512 tokens; a batch's residual in and
   // out, its capture, four more batch-sized outputs awaiting garbage collection, and the whole
@@ -108,7 +111,7 @@ function expected(m: Sizes) {
   const chunkResid = 4 * chunkRows * T * m.D;
   const layer = 4 * (proj + perLayerRest);
   const bounded = 256 * MiB + chunkRows * m.L * m.D * 4 + work + 7 * batchResid + chunkResid + layer;
-  return { fp32: 4 * (linear + rest), int8: quant(8), int4: quant(4), bounded, layer };
+  return { fp32: 4 * (m.L * proj + head + embed + rest), int8: quant(8), int4: quant(4), bounded, layer };
 }
 
 describe('inspect: memory per mode on the real configs', () => {
