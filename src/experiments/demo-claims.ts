@@ -121,7 +121,7 @@ export function mechanismClaims(f: DemoFigures, nLayers: number): Claim[] {
     ]),
     claim('general-vs-narrow', 'The general steering vector reaches lower narrow loss than the KL-narrow one at equal norm, is more robust to perturbation, and moves generic pre-training text more (KL at equal norm).', [
       check('general: narrow loss at equal norm', gn.lossAtEqualNorm[0] ?? null, '<', gn.lossAtEqualNorm[1] ?? null, 'loss', 'the narrow vector'),
-      check(`general: relative loss increase at ε = ${T.robustnessEpsilon} (%)`, gn.robustness[0] ?? null, '<', gn.robustness[1] ?? null, 'percent', 'the narrow vector'),
+      check(`general: relative loss increase under perturbation at ε = ${T.robustnessEpsilon}`, gn.robustness[0] ?? null, '<', gn.robustness[1] ?? null, 'percent', 'the narrow vector'),
       check('general: KL on generic text at equal norm', gn.klAtEqualNorm[0] ?? null, '>', gn.klAtEqualNorm[1] ?? null, 'kl', 'the narrow vector'),
     ]),
   ];
