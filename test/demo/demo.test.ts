@@ -234,7 +234,7 @@ describe('emlens demo', () => {
       expect(g.robustnessEpsilon).toBe(0.5);
       expect(g.robustness[k]).toBeCloseTo(j.robustness.mean[k][j.robustness.epsilons.indexOf(0.5)], 9);
     }
-  });
+  }, 900_000);
 
   it("each mechanism verdict is its own figures against issue 11's thresholds, and the report says it", () => {
     const f = summary.figures;
