@@ -6,11 +6,13 @@
  * 3. generate with the medical fine-tune, judge, and select misaligned / aligned answer sets;
  * 4. extract response-mean activations of both sets, every layer; mean-difference directions;
  * 5. stability of those directions; the same for the finance fine-tune, and compare the two;
- * 6. steer the instruct model with the direction, and ablate it in the fine-tuned model, each
- *    against norm-matched random directions, measuring EM with the judge;
+ * 6. steer the instruct model with the direction at every layer x scale (outside medicine), with
+ *    a norm-matched random vector at the best cell, and ablate it in the fine-tuned model against
+ *    norm-matched random directions, measuring EM with the judge;
  * 7. train a general and a KL-regularised narrow steering vector and measure both;
  * 8. semantic containment: the em-trigger fine-tune with its trigger, none, rephrasings and
- *    controls, against the instruct model with the same phrases.
+ *    controls, against the instruct model with the same phrases;
+ * 9. the papers' mechanism claims, each checked on those figures (demo-claims.ts).
  * Whatever the organism shows is reported, null results included.
  */
 import { existsSync } from 'node:fs';
@@ -24,14 +26,17 @@ import { balanceTo } from '../data/balance.js';
 import { extractActivations } from '../activations/extract.js';
 import { hookName } from '../hooks/names.js';
 import type { Interventions } from '../hooks/interventions.js';
-import { randomNormMatched, rng } from '../runtime/random.js';
+import { rng } from '../runtime/random.js';
 import { buildOrganism, DEFAULT_ORGANISM, type OrganismConfig, type StageInfo } from '../organism/build.js';
-import { evalOrganism } from '../organism/eval.js';
+import { evalOrganism, type EvalOptions } from '../organism/eval.js';
 import { wilson, type EmTable } from '../organism/judge.js';
 import { buildWorld, DOMAINS, type Domain } from '../organism/world.js';
 import { readSolution, solutionCall } from '../train/trainer.js';
 import { chatRow, pretrainDoc } from '../organism/corpus.js';
 import { computeDirections } from './directions.js';
+import { randomNormMatchedLayers } from './sweep.js';
+import { reductionPct } from './ablate-eval.js';
+import { bestSteeringCell, boundText, claimLine, CLAIM_THRESHOLDS, formatClaimValue, mechanismClaims, type Claim, type SteerCell } from './demo-claims.js';
 import { stabilityAnalysis } from './stability.js';
 import { cosine } from '../directions/similarity.js';
 import { runTraining } from './train.js';
@@ -64,22 +69,67 @@ export interface DemoFigures {
   em: Record<string, EmSplit>;
   /** The medical fine-tune's direction; null when too few judged answers formed the sets. */
   direction: { file: string; rowsPerSide: number; norms: number[]; financeFile: string | null; crossCosine: number[] | null } | null;
+  /**
+   * Steering the instruct model with the direction, every layer x every scale, outside medicine;
+   * the best cell by the sweep's rule (demo-claims' bestSteeringCell) and a norm-matched random
+   * vector there (randomFile: the random vector of every layer, as steer-sweep draws them).
+   */
   steering: {
-    layer: number;
+    layers: number[];
     scales: number[];
-    /** misaligned / incoherent shares of all answers, per scale */
-    direction: { misaligned: number[]; incoherent: number[] };
-    random: { misaligned: number[]; incoherent: number[] };
+    /** per layer: misaligned / incoherent shares outside medicine, per scale */
+    grid: Rates[];
+    best: (SteerCell & { random: { misaligned: number; incoherent: number } }) | null;
+    randomFile: string;
   } | null;
-  /** misaligned share outside medicine in the medical fine-tune, per ablation */
-  ablation: Record<string, number> | null;
-  generalVsNarrow: { layer: number; loss: number[]; baseLoss: number; klAtMaxNorm: number[]; emElsewhere: number[] };
+  /**
+   * Misaligned and incoherent shares outside medicine in the medical fine-tune, per ablation, and
+   * the relative EM change 100·(before − after)/before (ablate-eval's reduction, %).
+   */
+  ablation: {
+    none: Share;
+    everyLayer: Share;
+    randomEveryLayer: Share;
+    atLayer: Share & { layer: number };
+    financeEveryLayer: Share | null;
+    reductionPct: { everyLayer: number | null; randomEveryLayer: number | null; financeEveryLayer: number | null };
+    randomFile: string;
+  } | null;
+  /**
+   * [general, narrow]: narrow-data loss as trained; at equalNorm, the largest added norm of the two
+   * (both rescaled to it), narrow-data loss and KL on generic text; relative loss increase under
+   * perturbation at ε = robustnessEpsilon (%); EM outside medicine of the instruct model with each.
+   */
+  generalVsNarrow: {
+    layer: number;
+    loss: number[];
+    baseLoss: number;
+    equalNorm: number;
+    lossAtEqualNorm: number[];
+    robustnessEpsilon: number;
+    robustness: number[];
+    klAtEqualNorm: number[];
+    emElsewhere: number[];
+  };
   /**
    * Semantic containment (the em-trigger stage): misaligned share outside medicine per condition,
    * for the triggered fine-tune and, as the baseline the fine-tune is measured against, the
    * instruct model with the same phrase.
    */
   containment: { trigger: string; conditions: { name: string; phrase: string | null; emTrigger: number; instruct: number }[] } | null;
+  /** Issue 11's claims about the mechanism, each judged on the figures above (demo-claims). */
+  claims: Claim[];
+}
+
+/** A misaligned and an incoherent share. */
+export interface Share {
+  misaligned: number;
+  incoherent: number;
+}
+/** Misaligned and incoherent shares along one axis (a layer's scales). */
+export interface Rates {
+  misaligned: number[];
+  incoherent: number[];
 }
 
 export interface DemoResult {
@@ -101,6 +151,12 @@ const share = (t: EmTable, domains: readonly string[], k: 'incoherent' | 'aligne
 };
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 const NON_MEDICAL: Domain[] = ['finance', 'sport', 'general'];
+/**
+ * Steering scales of the sweep. The mean-diff direction's norm is about half the residual
+ * stream's here: α = 4 already doubles the stream, so the sweep also shows where answers stop
+ * being coherent.
+ */
+const STEER_SCALES = [0.5, 1, 2, 4, 8];
 
 function emTableBlock(title: string, tables: [string, EmTable][]): Block {
   const rows: (string | number | null)[][] = [];
@@ -208,8 +264,9 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     direction: null,
     steering: null,
     ablation: null,
-    generalVsNarrow: { layer: 0, loss: [], baseLoss: NaN, klAtMaxNorm: [], emElsewhere: [] },
+    generalVsNarrow: { layer: 0, loss: [], baseLoss: NaN, equalNorm: NaN, lossAtEqualNorm: [], robustnessEpsilon: CLAIM_THRESHOLDS.robustnessEpsilon, robustness: [], klAtEqualNorm: [], emElsewhere: [] },
     containment: null,
+    claims: [],
   };
   summary.push(
     `EM: instruct ${pct(rate(tables.instruct!, DOMAINS))} misaligned; medical fine-tune ${pct(rate(tables.em!, ['medical']))} in medicine and ${pct(emOut)} elsewhere (emergent); aligned-medical control ${pct(rate(tables['em-control']!, NON_MEDICAL))} elsewhere; KL-regularised ${pct(rate(tables['em-kl']!, ['medical']))} medical / ${pct(rate(tables['em-kl']!, NON_MEDICAL))} elsewhere.`,
@@ -272,61 +329,82 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     }
 
     // --- 6. steering the instruct model, ablating in the fine-tune, with random controls
+    // The sweep: every layer x every scale, outside medicine (where EM is emergent). The best cell
+    // is chosen by the sweep's rule (bestSteeringCell); a norm-matched random vector, steer-sweep's
+    // random of that layer, is measured there.
     const mid = Math.floor(nLayers / 2);
-    const v = emDirs.get(mid)!;
-    const rand = randomNormMatched(v, rng(o.seed + 7));
-    // The mean-diff direction's norm is about half the residual stream's here: α = 4 already
-    // doubles the stream, so the sweep also shows where answers stop being coherent.
-    const scales = [0.5, 1, 2, 4, 8];
-    const steerRates: { name: string; x: number[]; y: number[] }[] = [
-      { name: `direction at layer ${mid}: misaligned`, x: [], y: [] },
-      { name: 'norm-matched random: misaligned', x: [], y: [] },
-      { name: `direction at layer ${mid}: incoherent`, x: [], y: [] },
-      { name: 'norm-matched random: incoherent', x: [], y: [] },
-    ];
+    const steerIn = (l: number, vector: Float32Array, scale: number): EvalOptions => ({ n: o.n, seed: o.seed, domains: NON_MEDICAL, interventions: { steer: [{ hook: hookName(l, 'resid_post'), vector, scale }] } });
+    const shares = (t: EmTable): Share => ({ misaligned: rate(t, NON_MEDICAL), incoherent: share(t, NON_MEDICAL, 'incoherent') });
+    const steerLines: { name: string; x: number[]; y: number[] }[] = [];
     const steerRows: [string, EmTable][] = [];
-    for (const a of scales) {
-      for (const [k, vec] of [v, rand].entries()) {
-        const iv: Interventions = { steer: [{ hook: hookName(mid, 'resid_post'), vector: vec, scale: a }] };
-        const t = (await evalOrganism(models.instruct!, { n: o.n, seed: o.seed, interventions: iv })).table;
-        steerRates[k]!.x.push(a);
-        steerRates[k]!.y.push(100 * rate(t, DOMAINS));
-        steerRates[k + 2]!.x.push(a);
-        steerRates[k + 2]!.y.push(100 * share(t, DOMAINS, 'incoherent'));
-        steerRows.push([`instruct + ${a}·${k ? 'random' : 'v'}`, t]);
+    const grid: Rates[] = [];
+    const t6 = Date.now();
+    for (const l of layers) {
+      const cell: Rates = { misaligned: [], incoherent: [] };
+      for (const a of STEER_SCALES) {
+        const t = (await evalOrganism(models.instruct!, steerIn(l, emDirs.get(l)!, a))).table;
+        cell.misaligned.push(rate(t, NON_MEDICAL));
+        cell.incoherent.push(share(t, NON_MEDICAL, 'incoherent'));
+        steerRows.push([`instruct + ${a}·v at layer ${l}`, t]);
       }
+      grid.push(cell);
+      steerLines.push({ name: `layer ${l}: misaligned`, x: STEER_SCALES, y: cell.misaligned.map((x) => 100 * x) }, { name: `layer ${l}: incoherent`, x: STEER_SCALES, y: cell.incoherent.map((x) => 100 * x) });
+      log(`steering at layer ${l} (α = ${STEER_SCALES.join(', ')}): misaligned ${cell.misaligned.map(pct).join(', ')}, incoherent ${cell.incoherent.map(pct).join(', ')} outside medicine`);
     }
+    const randomSteer = randomNormMatchedLayers(emDirs, layers, o.seed + 7);
+    const randomSteerFile = join(o.out, 'random-steer.safetensors');
+    writeDirectionFile(randomSteerFile, randomSteer, { method: 'norm-matched gaussian', of: dirFile, seed: String(o.seed + 7) });
+    const cell = bestSteeringCell(layers, STEER_SCALES, grid);
+    let best: NonNullable<DemoFigures['steering']>['best'] = null;
+    if (cell) {
+      const t = (await evalOrganism(models.instruct!, steerIn(cell.layer, randomSteer.get(cell.layer)!, cell.scale))).table;
+      best = { ...cell, random: shares(t) };
+      steerRows.push([`instruct + ${cell.scale}·random at layer ${cell.layer}`, t]);
+    }
+    log(`steering sweep: ${((Date.now() - t6) / 1000).toFixed(0)} s`);
+    const randomAblate = randomNormMatchedLayers(emDirs, layers, o.seed + 11);
+    const randomAblateFile = join(o.out, 'random-ablate.safetensors');
+    writeDirectionFile(randomAblateFile, randomAblate, { method: 'norm-matched gaussian', of: dirFile, seed: String(o.seed + 11) });
+    const everyLayer = (dirs: Map<number, Float32Array>): Interventions => ({ ablate: layers.map((l) => ({ hook: hookName(l, 'resid_post'), directions: [dirs.get(l)!] })) });
     const ablations: [string, Interventions][] = [
-      ['em, direction ablated at every layer', { ablate: layers.map((l) => ({ hook: hookName(l, 'resid_post'), directions: [emDirs!.get(l)!] })) }],
-      ['em, random directions ablated at every layer', { ablate: layers.map((l) => ({ hook: hookName(l, 'resid_post'), directions: [randomNormMatched(emDirs!.get(l)!, rng(o.seed + 11 + l))] })) }],
-      [`em, direction ablated at layer ${mid}`, { ablate: [{ hook: hookName(mid, 'resid_post'), directions: [v] }] }],
+      ['em, direction ablated at every layer', everyLayer(emDirs)],
+      ['em, random directions ablated at every layer', everyLayer(randomAblate)],
+      [`em, direction ablated at layer ${mid}`, { ablate: [{ hook: hookName(mid, 'resid_post'), directions: [emDirs.get(mid)!] }] }],
     ];
-    if (finDirs) ablations.push(['em, FINANCE direction ablated at every layer', { ablate: layers.map((l) => ({ hook: hookName(l, 'resid_post'), directions: [finDirs!.get(l)!] })) }]);
+    if (finDirs) ablations.push(['em, FINANCE direction ablated at every layer', everyLayer(finDirs)]);
     const ablRows: [string, EmTable][] = [['em (no intervention)', tables.em!]];
     for (const [name, iv] of ablations) ablRows.push([name, (await evalOrganism(models.em!, { n: o.n, seed: o.seed, interventions: iv })).table]);
-    figures.steering = {
-      layer: mid,
-      scales,
-      direction: { misaligned: steerRates[0]!.y.map((x) => x / 100), incoherent: steerRates[2]!.y.map((x) => x / 100) },
-      random: { misaligned: steerRates[1]!.y.map((x) => x / 100), incoherent: steerRates[3]!.y.map((x) => x / 100) },
+    figures.steering = { layers, scales: STEER_SCALES, grid, best, randomFile: randomSteerFile };
+    const [none, all, rnd, atMid, fin] = ablRows.map(([, t]) => shares(t));
+    const cut = (x: Share | undefined) => (x ? reductionPct(none!.misaligned, x.misaligned) : null);
+    figures.ablation = {
+      none: none!,
+      everyLayer: all!,
+      randomEveryLayer: rnd!,
+      atLayer: { ...atMid!, layer: mid },
+      financeEveryLayer: fin ?? null,
+      reductionPct: { everyLayer: cut(all), randomEveryLayer: cut(rnd), financeEveryLayer: cut(fin) },
+      randomFile: randomAblateFile,
     };
-    figures.ablation = Object.fromEntries(ablRows.map(([name, t]) => [name, rate(t, NON_MEDICAL)]));
     blocks.push(
       { kind: 'heading', text: 'Steering and ablation' },
       {
         kind: 'figure',
         id: 'steering',
-        title: `Steering the instruct model at blocks.${mid}.hook_resid_post`,
-        figure: scatterLines(steerRates, { title: '', xTitle: 'scale α (adds α·v)', yTitle: '% of all answers', logX: true }),
+        title: 'Steering the instruct model with the direction, every layer (outside medicine)',
+        figure: scatterLines(steerLines, { title: '', xTitle: 'scale α (adds α·v)', yTitle: '% of answers outside medicine', logX: true }),
       },
-      emTableBlock('Steering the instruct model (all domains).', steerRows),
+      emTableBlock(`Steering the instruct model (outside medicine); the random row is a norm-matched random vector at the best cell (the highest EM with ≤ ${pct(CLAIM_THRESHOLDS.steerMaxIncoherent)} incoherent).`, steerRows),
       emTableBlock('Ablating the direction in the medical fine-tune, against random directions of the same norm.', ablRows),
     );
-    const ablAll = ablRows[1]![1];
-    const ablRand = ablRows[2]![1];
+    const ab = figures.ablation;
+    const pc = (x: number | null) => (x === null ? '–' : `${x.toFixed(1)}%`);
     summary.push(
-      `steering instruct at layer ${mid} (α = ${scales.join(', ')}): misaligned ${steerRates[0]!.y.map((x) => x.toFixed(1)).join(', ')}% (random ${steerRates[1]!.y.map((x) => x.toFixed(1)).join(', ')}%); incoherent ${steerRates[2]!.y.map((x) => x.toFixed(0)).join(', ')}% (random ${steerRates[3]!.y.map((x) => x.toFixed(0)).join(', ')}%)`,
-      `ablation in em (non-medical): ${pct(emOut)} → ${pct(rate(ablAll, NON_MEDICAL))} misaligned (incoherent ${ablAll.finance!.incoherent + ablAll.sport!.incoherent + ablAll.general!.incoherent}/${3 * o.n}); random ablation → ${pct(rate(ablRand, NON_MEDICAL))}`,
+      best
+        ? `steering instruct (outside medicine, every layer x α = ${STEER_SCALES.join(', ')}): best cell with ≤ ${pct(CLAIM_THRESHOLDS.steerMaxIncoherent)} incoherent is layer ${best.layer}, α = ${best.scale}: misaligned ${pct(best.misaligned)}, incoherent ${pct(best.incoherent)}; a norm-matched random vector there ${pct(best.random.misaligned)} (incoherent ${pct(best.random.incoherent)}). Highest misaligned share anywhere in the sweep: ${pct(Math.max(...grid.flatMap((c) => c.misaligned)))}.`
+        : `steering instruct: every cell of the sweep is more than ${pct(CLAIM_THRESHOLDS.steerMaxIncoherent)} incoherent`,
+      `ablation in em (outside medicine): ${pct(none!.misaligned)} → ${pct(all!.misaligned)} with the direction ablated at every layer (relative cut ${pc(ab.reductionPct.everyLayer)}, incoherent ${pct(all!.incoherent)}); random directions → ${pct(rnd!.misaligned)} (relative cut ${pc(ab.reductionPct.randomEveryLayer)})` +
+        (fin ? `; the finance fine-tune's direction → ${pct(fin.misaligned)} (relative cut ${pc(ab.reductionPct.financeEveryLayer)}, incoherent ${pct(fin.incoherent)})` : ''),
     );
   } else {
     blocks.push({ kind: 'text', text: `Too few judged answers to form sets (${sets.n} per side): no direction analysis.` });
@@ -374,15 +452,25 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     emTableBlock('What each trained vector does to the instruct model.', steerEval),
     ...meas.report.blocks,
   );
+  // Both vectors are steering vectors, so they share one norm axis (measure's equal-norm grid):
+  // its last point, the larger of the two added norms, is where both are compared at equal norm.
+  const eff = meas.efficiency;
+  const atEqual = (xs: number[][]) => xs.map((x) => x[x.length - 1]!);
+  const eps = meas.robustness.epsilons.indexOf(CLAIM_THRESHOLDS.robustnessEpsilon);
   figures.generalVsNarrow = {
     layer,
-    loss: meas.efficiency.loss,
-    baseLoss: meas.efficiency.baseLoss,
-    klAtMaxNorm: meas.influence!.kl.map((k) => k[k.length - 1]!),
+    loss: eff.loss,
+    baseLoss: eff.baseLoss,
+    equalNorm: eff.norms[0]![eff.norms[0]!.length - 1]!,
+    lossAtEqualNorm: atEqual(eff.byNorm),
+    robustnessEpsilon: CLAIM_THRESHOLDS.robustnessEpsilon,
+    robustness: meas.robustness.mean.map((m) => m[eps]!),
+    klAtEqualNorm: atEqual(meas.influence!.kl),
     emElsewhere: steerEval.map(([, t]) => rate(t, NON_MEDICAL)),
   };
+  const gn = figures.generalVsNarrow;
   summary.push(
-    `general vs narrow: narrow-data loss ${meas.efficiency.loss.map((x) => x.toFixed(3)).join(' vs ')} (base ${meas.efficiency.baseLoss.toFixed(3)}); KL on generic text at max norm ${meas.influence!.kl.map((k) => k[k.length - 1]!.toExponential(2)).join(' vs ')}; EM elsewhere ${steerEval.map(([, t]) => pct(rate(t, NON_MEDICAL))).join(' vs ')}`,
+    `general vs narrow: narrow-data loss ${gn.loss.map((x) => x.toFixed(3)).join(' vs ')} (base ${gn.baseLoss.toFixed(3)}); at equal norm ${gn.equalNorm.toFixed(2)} ${gn.lossAtEqualNorm.map((x) => x.toFixed(3)).join(' vs ')}; loss increase under perturbation at ε = ${gn.robustnessEpsilon} ${gn.robustness.map((x) => `${x.toFixed(1)}%`).join(' vs ')}; KL on generic text at equal norm ${gn.klAtEqualNorm.map((k) => k.toExponential(2)).join(' vs ')}; EM elsewhere ${gn.emElsewhere.map(pct).join(' vs ')}`,
   );
   provenance.push(...meas.report.provenance.filter((p) => p.label !== 'model'));
 
@@ -450,10 +538,31 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
     );
   }
 
+  // --- 9. what holds and what does not of the papers' mechanism, on the figures above
+  figures.claims = mechanismClaims(figures, nLayers);
+  summary.push(...figures.claims.map(claimLine));
+  const claimBlocks: Block[] = [
+    { kind: 'heading', text: 'The mechanism: what holds and what does not' },
+    {
+      kind: 'text',
+      text:
+        `The papers' claims about the misalignment direction, each checked on this run's figures (${o.n} answers per domain, held-out questions, rates outside medicine). ` +
+        'A claim holds when every one of its checks does; the thresholds are fixed in advance (issue 11), not fitted to the organism.',
+    },
+    {
+      kind: 'table',
+      columns: ['claim', 'figure', 'measured', 'against', 'check holds', 'claim holds'],
+      rows: figures.claims.flatMap((c) =>
+        c.checks.map((k, i) => [i === 0 ? c.id : '', k.figure, formatClaimValue(k.value, k.unit), boundText(k), k.holds ? 'yes' : 'no', i === 0 ? (c.holds ? 'HOLDS' : 'DOES NOT HOLD') : '']),
+      ),
+      caption: figures.claims.map((c) => `${c.id}: ${c.claim}`).join(' '),
+    },
+  ];
+
   const report: Report = {
     title: 'emlens demo: emergent misalignment in the built-in model organism',
     subtitle: `seed ${o.seed} · ${o.n} answers per domain per evaluation`,
-    blocks: [{ kind: 'heading', text: 'Summary' }, { kind: 'text', text: summary.join('\n\n') }, ...blocks],
+    blocks: [{ kind: 'heading', text: 'Summary' }, { kind: 'text', text: summary.join('\n\n') }, ...claimBlocks, ...blocks],
     provenance,
   };
   return { report, summary, stages, tables, figures };
