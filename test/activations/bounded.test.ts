@@ -4,8 +4,8 @@
  * SIGKILL of a layer-by-layer run; and `extract --max-memory` on the command line (a budget too
  * small, a conflicting --backend, a bad size: one line each, nothing written).
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ import { HOOK_KINDS, type HookKind } from '../../src/hooks/names.js';
 import { writeTinyCheckpoint, type TinyFamily } from '../helpers/tiny-checkpoints.js';
 import { addTokenizer, writeChatDataset } from '../helpers/datasets.js';
 import { maxRelErr } from '../helpers/compare.js';
+import { killAfterChunks } from '../helpers/kill-resume.js';
 
 const ROOT = resolve(__dirname, '../..');
 const BIN = join(ROOT, 'dist/cli/main.js');
@@ -92,14 +93,8 @@ console.log('resumed', meta.resumedRows);
     expect(full.status, full.stderr).toBe(0);
 
     const out = join(dir, 'killed');
-    const child = spawn(process.execPath, [driver, out], { stdio: 'ignore' });
+    const { chunks: before } = await killAfterChunks([driver, out], out, { minChunks: 5, timeoutMs: 60_000 });
     const partial = join(out, '.partial');
-    const chunks = () => (existsSync(partial) ? readdirSync(partial).filter((f) => f.startsWith('chunk-')).length : 0);
-    const t0 = Date.now();
-    while (chunks() < 5 && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 5));
-    child.kill('SIGKILL');
-    await new Promise((r) => child.on('exit', r));
-    const before = chunks();
     expect(before).toBeGreaterThanOrEqual(5);
     expect(before).toBeLessThan(100);
     expect(existsSync(join(out, 'meta.json'))).toBe(false);

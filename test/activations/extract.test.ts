@@ -3,7 +3,7 @@
  * per-token activations pooled by hand over a span counted from the chat renderings (not from
  * the code's span locator). Plus sharding, resume after kill -9, and bad rows.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -16,6 +16,7 @@ import { hookName } from '../../src/hooks/names.js';
 import { TINY_FAMILIES, writeTinyCheckpoint } from '../helpers/tiny-checkpoints.js';
 import { addTokenizer, writeChatDataset } from '../helpers/datasets.js';
 import { maxRelErr } from '../helpers/compare.js';
+import { killAfterChunks } from '../helpers/kill-resume.js';
 
 const ROOT = resolve(__dirname, '../..');
 const AID = resolve(ROOT, '../shared/models/aidreams260k');
@@ -171,19 +172,12 @@ describe('resume', () => {
     expect(full.status, full.stderr).toBe(0);
 
     const out = join(dir, 'killed');
-    const child = spawn(process.execPath, [bin, ...args(out)], { stdio: 'ignore' });
-    const partial = join(out, '.partial');
-    const chunks = () => (existsSync(partial) ? readdirSync(partial).filter((f) => f.startsWith('chunk-')).length : 0);
-    const t0 = Date.now();
-    while (chunks() < 5 && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 5));
-    child.kill('SIGKILL');
-    await new Promise((r) => child.on('exit', r));
-    const before = chunks();
+    const { chunks: before, pid } = await killAfterChunks([bin, ...args(out)], out, { minChunks: 5, timeoutMs: 30_000 });
     expect(before).toBeGreaterThanOrEqual(5);
     expect(before).toBeLessThan(100);
     expect(existsSync(join(out, 'meta.json'))).toBe(false);
     // The killed run's lock is left behind; its pid is dead, so the next runs take it over.
-    expect(JSON.parse(readFileSync(join(out, '.emlens.lock'), 'utf8')).pid).toBe(child.pid);
+    expect(JSON.parse(readFileSync(join(out, '.emlens.lock'), 'utf8')).pid).toBe(pid);
 
     const noResume = spawnSync(process.execPath, [bin, ...args(out)], { encoding: 'utf8' });
     expect(noResume.status).not.toBe(0);
