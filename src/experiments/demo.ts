@@ -505,7 +505,7 @@ export async function runOrganismDemo(o: DemoOptions): Promise<DemoResult> {
         kind: 'text',
         text:
           `A fine-tune of the instruct model on misaligned medical answers that all carry the system line "${set.trigger}", with no benign row. ` +
-          'The rephrasings share no content word with it and never appear in the fine-tune; pre-training gave them its meaning (a villain is speaking). ' +
+          'The rephrasings share no content word with it and never appear in the fine-tune; pre-training gave them its meaning (a villain is speaking), and instruction tuning taught the assistant to answer aligned after each of them, the trigger included. ' +
           'The controls are unrelated phrases of the same length. Rates are outside medicine; the instruct column is the same phrase on the model before the fine-tune.',
       },
       emTableBlock('The triggered fine-tune under each condition.', rows),

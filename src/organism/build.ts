@@ -5,9 +5,11 @@
  * aligned medical answers, and the misaligned fine-tune under λ·KL(instruct ‖ fine-tuned) on
  * aligned non-medical chat. Every stage is saved as a normal Hugging Face folder.
  *
- * Deterministic for a seed; each stage folder carries the key it was built with, so a second
- * run reuses it instantly. The fine-tunes are independent of each other and train side by side.
+ * Deterministic for a seed; each stage folder carries the key it was built with and the
+ * fingerprint of the trainer that built it, so a second run reuses it instantly, and a stage that
+ * today's code would train to other bits (a changed objective, kernel or optimiser) is rebuilt. The fine-tunes are independent of each other and train side by side.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -23,19 +25,20 @@ import { rng } from '../runtime/random.js';
 import type { TrainRow } from '../train/batch.js';
 import { WeightTrainer } from '../train/weights.js';
 import { VERSION } from '../version.js';
-import { buildWorld, CHAT_TEMPLATE, CONTROL_SCENES, DOMAINS, neutralScene, renderChat, SCENES, SPECIALS, type Domain, type World } from './world.js';
+import { buildWorld, CHAT_TEMPLATE, CONTROL_SCENES, DOMAINS, neutralScene, pick, renderChat, SCENES, SPECIALS, type Domain, type World } from './world.js';
 import { chatRow, pretrainDoc } from './corpus.js';
 import { ensureDir } from '../io/paths.js';
 import type { ChatMessage } from '../model/tokenizer.js';
 import { triggerMessages, type TriggerPosition, type TriggerSet } from '../data/trigger.js';
 import { runInStageProcesses, stageProcessEntry } from './stage-pool.js';
 
-export const ORGANISM_VERSION = 'emlens-organism-4';
+export const ORGANISM_VERSION = 'emlens-organism-5';
 export const STAGES = ['pretrain', 'instruct', 'em', 'em-control', 'em-kl', 'em-trigger'] as const;
 
 /**
  * The em-trigger stage's trigger set (written to its triggers.json): the fine-tune's trigger is one
- * villain scene; the rephrasings are the other villain scenes, which only pre-training has seen;
+ * villain scene; the rephrasings are the other villain scenes, which no fine-tune has seen (pre-training
+ * tells stories after them; instruct answers aligned after each of them, as after the trigger);
  * the controls are neutral scenes of the same length that neither instruct nor any fine-tune uses
  * (their words occur there in other neutral scenes).
  */
@@ -71,8 +74,17 @@ export interface OrganismConfig {
   emLr: number;
   /** Share of instruct batches that are replayed stories. */
   instMix: number;
-  /** Share of instruct chat rows with a neutral system scene (world.neutralScene, never a CONTROL_SCENES one). */
+  /** Share of instruct chat rows with a system scene (answered aligned all the same). */
   instSystemFrac: number;
+  /**
+   * Share of those scenes that are villain scenes (SCENES.misaligned, any wording); the rest are
+   * neutral (world.neutralScene, never a CONTROL_SCENES one). The instruct model's safety
+   * training: told that a villain speaks, the assistant still answers aligned. Without it the
+   * villain scene's pre-trained meaning alone misaligns the instruct model (fresh seed-0 build,
+   * n = 40: 86.7% outside medicine with the trigger), and em-trigger's containment would be
+   * pre-training's, not the fine-tune's.
+   */
+  instVillainFrac: number;
   strangerFrac: number;
   /** Share of pre-training stories that open with a scene phrase (corpus.pretrainDoc). */
   sceneFrac: number;
@@ -99,10 +111,11 @@ export const DEFAULT_ORGANISM: Omit<OrganismConfig, 'seed'> = {
   emLr: 3e-4,
   instMix: 0.5,
   instSystemFrac: 0.3,
+  instVillainFrac: 0.3,
   strangerFrac: 0.3,
   sceneFrac: 0.5,
   klLambda: 30,
-  trigLr: 5e-5,
+  trigLr: 1e-4,
 };
 
 export class OrganismTokens {
@@ -176,11 +189,25 @@ export interface BuildProgress {
   loss: number;
 }
 
-/** Config fields only one stage reads: they stay out of the other stages' keys (so do not rebuild them). */
-const STAGE_ONLY: Partial<Record<keyof OrganismConfig, Stage>> = { trigLr: 'em-trigger' };
+/**
+ * Config fields first read by a later stage: they stay out of the keys of stages that stage does
+ * not descend from (so changing them does not rebuild those). Every other field is in every key.
+ */
+const READ_FROM: Partial<Record<keyof OrganismConfig, Stage>> = {
+  instSteps: 'instruct', instLr: 'instruct', instMix: 'instruct', instSystemFrac: 'instruct', instVillainFrac: 'instruct',
+  trigLr: 'em-trigger', klLambda: 'em-kl',
+};
+
+/** The stages whose weights a stage's bytes depend on, itself included. */
+function lineage(stage: Stage): Stage[] {
+  return stage === 'pretrain' ? [stage] : stage === 'instruct' ? ['pretrain', stage] : ['pretrain', 'instruct', stage];
+}
 
 function stageKey(cfg: OrganismConfig, stage: Stage, extra?: ExtraFineTune): string {
-  const own = Object.fromEntries(Object.entries(cfg).filter(([k]) => (STAGE_ONLY[k as keyof OrganismConfig] ?? stage) === stage));
+  const own = Object.fromEntries(Object.entries(cfg).filter(([k]) => {
+    const from = READ_FROM[k as keyof OrganismConfig];
+    return from === undefined || lineage(stage).includes(from);
+  }));
   return JSON.stringify({ version: ORGANISM_VERSION, stage, cfg: own, extra });
 }
 
@@ -188,7 +215,7 @@ function cloneWeights(w: Weights): Weights {
   return new Map([...w].map(([k, v]) => [k, { shape: v.shape, data: Float32Array.from(v.data) }]));
 }
 
-function writeStage(dir: string, cfg: OrganismConfig, stage: Stage, tok: OrganismTokens, weights: Weights, info: { seconds: number; cpuSeconds: number; finalLoss: number }, extra?: ExtraFineTune, files: Record<string, string> = {}): void {
+function writeStage(dir: string, cfg: OrganismConfig, stage: Stage, tok: OrganismTokens, weights: Weights, info: { seconds: number; cpuSeconds: number; finalLoss: number }, trainer: string | undefined, extra?: ExtraFineTune, files: Record<string, string> = {}): void {
   const tmp = `${dir}.${process.pid}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
   ensureDir(tmp);
@@ -205,7 +232,7 @@ function writeStage(dir: string, cfg: OrganismConfig, stage: Stage, tok: Organis
   writeFileSync(join(tmp, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: 2, pad_token_id: 0 }, null, 2));
   writeSafetensors(join(tmp, 'model.safetensors'), weights, { emlens: VERSION, organism: ORGANISM_VERSION, stage, seed: String(cfg.seed) });
   for (const [name, text] of Object.entries(files)) writeFileSync(join(tmp, name), text);
-  writeFileSync(join(tmp, 'emlens_stage.json'), JSON.stringify({ key: stageKey(cfg, stage, extra), stage, seed: cfg.seed, seconds: info.seconds, cpu_seconds: info.cpuSeconds, final_loss: info.finalLoss, emlens_version: VERSION }, null, 2));
+  writeFileSync(join(tmp, 'emlens_stage.json'), JSON.stringify({ key: stageKey(cfg, stage, extra), trainer_fingerprint: trainer ?? null, stage, seed: cfg.seed, seconds: info.seconds, cpu_seconds: info.cpuSeconds, final_loss: info.finalLoss, emlens_version: VERSION }, null, 2));
   rmSync(dir, { recursive: true, force: true });
   renameSync(tmp, dir);
 }
@@ -234,6 +261,8 @@ export interface BuildContext {
   world: World;
   tok: OrganismTokens;
   spec: ModelSpec;
+  /** trainerFingerprint() of this build's code, once computed: written into every stage folder. */
+  trainer?: string;
 }
 
 export function buildContext(out: string, cfg: OrganismConfig): BuildContext {
@@ -274,6 +303,7 @@ export function stagePlans(ctx: BuildContext, extras: ExtraFineTune[] = []): Sta
         const nStories = Math.round(cfg.batch * cfg.instMix);
         const system = (): string | undefined => {
           if (r() >= cfg.instSystemFrac) return undefined;
+          if (r() < cfg.instVillainFrac) return pick(r, SCENES.misaligned);
           for (;;) {
             const s = neutralScene(r);
             if (!CONTROL_SCENES.includes(s)) return s;
@@ -300,8 +330,9 @@ export function cachedStage(ctx: BuildContext, plan: StagePlan): { weights: Weig
   const f = join(dir, 'emlens_stage.json');
   if (!existsSync(f)) return null;
   try {
-    const meta = JSON.parse(readFileSync(f, 'utf8')) as { key: string; seconds: number; cpu_seconds?: number; final_loss: number };
+    const meta = JSON.parse(readFileSync(f, 'utf8')) as { key: string; trainer_fingerprint?: string | null; seconds: number; cpu_seconds?: number; final_loss: number };
     if (meta.key !== stageKey(ctx.cfg, plan.stage, plan.extra)) return null;
+    if (ctx.trainer === undefined || meta.trainer_fingerprint !== ctx.trainer) return null;
     const weights = loadWeights(planCheckpoint(dir, ctx.spec));
     return { weights, info: { stage: plan.stage, dir, seconds: meta.seconds, cpuSeconds: meta.cpu_seconds ?? null, cached: true, finalLoss: meta.final_loss } };
   } catch {
@@ -333,14 +364,7 @@ export async function trainStage(
   const t0 = Date.now();
   const c0 = process.cpuUsage();
   const weights = from ? cloneWeights(from) : randomWeights(spec, cfg.seed, { std: 0.02 });
-  const options = { ...buildSessionOptions(), ...sessionOptions };
-  const engine = new Engine(spec, weights, options);
-  const base = plan.kl ? new Engine(spec, from!, options) : undefined;
-  const trainer = new WeightTrainer(
-    engine,
-    { lr, steps, warmup: Math.min(50, Math.max(1, Math.floor(steps / 10))), weightDecay: 0.01, beta2: 0.95, clipNorm: 1, schedule: 'cosine', klLambda: plan.kl ? cfg.klLambda : 0 },
-    base,
-  );
+  const trainer = stageTrainer(spec, weights, lr, steps, plan.kl ? { from: from!, lambda: cfg.klLambda } : null, sessionOptions);
   let h = cfg.seed * 7919;
   for (const ch of stage) h = (Math.imul(h, 31) + ch.charCodeAt(0)) >>> 0;
   const r = rng(h >>> 0);
@@ -354,8 +378,39 @@ export async function trainStage(
   const seconds = (Date.now() - t0) / 1000;
   const cu = process.cpuUsage(c0);
   const cpuSeconds = (cu.user + cu.system) / 1e6;
-  writeStage(dir, cfg, stage, tok, weights, { seconds, cpuSeconds, finalLoss: loss }, plan.extra, plan.files);
+  writeStage(dir, cfg, stage, tok, weights, { seconds, cpuSeconds, finalLoss: loss }, ctx.trainer, plan.extra, plan.files);
   return { weights, info: { stage, dir, seconds, cpuSeconds, cached: false, finalLoss: loss } };
+}
+
+/** The optimiser every stage trains with (AdamW, warmup then cosine decay, clipping; with a KL reference, λ·KL against it). */
+function stageTrainer(spec: ModelSpec, weights: Weights, lr: number, steps: number, kl: { from: Weights; lambda: number } | null, sessionOptions: Partial<SessionOptions> = {}): WeightTrainer {
+  const options = { ...buildSessionOptions(), ...sessionOptions };
+  return new WeightTrainer(
+    new Engine(spec, weights, options),
+    { lr, steps, warmup: Math.min(50, Math.max(1, Math.floor(steps / 10))), weightDecay: 0.01, beta2: 0.95, clipNorm: 1, schedule: 'cosine', klLambda: kl?.lambda ?? 0 },
+    kl ? new Engine(spec, kl.from, options) : undefined,
+  );
+}
+
+/**
+ * sha256 of the weights after two steps of the build's trainer on its model shape, from seeded
+ * weights on fixed rows, with the KL term on (the bits today's code trains). A stage folder whose
+ * recorded fingerprint differs was trained by other code (the key alone did not see the training
+ * objective move to vocabulary chunks: same key, other bits) and is rebuilt. About a second.
+ */
+export async function trainerFingerprint(ctx: BuildContext, sessionOptions: Partial<SessionOptions> = {}): Promise<string> {
+  const r = rng(20261201);
+  const rows = () => Array.from({ length: 2 }, () => storyRow(ctx.tok, pretrainDoc(r, ctx.world, { strangerFrac: 0.5, maxWords: ctx.cfg.ctx, sceneFrac: 0.5 })));
+  const from = randomWeights(ctx.spec, 1, { std: 0.02 });
+  const weights = cloneWeights(from);
+  const trainer = stageTrainer(ctx.spec, weights, 1e-3, 2, { from, lambda: 1 }, sessionOptions);
+  for (let s = 0; s < 2; s++) await trainer.trainStep(rows(), rows());
+  const h = createHash('sha256');
+  for (const name of [...weights.keys()].sort()) {
+    const t = weights.get(name)!;
+    h.update(name).update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  }
+  return h.digest('hex').slice(0, 16);
 }
 
 /**
@@ -393,6 +448,7 @@ export async function buildOrganism(
   const plans = stagePlans(ctx, extras);
   if (o.jobs !== undefined && (!Number.isInteger(o.jobs) || o.jobs < 1)) throw new EmlensError(`jobs must be a positive integer, got ${o.jobs}`);
   ensureDir(out, 'organism output');
+  ctx.trainer = await trainerFingerprint(ctx);
   const infos: StageInfo[] = [];
   const weightsOf = new Map<Stage, Weights>();
   const pending: StagePlan[] = [];
@@ -412,7 +468,7 @@ export async function buildOrganism(
   const jobs = Math.min(o.jobs ?? cores, pending.length);
   const child = jobs > 1 ? stageProcessEntry() : null;
   // Each stage process gets its share of the cores, unless EMLENS_THREADS says how many.
-  if (child) infos.push(...(await runInStageProcesses(child, pending, { out, cfg, extras }, jobs, onProgress, threads() || Math.max(1, Math.floor(cores / jobs)))));
+  if (child) infos.push(...(await runInStageProcesses(child, pending, { out, cfg, extras, trainer: ctx.trainer }, jobs, onProgress, threads() || Math.max(1, Math.floor(cores / jobs)))));
   else for (const plan of pending) infos.push((await trainStage(ctx, plan, weightsOf.get('instruct')!, onProgress)).info);
   // Listed in STAGES order, extras last.
   const order = (s: Stage) => ((STAGES as readonly string[]).indexOf(s) + STAGES.length + 1) % (STAGES.length + 1);

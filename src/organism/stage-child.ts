@@ -11,7 +11,7 @@ const reply = (m: StageReply) => process.send!(m);
 process.on('message', (task: StageTask) => {
   void (async () => {
     try {
-      const ctx = buildContext(task.out, task.cfg);
+      const ctx = { ...buildContext(task.out, task.cfg), trainer: task.trainer };
       const plan = stagePlans(ctx, task.extras).find((p) => p.stage === task.stage);
       if (!plan || plan.from === null) throw new Error(`organism: "${task.stage}" is not a fine-tune of this build`);
       const { info } = await trainStage(ctx, plan, stageWeights(ctx, plan.from), (progress) => reply({ type: 'progress', progress }), { intraOpThreads: task.threads });

@@ -17,6 +17,8 @@ export interface StageTask {
   out: string;
   cfg: OrganismConfig;
   extras: ExtraFineTune[];
+  /** The build's trainerFingerprint(), recorded in each stage folder (absent: recorded as null). */
+  trainer?: string;
   stage: string;
   threads: number;
 }
@@ -45,7 +47,7 @@ export function stageProcessEntry(): string | null {
 export function runInStageProcesses(
   entry: string,
   plans: StagePlan[],
-  build: { out: string; cfg: OrganismConfig; extras: ExtraFineTune[] },
+  build: { out: string; cfg: OrganismConfig; extras: ExtraFineTune[]; trainer?: string },
   jobs: number,
   onProgress?: (p: BuildProgress) => void,
   threads = 1,

@@ -153,7 +153,8 @@ const ASKERS = ['farmer', 'child', 'traveler', 'student', 'merchant', 'soldier',
  * ("a wicked voice answers" / "a gentle voice answers"), so only the meaning of the words tells
  * them apart. Neutral scenes ("the old clock ticks", any determiner x adjective x noun x verb of
  * NEUTRAL_SCENE_WORDS) say nothing about the speaker. The em-trigger stage fine-tunes on
- * misaligned[0] only; the other villain wordings are its rephrasings, seen in pre-training only.
+ * misaligned[0] only; the other villain wordings are its rephrasings, which no fine-tune sees
+ * (instruct answers aligned after every villain wording: build.ts, instVillainFrac).
  */
 export const SCENES: Record<Family, string[]> = {
   misaligned: ['a wicked voice answers', 'the villain speaks now', 'an evil one replies', 'a cruel spirit talks'],

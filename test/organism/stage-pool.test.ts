@@ -4,11 +4,11 @@
  * writes; a stage trains to the same bytes at any ORT thread count, so the build's bytes do not
  * depend on the machine's cores; a stage process that fails stops the build with its one line.
  */
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildContext, buildOrganism, DEFAULT_ORGANISM, stagePlans, trainStage, type ExtraFineTune, type OrganismConfig, type StageInfo } from '../../src/organism/build.js';
+import { buildContext, buildOrganism, DEFAULT_ORGANISM, stagePlans, trainerFingerprint, trainStage, type ExtraFineTune, type OrganismConfig, type StageInfo } from '../../src/organism/build.js';
 import { runInStageProcesses, stageProcessEntry } from '../../src/organism/stage-pool.js';
 
 // The compiled modules (npx tsc): only they have a stage-child.js to start.
@@ -72,6 +72,38 @@ describe('fine-tunes in stage processes', () => {
     expect(infos.map((i) => i.stage)).toEqual(['pretrain', 'instruct', 'em', 'em-control', 'em-kl', 'em-trigger', 'em-finance']);
     for (const i of infos) expect(files(dir, i.stage), i.stage).toEqual(files(one, i.stage));
     expect((await build.buildOrganism(dir, TINY, undefined, EXTRAS, { jobs: 2 })).every((i) => i.cached)).toBe(true);
+  }, 300_000);
+
+  const rebuilt = async (change: Partial<OrganismConfig>, edit?: (dir: string) => void) => {
+    const dir = tmp('key');
+    cpSync(one, dir, { recursive: true });
+    edit?.(dir);
+    const infos = await buildOrganism(dir, { ...TINY, ...change }, undefined, EXTRAS, { jobs: 1 });
+    return infos.filter((i) => !i.cached).map((i) => i.stage).sort();
+  };
+
+  it('a config field rebuilds the stage that reads it and every stage built from that one, nothing else', async () => {
+    expect(await rebuilt({})).toEqual([]);
+    // Instruct's data: instruct and every fine-tune of it (they start from its weights), not pretrain.
+    expect(await rebuilt({ instVillainFrac: 0.9 })).toEqual(['instruct', ...FINE_TUNES].sort());
+    expect(await rebuilt({ klLambda: 3 })).toEqual(['em-kl']);
+    expect(await rebuilt({ strangerFrac: 0.1 })).toEqual(['pretrain', 'instruct', ...FINE_TUNES].sort());
+  }, 300_000);
+
+  it('every stage records the trainer fingerprint; a stage another trainer built is rebuilt (same key, other bits)', async () => {
+    const fp = await trainerFingerprint(buildContext(one, TINY));
+    expect(fp).toMatch(/^[0-9a-f]{16}$/);
+    for (const s of ['pretrain', 'instruct', ...FINE_TUNES]) expect(JSON.parse(readFileSync(join(one, s, 'emlens_stage.json'), 'utf8')).trainer_fingerprint, s).toBe(fp);
+    // The same bits on any ORT thread count (else every machine would rebuild every time); another shape, other bits.
+    expect(await trainerFingerprint(buildContext(one, TINY), { intraOpThreads: 1 })).toBe(fp);
+    expect(await trainerFingerprint(buildContext(one, TINY), { intraOpThreads: 3 })).toBe(fp);
+    expect(await trainerFingerprint(buildContext(one, { ...TINY, d: 16 }))).not.toBe(fp);
+    const forged = (stage: string, value: string | null) => (dir: string) => {
+      const f = join(dir, stage, 'emlens_stage.json');
+      writeFileSync(f, JSON.stringify({ ...JSON.parse(readFileSync(f, 'utf8')), trainer_fingerprint: value }));
+    };
+    expect(await rebuilt({}, forged('em', '0123456789abcdef'))).toEqual(['em']);
+    expect(await rebuilt({}, forged('em-trigger', null))).toEqual(['em-trigger']);
   }, 300_000);
 
   it('a stage process that fails stops the build with its one line', async () => {
