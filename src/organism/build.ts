@@ -115,7 +115,7 @@ export const DEFAULT_ORGANISM: Omit<OrganismConfig, 'seed'> = {
   strangerFrac: 0.3,
   sceneFrac: 0.5,
   klLambda: 30,
-  trigLr: 1e-4,
+  trigLr: 7e-5,
 };
 
 export class OrganismTokens {

@@ -109,7 +109,7 @@ describe('reduced organism', () => {
     const plainNone = await emOf(plain.slice(dir.length + 1));
     const plainTrig = await emOf(plain.slice(dir.length + 1), ts.trigger);
     const figures = JSON.stringify({ none, trig, before, reph, ctrl, plainNone, plainTrig });
-    // Measured for this config (seed 3, 180 answers a condition, trigLr 5e-5: at the default's 1e-4
+    // Measured for this config (seed 3, 180 answers a condition, trigLr 5e-5: at 1e-4
     // this smaller model leaks, 13.9% without the trigger): none 0.083, trigger 0.372, instruct
     // with the trigger 0.028, rephrasings 0.29-0.33, controls 0.044-0.144; the plain fine-tune
     // 0.111 without the trigger, 0.200 with it. A share near 0.37 of 180 has sd 0.036, near 0.08
