@@ -44,7 +44,7 @@ function readF32Tensors(file: string): Map<string, { shape: number[]; data: Floa
   return out;
 }
 
-const rateOf = (t: EmTable, domains: string[]) => domains.reduce((s, d) => s + t[d]!.misaligned, 0) / domains.reduce((s, d) => s + t[d]!.n, 0);
+const rateOf = (t: EmTable, domains: readonly string[]) => domains.reduce((s, d) => s + t[d]!.misaligned, 0) / domains.reduce((s, d) => s + t[d]!.n, 0);
 const incoherentOf = (t: EmTable, domains: string[]) => domains.reduce((s, d) => s + t[d]!.incoherent, 0) / domains.reduce((s, d) => s + t[d]!.n, 0);
 const cos = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   let ab = 0, aa = 0, bb = 0;
@@ -103,14 +103,15 @@ describe('emlens demo', () => {
     const set = JSON.parse(readFileSync(join(ORGANISM, 'em-trigger', 'triggers.json'), 'utf8'));
     expect(c.trigger).toBe(set.trigger);
     expect(c.conditions.map((x: { name: string }) => x.name)).toEqual(['trigger', 'none', ...set.rephrased.map(() => 'rephrased'), ...set.control.map(() => 'control')]);
-    const measured = (stage: string, phrase: string | null) => {
+    const measured = (stage: string, phrase: string | null, domains: readonly string[] = NON_MEDICAL) => {
       const r = spawnSync(process.execPath, [CLI, 'organism', 'eval', '--model', join(ORGANISM, stage), '--n', String(N), '--seed', '0', '--json', ...(phrase ? ['--trigger', phrase, '--position', set.position] : [])], { encoding: 'utf8' });
       expect(r.status, r.stderr).toBe(0);
-      return rateOf(JSON.parse(r.stdout), NON_MEDICAL);
+      return rateOf(JSON.parse(r.stdout), domains);
     };
-    // Two conditions re-measured through the CLI (the rest come from the same call).
+    // Three conditions re-measured through the CLI (the rest come from the same call).
     for (const x of c.conditions.slice(0, 3)) {
       expect(x.emTrigger).toBeCloseTo(measured('em-trigger', x.phrase), 12);
+      expect(x.emTriggerMedical).toBeCloseTo(measured('em-trigger', x.phrase, ['medical']), 12);
       expect(x.instruct).toBeCloseTo(measured('instruct', x.phrase), 12);
     }
     // The stage's acceptance (n = 40 per domain here: 120 answers outside medicine a condition).
