@@ -153,6 +153,18 @@ export class LoadedModel implements ModelInfo {
     return this.checkpoint;
   }
 
+  /**
+   * How generation runs, for provenance and resume keys: {} on the fp32 inputs (so runs from
+   * before --weights and --fp32-decode still resume) and on --backend (the server's weights);
+   * { weights } when quantised; { fp32_decode: 'store' } on the fp32 store, whose logits differ
+   * from the inputs' by float rounding (packed Gemms sum in another order), so samples may too.
+   */
+  decodeProvenance(): { weights?: WeightMode; fp32_decode?: 'store' } {
+    if (!this.local) return {};
+    if (this.local.weightMode !== 'fp32') return { weights: this.local.weightMode };
+    return this.local.decodeSource === 'store' ? { fp32_decode: 'store' } : {};
+  }
+
   /** Forward and generate, here or on the servers of `--backend`. */
   get backend(): ModelBackend {
     return this.remote?.engine ?? this.engine;
