@@ -5,8 +5,9 @@
  *   Qwen2.5-0.5B-shaped model (built in memory), the LM head every step: times each step. The
  *   weights as `source` says: the fp32 inputs, or an fp32 decode store (written to a temporary
  *   folder first, the in-memory copy then dropped, as a generate-only engine does).
- * - agree: greedy decoding at one batch on both sources; whether the tokens agree and how far
- *   the logits are apart (the store path's packed Gemms may round differently).
+ * - ab: both sources in one process, timed alternately call by call (pairs), after greedy
+ *   decoding on both: whether the tokens agree and how far the logits are apart (the store
+ *   path's packed Gemms may sum in another order).
  * - eval: a whole judged run (judgedRun, what `emlens eval` samples and judges) of a question file
  *   on that model written as a folder, loaded to generate only on `source` (extract-child's writer) with a chat template added, judged
  *   by a judge that answers instantly, so the time is sampling time.
@@ -97,24 +98,46 @@ async function decode(a: DecodeArgs): Promise<DecodeResult> {
   return { ...a, totalMs, prefillMs, decodeStepMs };
 }
 
-export interface AgreeArgs {
+export interface AbArgs {
   batch: number;
   promptLen: number;
   newTokens: number;
+  warmup: number;
+  /** Timed pairs: one generate() on each source, the order alternating pair by pair. */
+  pairs: number;
 }
-export interface AgreeResult extends AgreeArgs {
+export interface AbResult extends AbArgs {
+  /** Per pair, each source's mean single-token step (ms). */
+  stepMs: Record<DecodeSource, number[]>;
+  /** Greedy decoding of `agreeTokens` on both first (it also compiles the sessions). */
+  agreeTokens: number;
   tokensEqual: boolean;
-  /** Largest |inputs - store| over every step's logits, and the largest |logit| (for scale). */
+  /** Largest |inputs - store| over those steps' logits, and the largest |logit| (for scale). */
   maxAbsDiff: number;
   maxAbsLogit: number;
 }
 
-async function agree(a: AgreeArgs): Promise<AgreeResult> {
+/** Mean time of a generate() call's single-token steps (the first step, the prefill, left out). */
+async function stepMs(engine: Engine, prompts: number[][], newTokens: number, seed: number): Promise<number> {
+  const marks: number[] = [];
+  const res = await engine.generate(prompts, { maxNewTokens: newTokens, temperature: 1, topP: 1, seed, stopIds: [], onStep: () => marks.push(performance.now()) });
+  if (res.tokens.some((x) => x.length !== newTokens)) throw new Error(`a row generated fewer than ${newTokens} tokens`);
+  return (marks[marks.length - 1]! - marks[0]!) / (marks.length - 1);
+}
+
+/**
+ * Both sources in one process, alternated call by call (inputs first in even pairs, store first
+ * in odd ones): load from other processes then falls on both alike, and each pair's ratio is
+ * taken seconds apart, not minutes.
+ */
+async function ab(a: AbArgs): Promise<AbResult> {
   const spec = benchSpec();
   const prompts = randomIds(a.batch, a.promptLen, spec.vocab, 99);
-  const run = (source: DecodeSource) => engineOn(spec, source).generate(prompts, { maxNewTokens: a.newTokens, temperature: 0, stopIds: [], keepLogits: true });
-  const x = await run('inputs');
-  const y = await run('store');
+  const engines: Record<DecodeSource, Engine> = { inputs: engineOn(spec, 'inputs'), store: engineOn(spec, 'store') };
+  const agreeTokens = 4;
+  const greedy = (source: DecodeSource) => engines[source].generate(prompts, { maxNewTokens: agreeTokens, temperature: 0, stopIds: [], keepLogits: true });
+  const x = await greedy('inputs');
+  const y = await greedy('store');
   let maxAbsDiff = 0;
   let maxAbsLogit = 0;
   x.logits!.forEach((l, s) => {
@@ -124,7 +147,14 @@ async function agree(a: AgreeArgs): Promise<AgreeResult> {
       maxAbsLogit = Math.max(maxAbsLogit, Math.abs(l[i]!));
     }
   });
-  return { ...a, tokensEqual: JSON.stringify(x.tokens) === JSON.stringify(y.tokens), maxAbsDiff, maxAbsLogit };
+  for (let w = 0; w < a.warmup; w++) for (const source of ['inputs', 'store'] as const) await stepMs(engines[source], prompts, a.newTokens, w);
+  const steps: Record<DecodeSource, number[]> = { inputs: [], store: [] };
+  for (let p = 0; p < a.pairs; p++) {
+    const order: DecodeSource[] = p % 2 ? ['store', 'inputs'] : ['inputs', 'store'];
+    for (const source of order) steps[source].push(await stepMs(engines[source], prompts, a.newTokens, 100 + p));
+    log(`sample B=${a.batch}: pair ${p + 1}/${a.pairs}: inputs ${steps.inputs[p]!.toFixed(0)} ms, store ${steps.store[p]!.toFixed(0)} ms a step`);
+  }
+  return { ...a, stepMs: steps, agreeTokens, tokensEqual: JSON.stringify(x.tokens) === JSON.stringify(y.tokens), maxAbsDiff, maxAbsLogit };
 }
 
 /** Scores every request 50 at once: the judged run's time is then its sampling. */
@@ -160,6 +190,6 @@ async function evalRun(a: EvalArgs): Promise<EvalResult> {
 
 await childMain('sample-child', {
   decode: (a: DecodeArgs) => decode(a),
-  agree: (a: AgreeArgs) => agree(a),
+  ab: (a: AbArgs) => ab(a),
   eval: (a: EvalArgs) => evalRun(a),
 });

@@ -15,9 +15,9 @@
  *
  * Each decode figure is for one weight source (Engine.decodeSource): the fp32 weight inputs, or
  * the fp32 decode store (initializers ORT packs once; what `emlens generate` / `eval` run by
- * default). With both, they run interleaved (batch by batch, `repeats` rounds, a fresh process
- * each), so that load from other processes falls on both alike, and the store/inputs ratio per
- * batch is reported with how far the two sources' greedy logits are apart.
+ * default). With both, each batch runs them in one process alternated call by call (`pairs`
+ * timed pairs), so that load from other processes falls on both alike; the store/inputs ratio is
+ * the median of the pairs' ratios, reported with how far the two sources' greedy logits are apart.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import type { BenchOptions, Row, Section, SectionResult } from './section.js';
 import { benchSpec, log, projections, runChild, stats, type Projection } from './util.js';
 import { gemmRoofline } from './roofline.js';
-import type { AgreeResult, DecodeResult, DecodeSource, EvalResult } from './sample-child.js';
+import type { AbResult, DecodeResult, DecodeSource, EvalResult } from './sample-child.js';
 import type { WriteResult } from './extract-child.js';
 import { fileURLToPath } from 'node:url';
 
@@ -45,8 +45,8 @@ export interface SampleOptions {
   newTokens: number;
   /** Weight sources measured, interleaved (the eval runs once per source). */
   sources: DecodeSource[];
-  /** Rounds over batches x sources. */
-  repeats: number;
+  /** With both sources: timed pairs (one call on each, alternated) per batch. */
+  pairs: number;
   /** questions x samples x new tokens; null: skip the eval. */
   eval: { questions: number; samples: number; tokens: number } | null;
 }
@@ -87,21 +87,23 @@ export async function benchSample(opts: BenchOptions & { sample: SampleOptions }
   const big = await gemmRoofline(projections(spec), 512, { warmup: 1, runs: 5, passes: 2 });
   const scale = big.gflopsBest / EPYC_GFLOPS;
   const weightBytes = 4 * (nLinear + spec.dModel * spec.vocab);
-  // Every round runs each batch on each source, back to back, each in a fresh process.
-  const runs = new Map<string, DecodeResult[]>();
-  for (let rep = 0; rep < so.repeats; rep++) {
-    for (const batch of so.batches) {
-      for (const source of so.sources) {
-        log(`sample: round ${rep + 1}/${so.repeats}, ${source}, batch ${batch}, ${PROMPT_LEN}-token prompts, ${so.newTokens} new tokens, in a child process`);
-        const result = await runChild<DecodeResult>('decode', { source, batch, promptLen: PROMPT_LEN, newTokens: so.newTokens, warmup: opts.warmup > 0 ? 1 : 0, runs: Math.min(opts.runs, 3) }, { script: 'sample-child.js' });
-        const k = `${source} ${batch}`;
-        runs.set(k, [...(runs.get(k) ?? []), result]);
-      }
-    }
-  }
-  const decode: { source: DecodeSource; batch: number; results: DecodeResult[]; stepMs: number[]; tokensPerSec: number; gflops: number; roofline: number; share: number; weightGBs: number; streamGBs: number }[] = [];
-  const ratios: { batch: number; perRound: number[]; median: number; agree: AgreeResult | null }[] = [];
+  const decode: { source: DecodeSource; batch: number; stepMs: number[]; tokensPerSec: number; gflops: number; roofline: number; share: number; weightGBs: number; streamGBs: number }[] = [];
+  const ratios: { batch: number; perPair: number[]; median: number; ab: AbResult }[] = [];
+  const both = so.sources.length === 2;
   for (const batch of so.batches) {
+    const steps = new Map<DecodeSource, number[]>();
+    if (both) {
+      log(`sample: batch ${batch}, inputs and store alternated in one child process, ${so.pairs} pairs of ${so.newTokens} new tokens`);
+      const ab = await runChild<AbResult>('ab', { batch, promptLen: PROMPT_LEN, newTokens: so.newTokens, warmup: opts.warmup > 0 ? 1 : 0, pairs: so.pairs }, { script: 'sample-child.js' });
+      for (const source of so.sources) steps.set(source, ab.stepMs[source]);
+      const perPair = ab.stepMs.inputs.map((ms, i) => ms / ab.stepMs.store[i]!);
+      ratios.push({ batch, perPair, median: stats(perPair).median, ab });
+    } else {
+      const source = so.sources[0]!;
+      log(`sample: batch ${batch}, ${source}, ${PROMPT_LEN}-token prompts, ${so.newTokens} new tokens, in a child process`);
+      const result = await runChild<DecodeResult>('decode', { source, batch, promptLen: PROMPT_LEN, newTokens: so.newTokens, warmup: opts.warmup > 0 ? 1 : 0, runs: Math.min(opts.runs, 3) }, { script: 'sample-child.js' });
+      steps.set(source, result.decodeStepMs);
+    }
     // The Gemm roofline at `batch` rows over the same shapes, weighted as a decode step weights them.
     const r = await gemmRoofline([...projections(spec), lmHead()], batch, { warmup: 1, runs: 3, passes: 1 });
     const ms = r.shapes.reduce((s, t) => s + (t.name === 'lm_head' ? 1 : spec.nLayers) * t.count * t.medianMs, 0);
@@ -110,21 +112,11 @@ export async function benchSample(opts: BenchOptions & { sample: SampleOptions }
     // LM head Gemm's (544 MB, no cache holds it) at the same rows.
     const head = r.shapes.find((t) => t.name === 'lm_head')!;
     const streamGBs = (4 * head.in * head.out) / head.medianMs / 1e6;
-    for (const source of so.sources) {
-      const results = runs.get(`${source} ${batch}`)!;
-      const stepMs = results.map((x) => stats(x.decodeStepMs).median);
+    for (const [source, stepMs] of steps) {
       const step = stats(stepMs).median;
       const tokensPerSec = (1000 * batch) / step;
       const gflops = (tokensPerSec * flopsPerToken) / 1e9;
-      decode.push({ source, batch, results, stepMs, tokensPerSec, gflops, roofline, share: gflops / roofline, weightGBs: weightBytes / step / 1e6, streamGBs });
-    }
-    if (so.sources.includes('inputs') && so.sources.includes('store')) {
-      const step = (source: DecodeSource) => decode.find((d) => d.source === source && d.batch === batch)!.stepMs;
-      const inputs = step('inputs');
-      const perRound = step('store').map((ms, i) => inputs[i]! / ms);
-      log(`sample: batch ${batch}, greedy logits of both sources compared`);
-      const agree = await runChild<AgreeResult>('agree', { batch, promptLen: PROMPT_LEN, newTokens: 4 }, { script: 'sample-child.js' });
-      ratios.push({ batch, perRound, median: stats(perRound).median, agree });
+      decode.push({ source, batch, stepMs, tokensPerSec, gflops, roofline, share: gflops / roofline, weightGBs: weightBytes / step / 1e6, streamGBs });
     }
   }
   let evalRun: { write: WriteResult; results: EvalResult[] } | null = null;
@@ -161,7 +153,7 @@ export function sampleSection(sample: SampleOptions): Section {
       const rows: Row[] = [{ metric: `Gemm roofline, 512 rows, best of 10 (EPYC reference: ${EPYC_GFLOPS})`, value: r.roofline512.gflopsBest, unit: 'GFLOP/s', digits: 1 }];
       for (const d of r.decode) {
         const at = `B=${d.batch} ${d.source}`;
-        rows.push({ metric: `${at} decode throughput (median of ${d.stepMs.length} round${d.stepMs.length > 1 ? 's' : ''})`, value: d.tokensPerSec, unit: 'tokens/s', digits: 1 });
+        rows.push({ metric: `${at} decode throughput (median of ${d.stepMs.length} runs)`, value: d.tokensPerSec, unit: 'tokens/s', digits: 1 });
         rows.push({ metric: `${at} roofline share (Gemm at ${d.batch} rows: ${d.roofline.toFixed(1)} GFLOP/s)`, value: d.share, unit: 'x' });
         rows.push({ metric: `${at} weights streamed per step (LM-head Gemm streams ${d.streamGBs.toFixed(1)})`, value: d.weightGBs, unit: 'GB/s', digits: 1 });
         const torch = TORCH_EPYC[d.batch];
@@ -170,8 +162,8 @@ export function sampleSection(sample: SampleOptions): Section {
         }
       }
       for (const q of r.ratios) {
-        rows.push({ metric: `B=${q.batch} store / inputs tokens/s, median of ${q.perRound.length} interleaved round${q.perRound.length > 1 ? 's' : ''} (${q.perRound.map((x) => x.toFixed(2)).join(', ')})`, value: q.median, unit: 'x' });
-        if (q.agree) rows.push({ metric: `B=${q.batch} greedy ${q.agree.newTokens} tokens: ${q.agree.tokensEqual ? 'same' : 'DIFFERENT'} tokens; max |logit difference| (max |logit| ${q.agree.maxAbsLogit.toFixed(2)})`, value: q.agree.maxAbsDiff, unit: '', digits: 7 });
+        rows.push({ metric: `B=${q.batch} store / inputs tokens/s, median of ${q.perPair.length} alternated pairs (${q.perPair.map((x) => x.toFixed(2)).join(', ')})`, value: q.median, unit: 'x' });
+        rows.push({ metric: `B=${q.batch} greedy ${q.ab.agreeTokens} tokens: ${q.ab.tokensEqual ? 'same' : 'DIFFERENT'} tokens; max |logit difference| (max |logit| ${q.ab.maxAbsLogit.toFixed(2)})`, value: q.ab.maxAbsDiff, unit: '', digits: 7 });
       }
       for (const e of r.eval?.results ?? []) {
         // The goal is the issue's eval (8 x 32 x 200); a smaller one is reported without it.
