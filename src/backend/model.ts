@@ -42,9 +42,9 @@ export interface LoadOptions extends ResolveOptions {
   /** Run on these `emlens serve` processes instead of here (the model id then gives config and tokenizer only). */
   backend?: BackendOptions;
   /**
-   * How generation holds the linear layers (`--weights`): fp32 (the default; see fp32Decode
-   * for where its weights come from), or int8 / int4 (MatMulNBits on block-quantised weights, cached on disk under
-   * the weights' fingerprint; see runtime/weight-store.ts).
+   * How generation holds the linear layers (`--weights`): fp32 (the default; fp32Decode says
+   * where its weights come from), or int8 / int4 (MatMulNBits on block-quantised weights, cached
+   * on disk under the weights' fingerprint; see runtime/weight-store.ts).
    */
   weights?: WeightMode;
   /**
