@@ -12,6 +12,12 @@
  * i.e. 8 min x 190 / (this machine's GFLOP/s) here (both the raw and the scaled figure are printed). The
  * roofline share (achieved matmul GFLOP/s over a bare Gemm's at the same rows) makes the figures
  * comparable across machines.
+ *
+ * Each decode figure is for one weight source (Engine.decodeSource): the fp32 weight inputs, or
+ * the fp32 decode store (initializers ORT packs once; what `emlens generate` / `eval` run by
+ * default). With both, each batch runs them in one process alternated call by call (`pairs`
+ * timed pairs), so that load from other processes falls on both alike; the store/inputs ratio is
+ * the median of the pairs' ratios, reported with how far the two sources' greedy logits are apart.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +25,7 @@ import { join } from 'node:path';
 import type { BenchOptions, Row, Section, SectionResult } from './section.js';
 import { benchSpec, log, projections, runChild, stats, type Projection } from './util.js';
 import { gemmRoofline } from './roofline.js';
-import type { DecodeResult, EvalResult } from './sample-child.js';
+import type { AbResult, DecodeResult, DecodeSource, EvalResult } from './sample-child.js';
 import type { WriteResult } from './extract-child.js';
 import { fileURLToPath } from 'node:url';
 
@@ -37,6 +43,10 @@ export const GOAL_EVAL_MIN = 8;
 export interface SampleOptions {
   batches: number[];
   newTokens: number;
+  /** Weight sources measured, interleaved (the eval runs once per source). */
+  sources: DecodeSource[];
+  /** With both sources: timed pairs (one call on each, alternated) per batch. */
+  pairs: number;
   /** questions x samples x new tokens; null: skip the eval. */
   eval: { questions: number; samples: number; tokens: number } | null;
 }
@@ -46,6 +56,12 @@ export function parseEvalSize(v: string): SampleOptions['eval'] {
   const m = /^(\d+)x(\d+)x(\d+)$/.exec(v);
   if (!m) throw new Error(`--sample-eval must be QUESTIONSxSAMPLESxTOKENS (e.g. 8x32x200) or none, got "${v}"`);
   return { questions: +m[1]!, samples: +m[2]!, tokens: +m[3]! };
+}
+
+export function parseSources(v: string): DecodeSource[] {
+  const list = v.split(',');
+  if (list.some((x) => x !== 'inputs' && x !== 'store') || new Set(list).size !== list.length) throw new Error(`--sample-sources must be inputs, store or inputs,store, got "${v}"`);
+  return list as DecodeSource[];
 }
 
 /** Matmul FLOPs of one decoded token: every projection of every layer and the LM head (attention left out: < 1% at these lengths). */
@@ -70,14 +86,24 @@ export async function benchSample(opts: BenchOptions & { sample: SampleOptions }
   // between quiet runs on this VM while decode speed held within 3%; slowdowns are noise, not speed.
   const big = await gemmRoofline(projections(spec), 512, { warmup: 1, runs: 5, passes: 2 });
   const scale = big.gflopsBest / EPYC_GFLOPS;
-  const decode: { batch: number; result: DecodeResult; tokensPerSec: number; gflops: number; roofline: number; share: number; weightGBs: number; streamGBs: number }[] = [];
   const weightBytes = 4 * (nLinear + spec.dModel * spec.vocab);
+  const decode: { source: DecodeSource; batch: number; stepMs: number[]; tokensPerSec: number; gflops: number; roofline: number; share: number; weightGBs: number; streamGBs: number }[] = [];
+  const ratios: { batch: number; perPair: number[]; median: number; ab: AbResult }[] = [];
+  const both = so.sources.length === 2;
   for (const batch of so.batches) {
-    log(`sample: batch ${batch}, ${PROMPT_LEN}-token prompts, ${so.newTokens} new tokens, in a child process`);
-    const result = await runChild<DecodeResult>('decode', { batch, promptLen: PROMPT_LEN, newTokens: so.newTokens, warmup: opts.warmup > 0 ? 1 : 0, runs: Math.min(opts.runs, 3) }, { script: 'sample-child.js' });
-    const step = stats(result.decodeStepMs).median;
-    const tokensPerSec = (1000 * batch) / step;
-    const gflops = (tokensPerSec * flopsPerToken) / 1e9;
+    const steps = new Map<DecodeSource, number[]>();
+    if (both) {
+      log(`sample: batch ${batch}, inputs and store alternated in one child process, ${so.pairs} pairs of ${so.newTokens} new tokens`);
+      const ab = await runChild<AbResult>('ab', { batch, promptLen: PROMPT_LEN, newTokens: so.newTokens, warmup: opts.warmup > 0 ? 1 : 0, pairs: so.pairs }, { script: 'sample-child.js' });
+      for (const source of so.sources) steps.set(source, ab.stepMs[source]);
+      const perPair = ab.stepMs.inputs.map((ms, i) => ms / ab.stepMs.store[i]!);
+      ratios.push({ batch, perPair, median: stats(perPair).median, ab });
+    } else {
+      const source = so.sources[0]!;
+      log(`sample: batch ${batch}, ${source}, ${PROMPT_LEN}-token prompts, ${so.newTokens} new tokens, in a child process`);
+      const result = await runChild<DecodeResult>('decode', { source, batch, promptLen: PROMPT_LEN, newTokens: so.newTokens, warmup: opts.warmup > 0 ? 1 : 0, runs: Math.min(opts.runs, 3) }, { script: 'sample-child.js' });
+      steps.set(source, result.decodeStepMs);
+    }
     // The Gemm roofline at `batch` rows over the same shapes, weighted as a decode step weights them.
     const r = await gemmRoofline([...projections(spec), lmHead()], batch, { warmup: 1, runs: 3, passes: 1 });
     const ms = r.shapes.reduce((s, t) => s + (t.name === 'lm_head' ? 1 : spec.nLayers) * t.count * t.medianMs, 0);
@@ -86,52 +112,67 @@ export async function benchSample(opts: BenchOptions & { sample: SampleOptions }
     // LM head Gemm's (544 MB, no cache holds it) at the same rows.
     const head = r.shapes.find((t) => t.name === 'lm_head')!;
     const streamGBs = (4 * head.in * head.out) / head.medianMs / 1e6;
-    decode.push({ batch, result, tokensPerSec, gflops, roofline, share: gflops / roofline, weightGBs: weightBytes / step / 1e6, streamGBs });
+    for (const [source, stepMs] of steps) {
+      const step = stats(stepMs).median;
+      const tokensPerSec = (1000 * batch) / step;
+      const gflops = (tokensPerSec * flopsPerToken) / 1e9;
+      decode.push({ source, batch, stepMs, tokensPerSec, gflops, roofline, share: gflops / roofline, weightGBs: weightBytes / step / 1e6, streamGBs });
+    }
   }
-  let evalRun: { write: WriteResult; result: EvalResult } | null = null;
+  let evalRun: { write: WriteResult; results: EvalResult[] } | null = null;
   if (so.eval) {
     const dir = mkdtempSync(join(tmpdir(), 'emlens-bench-sample-'));
     try {
       const write = await runChild<WriteResult>('write', { dir }, { script: 'extract-child.js' });
       const e = so.eval;
-      log(`sample: eval of ${e.questions} questions x ${e.samples} samples x ${e.tokens} tokens, batch ${e.samples}`);
-      const result = await runChild<EvalResult>(
-        'eval',
-        { dir, questions: join(PROBES, 'questions', 'em-first-plot.yaml'), judges: join(PROBES, 'judges'), entries: e.questions, samples: e.samples, maxNewTokens: e.tokens, batch: e.samples },
-        { script: 'sample-child.js' },
-      );
-      evalRun = { write, result };
+      const results: EvalResult[] = [];
+      for (const source of so.sources) {
+        log(`sample: eval of ${e.questions} questions x ${e.samples} samples x ${e.tokens} tokens, batch ${e.samples}, ${source}`);
+        results.push(
+          await runChild<EvalResult>(
+            'eval',
+            { source, dir, questions: join(PROBES, 'questions', 'em-first-plot.yaml'), judges: join(PROBES, 'judges'), entries: e.questions, samples: e.samples, maxNewTokens: e.tokens, batch: e.samples },
+            { script: 'sample-child.js' },
+          ),
+        );
+      }
+      evalRun = { write, results };
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   }
-  return { flopsPerToken, roofline512: big, scale, decode, eval: evalRun };
+  return { flopsPerToken, roofline512: big, scale, decode, ratios, eval: evalRun };
 }
 
 export function sampleSection(sample: SampleOptions): Section {
   return {
     name: 'sample',
-    description: `temperature-1 sampling with the KV cache and LM head at batch ${sample.batches.join('/')}; a whole eval${sample.eval ? ` (${sample.eval.questions}x${sample.eval.samples}x${sample.eval.tokens})` : ' (skipped)'}`,
+    description: `temperature-1 sampling with the KV cache and LM head at batch ${sample.batches.join('/')} on fp32 ${sample.sources.join(' and ')} weights; a whole eval${sample.eval ? ` (${sample.eval.questions}x${sample.eval.samples}x${sample.eval.tokens})` : ' (skipped)'}`,
     async run(opts: BenchOptions): Promise<SectionResult> {
       const r = await benchSample({ ...opts, sample });
       const rows: Row[] = [{ metric: `Gemm roofline, 512 rows, best of 10 (EPYC reference: ${EPYC_GFLOPS})`, value: r.roofline512.gflopsBest, unit: 'GFLOP/s', digits: 1 }];
       for (const d of r.decode) {
-        rows.push({ metric: `B=${d.batch} decode throughput`, value: d.tokensPerSec, unit: 'tokens/s', digits: 1 });
-        rows.push({ metric: `B=${d.batch} roofline share (Gemm at ${d.batch} rows: ${d.roofline.toFixed(1)} GFLOP/s)`, value: d.share, unit: 'x' });
-        rows.push({ metric: `B=${d.batch} weights streamed per step (LM-head Gemm streams ${d.streamGBs.toFixed(1)})`, value: d.weightGBs, unit: 'GB/s', digits: 1 });
+        const at = `B=${d.batch} ${d.source}`;
+        rows.push({ metric: `${at} decode throughput (median of ${d.stepMs.length} runs)`, value: d.tokensPerSec, unit: 'tokens/s', digits: 1 });
+        rows.push({ metric: `${at} roofline share (Gemm at ${d.batch} rows: ${d.roofline.toFixed(1)} GFLOP/s)`, value: d.share, unit: 'x' });
+        rows.push({ metric: `${at} weights streamed per step (LM-head Gemm streams ${d.streamGBs.toFixed(1)})`, value: d.weightGBs, unit: 'GB/s', digits: 1 });
         const torch = TORCH_EPYC[d.batch];
         if (torch !== undefined) {
-          rows.push({ metric: `B=${d.batch} vs PyTorch ${torch} tok/s scaled to this machine (x${r.scale.toFixed(2)})`, value: d.tokensPerSec / (torch * r.scale), unit: 'x', goal: { op: '>=', value: GOAL_X } });
+          rows.push({ metric: `${at} vs PyTorch ${torch} tok/s scaled to this machine (x${r.scale.toFixed(2)})`, value: d.tokensPerSec / (torch * r.scale), unit: 'x', goal: { op: '>=', value: GOAL_X } });
         }
       }
-      if (r.eval) {
-        const e = r.eval.result;
+      for (const q of r.ratios) {
+        rows.push({ metric: `B=${q.batch} store / inputs tokens/s, median of ${q.perPair.length} alternated pairs (${q.perPair.map((x) => x.toFixed(2)).join(', ')})`, value: q.median, unit: 'x' });
+        rows.push({ metric: `B=${q.batch} greedy ${q.ab.agreeTokens} tokens: ${q.ab.tokensEqual ? 'same' : 'DIFFERENT'} tokens; max |logit difference| (max |logit| ${q.ab.maxAbsLogit.toFixed(2)})`, value: q.ab.maxAbsDiff, unit: '', digits: 7 });
+      }
+      for (const e of r.eval?.results ?? []) {
         // The goal is the issue's eval (8 x 32 x 200); a smaller one is reported without it.
         const full = e.entries === 8 && e.samples === 32 && e.maxNewTokens === 200;
-        rows.push({ metric: `eval ${e.entries}x${e.samples}x${e.maxNewTokens} (${e.tokens} tokens sampled), this machine`, value: e.runMs / 60000, unit: 'min' });
+        const at = `eval ${e.entries}x${e.samples}x${e.maxNewTokens} ${e.source}`;
+        rows.push({ metric: `${at} (${e.tokens} tokens sampled), this machine`, value: e.runMs / 60000, unit: 'min' });
         // The 8-minute goal was set on the EPYC: this machine's time scaled by its Gemm against the EPYC's.
-        rows.push({ metric: `eval ${e.entries}x${e.samples}x${e.maxNewTokens} scaled to the EPYC (x${r.scale.toFixed(2)})`, value: (e.runMs / 60000) * r.scale, unit: 'min', ...(full ? { goal: { op: '<=' as const, value: GOAL_EVAL_MIN } } : {}) });
-        rows.push({ metric: 'eval sampling throughput', value: e.tokens / (e.runMs / 1000), unit: 'tokens/s', digits: 1 });
+        rows.push({ metric: `${at} scaled to the EPYC (x${r.scale.toFixed(2)})`, value: (e.runMs / 60000) * r.scale, unit: 'min', ...(full ? { goal: { op: '<=' as const, value: GOAL_EVAL_MIN } } : {}) });
+        rows.push({ metric: `${at} sampling throughput`, value: e.tokens / (e.runMs / 1000), unit: 'tokens/s', digits: 1 });
       }
       return { section: 'sample', rows, data: r };
     },

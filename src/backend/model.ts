@@ -42,16 +42,38 @@ export interface LoadOptions extends ResolveOptions {
   /** Run on these `emlens serve` processes instead of here (the model id then gives config and tokenizer only). */
   backend?: BackendOptions;
   /**
-   * How generation holds the linear layers (`--weights`): fp32 (the default: the fp32 inputs
-   * forward uses), or int8 / int4 (MatMulNBits on block-quantised weights, cached on disk under
-   * the weights' fingerprint; see runtime/weight-store.ts).
+   * How generation holds the linear layers (`--weights`): fp32 (the default; fp32Decode says
+   * where its weights come from), or int8 / int4 (MatMulNBits on block-quantised weights, cached
+   * on disk under the weights' fingerprint; see runtime/weight-store.ts).
    */
   weights?: WeightMode;
   /**
-   * With int8 / int4: keep no fp32 weights (the command only generates), so memory is the
-   * quantised size. forward() then refuses. Without it the fp32 weights stay for forward too.
+   * The engine only generates: when generation runs on a decode store (int8 / int4, or fp32 with
+   * fp32Decode 'store'), no fp32 weights are kept in memory beside it, and forward() refuses.
+   * Without it the fp32 weights stay for forward too. Also sets fp32Decode's default.
    */
   generateOnly?: boolean;
+  /**
+   * With --weights fp32, where generation's weights come from (`--fp32-decode`): 'inputs', the
+   * fp32 weights in memory fed to every call (ORT packs each matrix again per call), or 'store',
+   * initializers in the fp32 decode store (runtime/weight-store.ts: a copy of the weights on disk
+   * in the cache under their fingerprint) that each decode session packs once: faster decode,
+   * the same logits to float rounding. Default: 'store' with generateOnly (nothing else then
+   * holds the weights), 'inputs' otherwise (the store's packed copy would be a second one beside
+   * the fp32 weights forward needs). With int8 / int4 it is an error (they always run on a store).
+   */
+  fp32Decode?: Fp32Decode;
+}
+
+/** Where fp32 generation takes its weights from (LoadOptions.fp32Decode). */
+export type Fp32Decode = 'inputs' | 'store';
+export const FP32_DECODES: readonly Fp32Decode[] = ['inputs', 'store'];
+
+/** Whether generation runs on a decode store, for these options (fp32Decode checked against weights). */
+export function decodesOnStore(opts: Pick<LoadOptions, 'weights' | 'generateOnly' | 'fp32Decode'>): boolean {
+  const mode = opts.weights ?? 'fp32';
+  if (opts.fp32Decode !== undefined && mode !== 'fp32') throw new EmlensError(`--fp32-decode ${opts.fp32Decode} applies to --weights fp32 only; --weights ${mode} always runs on its quantised store`);
+  return mode !== 'fp32' || (opts.fp32Decode ?? (opts.generateOnly ? 'store' : 'inputs')) === 'store';
 }
 
 /** A PEFT adapter folder: `dirOrId` itself, or its hub snapshot (adapter files only). */
@@ -131,6 +153,18 @@ export class LoadedModel implements ModelInfo {
     return this.checkpoint;
   }
 
+  /**
+   * How generation runs, for provenance and resume keys: {} on the fp32 inputs (so runs from
+   * before --weights and --fp32-decode still resume) and on --backend (the server's weights);
+   * { weights } when quantised; { fp32_decode: 'store' } on the fp32 store, whose logits differ
+   * from the inputs' by float rounding (packed Gemms sum in another order), so samples may too.
+   */
+  decodeProvenance(): { weights?: WeightMode; fp32_decode?: 'store' } {
+    if (!this.local) return {};
+    if (this.local.weightMode !== 'fp32') return { weights: this.local.weightMode };
+    return this.local.decodeSource === 'store' ? { fp32_decode: 'store' } : {};
+  }
+
   /** Forward and generate, here or on the servers of `--backend`. */
   get backend(): ModelBackend {
     return this.remote?.engine ?? this.engine;
@@ -154,16 +188,18 @@ export class LoadedModel implements ModelInfo {
     // The adapter is checked before a byte of weights is read, so a lying one fails fast.
     const adapter = opts.adapter !== undefined ? await openAdapter(opts.adapter, info, opts) : null;
     const mode = opts.weights ?? 'fp32';
-    if (mode === 'fp32' || adapter || !opts.generateOnly) {
+    const store = decodesOnStore(opts);
+    if (!store || adapter || !opts.generateOnly) {
       const weights = loadWeights(info.plan, opts.onLoad);
       if (adapter) mergeAdapter(weights, adapter);
       const model = new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, null, adapter);
-      const decode = mode === 'fp32' ? null : openWeightStore({ spec: info.spec, shapes: shapesOf(info.plan), read: (n) => weights.get(n)!.data }, mode, model.weightsSha256());
+      const decode = store ? openWeightStore({ spec: info.spec, shapes: shapesOf(info.plan), read: (n) => weights.get(n)!.data }, mode, model.weightsSha256()) : null;
       // An engine that only generates drops the fp32 copy once the store holds the weights.
       const engine = decode && opts.generateOnly ? new Engine(info.spec, new Map(), opts.session, decode) : new Engine(info.spec, weights, opts.session, decode);
       return model.withEngine(engine);
     }
-    // Quantised straight from the checkpoint, a tensor at a time: memory stays near the quantised size.
+    // Stored straight from the checkpoint, a tensor at a time: memory stays near one tensor
+    // beside the store (quantised, or fp32 for an fp32 store).
     const model = new LoadedModel(info.source, info.dir, info.spec, info.plan, info.tokenizer, null, null);
     const plan = info.plan;
     const decode = openWeightStore({ spec: info.spec, shapes: shapesOf(plan), read: (n) => readTensorF32(plan.tensors.get(n)!, { finite: true }) }, mode, model.weightsSha256(), opts.onLoad);

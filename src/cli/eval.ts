@@ -110,7 +110,7 @@ export async function openDirectionRun(cmd: Command, o: DirectionRunOpts) {
   await judge.check();
   const backend = backendFrom(o);
   const weights = weightsFrom(o, backend);
-  const model = await loadModel(o.model, { adapter: o.adapter, backend, weights, generateOnly: true });
+  const model = await loadModel(o.model, { adapter: o.adapter, backend, weights, fp32Decode: o.fp32Decode, generateOnly: true });
   return {
     model,
     judge,
@@ -126,7 +126,7 @@ export async function openDirectionRun(cmd: Command, o: DirectionRunOpts) {
     temperature: o.temperature,
     topP: o.topP,
     out: o.out,
-    provenance: { ...inputsProvenance(model, o), weights, direction: resolve(o.direction), flags: { ...o } },
+    provenance: { ...inputsProvenance(model, o), weights, ...model.decodeProvenance(), direction: resolve(o.direction), flags: { ...o } },
   };
 }
 
@@ -168,14 +168,13 @@ export function register(program: Command): void {
       await judge.check();
       const backend = backendFrom(o);
       const weights = weightsFrom(o, backend);
-      const model = await loadModel(o.model, { adapter: o.adapter, backend, weights, generateOnly: true });
+      const model = await loadModel(o.model, { adapter: o.adapter, backend, weights, fp32Decode: o.fp32Decode, generateOnly: true });
       const iv: Interventions = {};
       if (o.steer) iv.steer = [steeringFromFile(model, { file: o.steer, layer: o.layer!, scale: o.scale! })];
       if (o.ablate) iv.ablate = ablationFromFile(model, { file: o.ablate, layers: o.ablateLayers ?? 'all' });
       const key: RunKey = {
         ...inputsProvenance(model, o),
-        // Only when not fp32, so runs from before --weights still resume.
-        ...(weights !== 'fp32' ? { weights } : {}),
+        ...model.decodeProvenance(),
         judge: judge.id,
         ...samplingKey(o),
         steer_sha256: o.steer ? sha256File(o.steer) : null,

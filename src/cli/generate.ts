@@ -67,7 +67,7 @@ async function generatePrompts(o: Opts): Promise<void> {
   checkOutputPath(o.out!, 'file', '--out');
   const backend = backendFrom(o);
   const weights = weightsFrom(o, backend);
-  const model = await loadModel(o.model, { adapter: o.adapter, backend, weights, generateOnly: true });
+  const model = await loadModel(o.model, { adapter: o.adapter, backend, weights, fp32Decode: o.fp32Decode, generateOnly: true });
   const iv = interventions(model, o);
   const progress = createProgress('generate', { unit: 'answers' });
   const r = await samplePrompts({
@@ -86,8 +86,7 @@ async function generatePrompts(o: Opts): Promise<void> {
       model: o.model,
       adapter: o.adapter ? resolve(o.adapter) : null,
       weights_sha256: model.weightsSha256(),
-      // Only when not fp32, so files from before --weights still resume.
-      ...(weights !== 'fp32' ? { weights } : {}),
+      ...model.decodeProvenance(),
       steer: o.steer ? resolve(o.steer) : null,
       steer_sha256: o.steer ? sha256File(o.steer) : null,
       layer: o.layer ?? null,
@@ -136,7 +135,7 @@ export function register(program: Command): void {
       const prompt = o.prompt ?? readTextArg('--prompt-file', o.promptFile!);
       const promptFlag = o.prompt !== undefined ? '--prompt' : `--prompt-file ${o.promptFile}`;
       const backend = backendFrom(o);
-      const model = await loadModel(o.model, { adapter: o.adapter, backend, weights: weightsFrom(o, backend), generateOnly: true });
+      const model = await loadModel(o.model, { adapter: o.adapter, backend, weights: weightsFrom(o, backend), fp32Decode: o.fp32Decode, generateOnly: true });
       const iv = interventions(model, o);
       const [r] = await generateText(model, [prompt], {
         chat: o.chat,

@@ -3,7 +3,7 @@
  * blob's download lock, and progress over the tensors while weights are read.
  */
 import type { Command } from 'commander';
-import { LoadedModel, type LoadOptions } from '../backend/model.js';
+import { decodesOnStore, FP32_DECODES, LoadedModel, type Fp32Decode, type LoadOptions } from '../backend/model.js';
 import { parseBackendUrls, type BackendOptions } from '../backend/remote.js';
 import { EmlensError } from '../errors.js';
 import { createProgress, downloadProgress } from './progress.js';
@@ -54,18 +54,28 @@ export function backendFrom(o: BackendFlags, log: (line: string) => void = (l) =
 
 export interface WeightsFlags {
   weights?: WeightMode;
+  fp32Decode?: Fp32Decode;
 }
 
-/** `--weights fp32|int8|int4` on a command that generates (generate, eval, steer-sweep, ablate-eval, serve). */
+/** `--weights fp32|int8|int4` and `--fp32-decode inputs|store` on a command that generates (generate, eval, steer-sweep, ablate-eval, serve). */
 export function weightsOption(cmd: Command): Command {
-  return cmd.option(
-    '--weights <mode>',
-    'how generation holds the linear layers: fp32 (default), int8 or int4 (weight-only, block 32, ONNX Runtime MatMulNBits; quantised once and cached)',
-    (v: string): WeightMode => {
-      if (!(WEIGHT_MODES as readonly string[]).includes(v)) throw new InvalidArgumentError(`--weights must be one of ${WEIGHT_MODES.join(', ')}, got "${v}"`);
-      return v as WeightMode;
-    },
-  );
+  return cmd
+    .option(
+      '--fp32-decode <source>',
+      'with --weights fp32, where generation takes the weights from: store (a copy in the cache that ONNX Runtime packs once; faster, the default of commands that only generate) or inputs (the weights in memory, packed again every step; the default of serve)',
+      (v: string): Fp32Decode => {
+        if (!(FP32_DECODES as readonly string[]).includes(v)) throw new InvalidArgumentError(`--fp32-decode must be one of ${FP32_DECODES.join(', ')}, got "${v}"`);
+        return v as Fp32Decode;
+      },
+    )
+    .option(
+      '--weights <mode>',
+      'how generation holds the linear layers: fp32 (default), int8 or int4 (weight-only, block 32, ONNX Runtime MatMulNBits; quantised once and cached)',
+      (v: string): WeightMode => {
+        if (!(WEIGHT_MODES as readonly string[]).includes(v)) throw new InvalidArgumentError(`--weights must be one of ${WEIGHT_MODES.join(', ')}, got "${v}"`);
+        return v as WeightMode;
+      },
+    );
 }
 
 /**
@@ -74,5 +84,7 @@ export function weightsOption(cmd: Command): Command {
  */
 export function weightsFrom(o: WeightsFlags, backend: BackendOptions | undefined): WeightMode {
   if (o.weights !== undefined && backend) throw new EmlensError(`--weights ${o.weights} has no effect with --backend: the server holds the weights (start it with emlens serve MODEL --weights ${o.weights})`);
+  if (o.fp32Decode !== undefined && backend) throw new EmlensError(`--fp32-decode ${o.fp32Decode} has no effect with --backend: the server holds the weights (start it with emlens serve MODEL --fp32-decode ${o.fp32Decode})`);
+  decodesOnStore(o); // --fp32-decode with --weights int8|int4: an error before the model loads
   return o.weights ?? 'fp32';
 }

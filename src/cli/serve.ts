@@ -54,7 +54,7 @@ export function register(program: Command): void {
         dirs.set(m[1]!, m[2]!);
       }
       // /v1 and the backend API's generate run on the --weights graphs; captures, losses and training stay fp32.
-      const model = await loadModel(modelId, { adapter: o.adapter, weights: o.weights ?? 'fp32' });
+      const model = await loadModel(modelId, { adapter: o.adapter, weights: o.weights ?? 'fp32', fp32Decode: o.fp32Decode });
       const directions = new Map<string, DirectionFile>();
       for (const [name, file] of dirs) directions.set(name, readDirectionFile(file, model.spec, `--direction ${name}`));
       const name = o.name ?? basename(modelId.replace(/\/+$/, ''));

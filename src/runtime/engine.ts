@@ -4,9 +4,11 @@
  * (capture sets, steering, ablation, cache or not) shares them; variants compile once and are
  * cached by their shape of interventions, never by the values fed.
  *
- * With decode weights (`--weights int8|int4`, runtime/weight-store.ts), generation runs instead on
- * graphs whose weights are initializers (external data ORT maps and prepacks), the linear layers
- * as MatMulNBits: hooks and interventions are the same graph code. Each such session holds its
+ * With decode weights (runtime/weight-store.ts), generation runs instead on graphs whose weights
+ * are initializers (external data ORT maps and prepacks once per session, where a weight input is
+ * packed again every call): `--weights int8|int4` with the linear layers as MatMulNBits, or fp32
+ * (`--fp32-decode store`) with the same Gemms as forward. Hooks and interventions are the same
+ * graph code. Each such session holds its
  * own prepacked copy, so at most DECODE_SESSIONS of them live at once (least recently used
  * released first). forward() and the graphs built on it (KL, gradients, training) stay fp32.
  */
@@ -170,9 +172,14 @@ export class Engine {
     await Promise.all(all.map((e) => e.session.then((s) => s.release())));
   }
 
-  /** How generate() holds the weights: 'fp32' inputs, or the decode weights' mode. */
+  /** How generate() holds the weights: fp32, or the decode weights' quantised mode. */
   get weightMode(): WeightMode {
     return this.decode?.mode ?? 'fp32';
+  }
+
+  /** Where generate() takes its weights from: the fp32 inputs forward uses, or the decode store. */
+  get decodeSource(): 'inputs' | 'store' {
+    return this.decode ? 'store' : 'inputs';
   }
 
   private session(variant: GraphVariant, ext?: GraphExtension): Promise<OrtSession> {
@@ -180,7 +187,8 @@ export class Engine {
     let s = this.sessions.get(key);
     if (!s) {
       if (this.weights.size === 0) {
-        throw new EmlensError(`this model was loaded for generation only (--weights ${this.weightMode}): activations, losses and training need the fp32 weights (load it with --weights fp32)`);
+        const how = this.weightMode === 'fp32' ? '--weights fp32 --fp32-decode store' : `--weights ${this.weightMode}`;
+        throw new EmlensError(`this model was loaded for generation only (${how}): activations, losses and training need the fp32 weights in memory (load it without generateOnly)`);
       }
       const graph = buildDecoderGraph(this.spec, variant);
       ext?.extend(graph);
@@ -355,7 +363,7 @@ export class Engine {
     const capture = req.capture ?? [];
     if (logits === 'none' && capture.length === 0) throw new EmlensError('forward: nothing requested (no captures, no logits)');
     const prep = this.prepare(rows, layout, capture, req.interventions ?? {}, logits, false);
-    if (req.decodeWeights && !this.decode) throw new EmlensError('forward: decodeWeights asked, but this engine has no decode weights (--weights int8|int4)');
+    if (req.decodeWeights && !this.decode) throw new EmlensError('forward: decodeWeights asked, but this engine has no decode weights (--weights int8|int4, or --fp32-decode store)');
     const out = req.decodeWeights ? await this.runDecode(prep, {}) : await this.run(prep);
     const captures = new Map<string, Float32Array>();
     for (const c of prep.variant.capture) captures.set(c, out[c]!.data as Float32Array);

@@ -9,7 +9,10 @@
  * and the embedding table in 16 bits (bf16 or f16) when its values are exactly that (a BF16 or
  * F16 checkpoint's are): the graph gathers its rows and casts them to float, the same values at
  * half the file (a 7B model's table is 2.2 GB as fp32). Everything else, and every tensor in
- * mode fp32, is stored as fp32.
+ * mode fp32, is stored as fp32. Mode fp32 (`--fp32-decode store`) runs the same Gemms as the fp32
+ * inputs, only on initializers ORT packs once per session instead of on every call: a copy of
+ * the checkpoint's weights on disk, the same logits to float rounding (the packed Gemm sums in
+ * another order).
  *
  * The store is written tensor by tensor from a reader (a checkpoint file or weights in memory), so
  * writing it takes about one tensor of memory. It lives in emlens's cache under a key of the
