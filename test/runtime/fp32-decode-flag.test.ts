@@ -4,29 +4,19 @@
  * library's store engine generates), and a --prompts run records the store in its sidecar, so a
  * resume must keep the source (a run on the inputs records nothing, as runs before the flag).
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LoadedModel } from '../../src/backend/model.js';
+import { cliRunner, expectOneLine } from '../helpers/cli-run.js';
 
 const ROOT = resolve(__dirname, '../..');
-const BIN = join(ROOT, 'dist/cli/main.js');
 const AID = resolve(ROOT, '../shared/models/aidreams260k');
 const CACHE = mkdtempSync(join(tmpdir(), 'emlens-f32flag-cache-'));
 
-function emlens(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1', EMLENS_CACHE: CACHE, EMLENS_BACKEND: '', ...env }, timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function oneLine(r: ReturnType<typeof emlens>, code: number, pattern: RegExp) {
-  expect(r.code, r.stderr).toBe(code);
-  const lines = r.stderr.trim().split('\n');
-  expect(lines, r.stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(pattern);
-}
+const emlens = cliRunner(CACHE);
+const oneLine = expectOneLine;
 
 describe('--fp32-decode', () => {
   it.each(['generate', 'eval', 'steer-sweep', 'ablate-eval', 'serve'])('%s: a value outside inputs, store is a usage error', (cmd) => {
