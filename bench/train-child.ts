@@ -6,15 +6,15 @@
  *   section's call: every resid_post, no LM head), evaluateBatch without gradients (forward with
  *   logits 'all' + CE) and with them (forward + CE + backward to the vector); then trainSolution
  *   for a few steps.
- * - steer-steps: the training step's forward+backward on an engine whose sessions keep ORT's arena
- *   (before) and on the default one (without), on the same weights, interleaved: CPU s per step.
+ * - steer-steps: the training step's forward+backward on one engine per memory variant (ORT's arena
+ *   and memory pattern, MemVariant), on the same weights, interleaved: CPU s per step.
  * - lora: the same model and rows, a rank-r LoRA on all seven projections of every layer
  *   (PEFT's init with B off zero, so the adapted forward is not the base one numerically). Times,
  *   interleaved: the plain forward, evaluateBatch without gradients (forward with the LoRA + LM
  *   head + CE) and with them (+ backward to every A and B); then trainSolution for a few steps.
  * - steer-train: trainSolution alone on the same model and rows, in a fresh process: the peak RSS
  *   of training as `emlens train` runs it (one forward+backward graph, one evaluation graph), and
- *   each step's CPU seconds; with engineArena true, every session keeps ORT's arena (as before).
+ *   each step's CPU seconds; `memory` sets every session's arena and memory pattern (MemVariant).
  * - organism: WeightTrainer (every weight) on the organism-sized model, 32 rows of 64 tokens a
  *   step, with or without the KL term (32 more rows against a frozen base engine, as the
  *   organism's em-kl stage), with ORT's intra-op spinning on or off.
@@ -28,6 +28,7 @@ import { hookName } from '../src/hooks/names.js';
 import { randomWeights } from '../src/model/random.js';
 import type { Weights } from '../src/model/weights.js';
 import { Engine } from '../src/runtime/engine.js';
+import type { SessionOptions } from '../src/runtime/ort.js';
 import { evaluateBatch, initSolution, trainSolution, type Solution, type TrainConfig } from '../src/train/trainer.js';
 import { LORA_MODULES } from '../src/model/adapter.js';
 import type { TrainRow } from '../src/train/batch.js';
@@ -62,20 +63,31 @@ export interface SteerResult {
   peakRss: number;
 }
 
+/**
+ * How every session of an engine holds its memory: 'arena' = ORT's arena and memory pattern (ORT's
+ * default, training before issue [12]'s fix); 'no-arena' = neither; 'arena-no-pattern' = the arena
+ * without the memory pattern; 'default' = the engine's default, so the training graphs' own choice.
+ */
+export type MemVariant = 'default' | 'arena' | 'no-arena' | 'arena-no-pattern';
+
+export function memOptions(v: MemVariant): Partial<SessionOptions> {
+  if (v === 'arena') return { cpuMemArena: true, memPattern: true };
+  if (v === 'no-arena') return { cpuMemArena: false };
+  if (v === 'arena-no-pattern') return { cpuMemArena: true, memPattern: false };
+  return {};
+}
+
 export interface SteerTrainArgs {
   batch: number;
   seq: number;
   layer: number;
   trainSteps: number;
-  /**
-   * The engine's cpuMemArena: true = every session with ORT's arena (training as before issue
-   * [12]'s fix); absent = the engine's default, so the training graphs' own choice (no arena).
-   */
-  engineArena?: boolean;
+  /** Absent: 'default'. */
+  memory?: MemVariant;
 }
 
 export interface SteerTrainResult {
-  engineArena: boolean | null;
+  memory: MemVariant;
   trainSteps: number;
   trainMs: number;
   /** Per step: CPU seconds of this process (ORT's threads included) and wall ms; the first compiles the graph. */
@@ -89,18 +101,18 @@ export interface SteerStepsArgs {
   batch: number;
   seq: number;
   layer: number;
-  /** Timed rounds, each one call on either engine (alternating which goes first). */
+  /** Timed rounds, each one call on every engine (rotating which goes first). */
   rounds: number;
+  variants: MemVariant[];
 }
 
 export interface SteerStepsResult {
   rounds: number;
-  /** Per call: CPU seconds of this process (ORT's threads included) and wall ms; arena = every session with ORT's arena (before). */
-  arenaCpuS: number[];
-  noArenaCpuS: number[];
-  arenaMs: number[];
-  noArenaMs: number[];
-  /** Whether both engines gave the same loss and gradient, bit for bit. */
+  variants: MemVariant[];
+  /** Per variant, per call: CPU seconds of this process (ORT's threads included) and wall ms. */
+  cpuS: Record<string, number[]>;
+  ms: Record<string, number[]>;
+  /** Whether every engine gave the same loss and gradient, bit for bit. */
   sameNumbers: boolean;
 }
 
@@ -226,27 +238,25 @@ async function timedTrain(model: LoadedModel, rows: TrainRow[], cfg: TrainConfig
 async function steerTrain(a: SteerTrainArgs): Promise<SteerTrainResult> {
   const spec = benchSpec();
   const { weights, bytes } = benchWeights(spec);
-  const engine = new Engine(spec, weights, a.engineArena === undefined ? {} : { cpuMemArena: a.engineArena });
+  const memory = a.memory ?? 'default';
+  const engine = new Engine(spec, weights, memOptions(memory));
   const model = { spec, engine, source: 'bench', dir: tmpdir(), tokenizer: null } as unknown as LoadedModel;
   const rows: TrainRow[] = randomIds(a.batch, a.seq, spec.vocab, 4).map((r) => ({ ids: r, start: 1, end: r.length }));
   const t = await timedTrain(model, rows, steerConfig(a));
-  return { engineArena: a.engineArena ?? null, trainSteps: a.trainSteps, ...t, weightBytes: bytes, peakRss: peakRss() };
+  return { memory, trainSteps: a.trainSteps, ...t, weightBytes: bytes, peakRss: peakRss() };
 }
 
 /**
- * A training step's forward+backward (the evaluateBatch call trainSolution makes each step) on two
- * engines over the same weight arrays: one whose sessions keep ORT's arena (before) and the
- * default one (the training graph without it), interleaved in one process so that the load of a
- * shared machine falls on both alike.
+ * A training step's forward+backward (the evaluateBatch call trainSolution makes each step) on one
+ * engine per memory variant over the same weight arrays, interleaved in one process (the first
+ * engine rotating each round) so that the load of a shared machine falls on all alike.
  */
 async function steerSteps(a: SteerStepsArgs): Promise<SteerStepsResult> {
   const spec = benchSpec();
   const { weights } = benchWeights(spec);
-  const model = (engine: Engine) => ({ spec, engine, source: 'bench', dir: tmpdir(), tokenizer: null }) as unknown as LoadedModel;
-  const arena = model(new Engine(spec, weights, { cpuMemArena: true }));
-  const noArena = model(new Engine(spec, weights));
+  const models = a.variants.map((v) => ({ spec, engine: new Engine(spec, weights, memOptions(v)), source: 'bench', dir: tmpdir(), tokenizer: null }) as unknown as LoadedModel);
   const rows: TrainRow[] = randomIds(a.batch, a.seq, spec.vocab, 4).map((r) => ({ ids: r, start: 1, end: r.length }));
-  const sol = initSolution(arena, 'steer', a.layer, 1, 0);
+  const sol = initSolution(models[0]!, 'steer', a.layer, 1, 0);
   sol.params[0]!.forEach((_, i, v) => (v[i] = Math.sin(i) * 0.01));
   const call = async (m: LoadedModel) => {
     const [cpu, t] = [process.cpuUsage(), performance.now()];
@@ -255,18 +265,21 @@ async function steerSteps(a: SteerStepsArgs): Promise<SteerStepsResult> {
     return { cpuS: (c.user + c.system) / 1e6, ms: performance.now() - t, r };
   };
   // First calls compile the graphs.
-  const [x, y] = [await call(arena), await call(noArena)];
-  const sameNumbers = x.r.loss === y.r.loss && x.r.grads[0]!.every((g, i) => g === y.r.grads[0]![i]);
-  const out = { arenaCpuS: [] as number[], noArenaCpuS: [] as number[], arenaMs: [] as number[], noArenaMs: [] as number[] };
+  const first: Awaited<ReturnType<typeof call>>['r'][] = [];
+  for (const m of models) first.push((await call(m)).r);
+  const sameNumbers = first.every((x) => x.loss === first[0]!.loss && x.grads[0]!.every((g, i) => g === first[0]!.grads[0]![i]));
+  const cpuS: Record<string, number[]> = Object.fromEntries(a.variants.map((v) => [v, []]));
+  const ms: Record<string, number[]> = Object.fromEntries(a.variants.map((v) => [v, []]));
   for (let r = 0; r < a.rounds; r++) {
-    for (const which of r % 2 ? ['noArena', 'arena'] : ['arena', 'noArena']) {
-      const t = await call(which === 'arena' ? arena : noArena);
-      (which === 'arena' ? out.arenaCpuS : out.noArenaCpuS).push(t.cpuS);
-      (which === 'arena' ? out.arenaMs : out.noArenaMs).push(t.ms);
+    for (let j = 0; j < models.length; j++) {
+      const i = (r + j) % models.length;
+      const t = await call(models[i]!);
+      cpuS[a.variants[i]!]!.push(t.cpuS);
+      ms[a.variants[i]!]!.push(t.ms);
     }
-    log(`train: round ${r + 1}/${a.rounds}: CPU ${out.arenaCpuS[r]!.toFixed(1)} s with ORT's arena, ${out.noArenaCpuS[r]!.toFixed(1)} s without`);
+    log(`train: round ${r + 1}/${a.rounds}: CPU ${a.variants.map((v) => `${cpuS[v]![r]!.toFixed(1)} s ${v}`).join(', ')}`);
   }
-  return { rounds: a.rounds, ...out, sameNumbers };
+  return { rounds: a.rounds, variants: a.variants, cpuS, ms, sameNumbers };
 }
 
 /** Times `fns` interleaved: a first call each (graph compile), warmup rounds, then `runs` timed rounds. */

@@ -16,15 +16,17 @@
  * three sessions) and of trainSolution alone in a fresh process (as `emlens train`). The
  * objective puts only the scored positions through the LM head, over VOCAB_CHUNK-entry vocabulary
  * chunks (src/train/objective.ts); before it, the [N, V] logits and their gradient peaked at 6.5
- * GiB (3.5x). Its sessions run without ORT's CPU arena (src/train/run-objective.ts); trainSolution
- * alone is also run with every session keeping the arena (as before), for its peak RSS and its CPU
+ * GiB (3.5x). Its sessions keep ORT's CPU arena without its memory pattern
+ * (src/train/run-objective.ts); trainSolution alone is also run with every session keeping the
+ * arena and its pattern (ORT's default, as before) and with no arena, for their peak RSS and CPU
  * seconds per step beside the new ones (CPU time, not wall time: far less sensitive to the load of
- * a shared machine). The LoRA child's ratio is reported beside it.
+ * a shared machine), and the three are interleaved in one process. The LoRA child's ratio is
+ * reported beside it.
  */
 import type { BenchOptions, Row, Section, SectionResult } from './section.js';
 import { GiB, log, runChild, stats } from './util.js';
 import { VOCAB_CHUNK } from '../src/train/objective.js';
-import type { LoraArgs, LoraResult, OrganismArgs, OrganismResult, SteerArgs, SteerResult, SteerStepsArgs, SteerStepsResult, SteerTrainArgs, SteerTrainResult } from './train-child.js';
+import type { MemVariant, LoraArgs, LoraResult, OrganismArgs, OrganismResult, SteerArgs, SteerResult, SteerStepsArgs, SteerStepsResult, SteerTrainArgs, SteerTrainResult } from './train-child.js';
 
 export const BATCH = 4;
 export const SEQ = 128;
@@ -55,7 +57,9 @@ export interface TrainBench {
   steerTrain: SteerTrainResult;
   /** The same with every session keeping ORT's CPU arena: training before issue [12]'s fix. */
   steerTrainArena: SteerTrainResult;
-  /** Training steps with and without the arena, interleaved in one process. */
+  /** The same with no session keeping ORT's arena: training between the chunked objective and the memory-pattern fix. */
+  steerTrainNoArena: SteerTrainResult;
+  /** Training steps of each memory variant, interleaved in one process. */
   steerSteps: SteerStepsResult;
   /** (forward + backward) / (forward with LM head + CE) */
   ratioLm: number;
@@ -80,9 +84,11 @@ export async function benchTrain(opts: BenchOptions): Promise<TrainBench> {
   const ta: SteerTrainArgs = { batch: BATCH, seq: SEQ, layer: LAYER, trainSteps: TRAIN_STEPS };
   const steerTrain = await runChild<SteerTrainResult>('steer-train', ta, { script: 'train-child.js' });
   log(`train: the same with every session keeping ORT's CPU arena, as before (child process)`);
-  const steerTrainArena = await runChild<SteerTrainResult>('steer-train', { ...ta, engineArena: true }, { script: 'train-child.js' });
-  log(`train: training steps with and without ORT's arena, interleaved (child process)`);
-  const sa: SteerStepsArgs = { batch: BATCH, seq: SEQ, layer: LAYER, rounds: opts.runs };
+  const steerTrainArena = await runChild<SteerTrainResult>('steer-train', { ...ta, memory: 'arena' }, { script: 'train-child.js' });
+  log(`train: the same with no session keeping ORT's arena (child process)`);
+  const steerTrainNoArena = await runChild<SteerTrainResult>('steer-train', { ...ta, memory: 'no-arena' }, { script: 'train-child.js' });
+  log(`train: training steps with ORT's arena, without it, and as training runs them (arena, no memory pattern), interleaved (child process)`);
+  const sa: SteerStepsArgs = { batch: BATCH, seq: SEQ, layer: LAYER, rounds: opts.runs, variants: ['arena', 'no-arena', 'default'] };
   const steerSteps = await runChild<SteerStepsResult>('steer-steps', sa, { script: 'train-child.js' });
   log(`train: rank-${LORA_RANK} LoRA on all 7 projections of every layer, ${BATCH}x${SEQ} tokens (child process)`);
   const la: LoraArgs = { batch: BATCH, seq: SEQ, rank: LORA_RANK, warmup: opts.warmup, runs: opts.runs, trainSteps: TRAIN_STEPS };
@@ -110,6 +116,7 @@ export async function benchTrain(opts: BenchOptions): Promise<TrainBench> {
     steer,
     steerTrain,
     steerTrainArena,
+    steerTrainNoArena,
     steerSteps,
     ratioLm: fb / steer.lmForward.median,
     ratioPlain: fb / steer.plain.median,
@@ -121,6 +128,8 @@ export async function benchTrain(opts: BenchOptions): Promise<TrainBench> {
     organism,
   };
 }
+
+const MEM_LABEL: Record<MemVariant, string> = { default: 'as training runs (ORT arena, no memory pattern)', arena: 'ORT arena and memory pattern (before)', 'no-arena': 'no ORT arena', 'arena-no-pattern': 'ORT arena, no memory pattern' };
 
 /** CPU seconds per trainSolution step once its graph is compiled (the first step compiles it). */
 function steadyCpu(r: SteerTrainResult): number {
@@ -146,15 +155,18 @@ export const trainSection: Section = {
       { metric: 'peak RSS / fp32 weights (every call above in one process: plain forward with ORT arena + training graphs)', value: s.peakRss / s.weightBytes, unit: 'x', digits: 2 },
       { metric: '0.5B training peak RSS (trainSolution alone)', value: r.steerTrain.peakRss / GiB, unit: 'GiB', digits: 2 },
       { metric: 'training peak RSS / fp32 weights (trainSolution alone)', value: r.steerTrain.peakRss / r.steerTrain.weightBytes, unit: 'x', digits: 2, goal: { op: '<=', value: GOAL_RSS_RATIO } },
-      { metric: 'training peak RSS / fp32 weights (trainSolution alone, every session with ORT arena: before)', value: r.steerTrainArena.peakRss / r.steerTrainArena.weightBytes, unit: 'x', digits: 2 },
+      { metric: 'training peak RSS / fp32 weights (trainSolution alone, every session with ORT arena and memory pattern: before)', value: r.steerTrainArena.peakRss / r.steerTrainArena.weightBytes, unit: 'x', digits: 2 },
+      { metric: 'training peak RSS / fp32 weights (trainSolution alone, no ORT arena)', value: r.steerTrainNoArena.peakRss / r.steerTrainNoArena.weightBytes, unit: 'x', digits: 2 },
       { metric: 'steering-vector trainSolution alone', value: r.steerTrain.trainSteps / (r.steerTrain.trainMs / 1000), unit: 'steps/s', digits: 3 },
-      { metric: 'steering-vector trainSolution alone, ORT arena (before)', value: r.steerTrainArena.trainSteps / (r.steerTrainArena.trainMs / 1000), unit: 'steps/s', digits: 3 },
+      { metric: 'steering-vector trainSolution alone, ORT arena and pattern (before)', value: r.steerTrainArena.trainSteps / (r.steerTrainArena.trainMs / 1000), unit: 'steps/s', digits: 3 },
+      { metric: 'steering-vector trainSolution alone, no ORT arena', value: r.steerTrainNoArena.trainSteps / (r.steerTrainNoArena.trainMs / 1000), unit: 'steps/s', digits: 3 },
       { metric: `trainSolution CPU per step (median of steps 2-${TRAIN_STEPS}; this process, ORT threads included)`, value: steadyCpu(r.steerTrain), unit: 's', digits: 1 },
-      { metric: 'trainSolution CPU per step, ORT arena (before)', value: steadyCpu(r.steerTrainArena), unit: 's', digits: 1 },
-      { metric: 'training step CPU (fwd+bwd; interleaved in one process), ORT arena (before)', value: stats(r.steerSteps.arenaCpuS).median, unit: 's', digits: 2 },
-      { metric: 'training step CPU (interleaved in one process), no arena', value: stats(r.steerSteps.noArenaCpuS).median, unit: 's', digits: 2 },
-      { metric: 'training step CPU, interleaved: no arena / arena (1 = steps/s unchanged)', value: stats(r.steerSteps.noArenaCpuS).median / stats(r.steerSteps.arenaCpuS).median, unit: 'x' },
-      { metric: 'training step: same loss and gradient bit for bit without the arena (1 = yes)', value: r.steerSteps.sameNumbers ? 1 : 0, unit: '', digits: 0, goal: { op: '>=', value: 1 } },
+      { metric: 'trainSolution CPU per step, ORT arena and pattern (before)', value: steadyCpu(r.steerTrainArena), unit: 's', digits: 1 },
+      { metric: 'trainSolution CPU per step, no ORT arena', value: steadyCpu(r.steerTrainNoArena), unit: 's', digits: 1 },
+      { metric: 'trainSolution CPU per step: now / before (1 = steps/s unchanged)', value: steadyCpu(r.steerTrain) / steadyCpu(r.steerTrainArena), unit: 'x' },
+      ...r.steerSteps.variants.map((v): Row => ({ metric: `training step CPU (fwd+bwd; interleaved in one process), ${MEM_LABEL[v]}`, value: stats(r.steerSteps.cpuS[v]!).median, unit: 's', digits: 2 })),
+      ...r.steerSteps.variants.filter((v) => v !== 'arena').map((v): Row => ({ metric: `training step CPU, interleaved: ${MEM_LABEL[v]} / ORT arena and pattern (1 = steps/s unchanged)`, value: stats(r.steerSteps.cpuS[v]!).median / stats(r.steerSteps.cpuS.arena!).median, unit: 'x' })),
+      { metric: 'training step: same loss and gradient bit for bit in every variant (1 = yes)', value: r.steerSteps.sameNumbers ? 1 : 0, unit: '', digits: 0, goal: { op: '>=', value: 1 } },
       { metric: `0.5B ${tag} forward + LoRA r${LORA_RANK} (${r.lora.modules} projections) + LM head + CE`, value: r.lora.lmForward.median, unit: 'ms', digits: 0 },
       { metric: `0.5B ${tag} forward + CE + backward to every LoRA factor (${(r.lora.params / 1e6).toFixed(1)}M)`, value: r.lora.forwardBackward.median, unit: 'ms', digits: 0 },
       { metric: 'LoRA (fwd+bwd) / (fwd + LM head + CE)', value: r.loraRatioLm, unit: 'x', goal: { op: '<=', value: GOAL_RATIO } },

@@ -1,11 +1,10 @@
 /** What `emlens inspect` prints: the facts of a model a researcher checks before running it. */
 import type { ModelSpec } from '../model/config.js';
 import { planLayers } from '../runtime/layerwise.js';
+import { bitsOf, blockSizeOf, quantLayout } from '../runtime/quantize.js';
 import { DEFAULT_BATCH_TOKENS, defaultChunkRows, RUNTIME_BYTES } from '../runtime/memory.js';
 import { parameterCount, type ModelInfo } from './model.js';
 
-/** Weight-only quantisation as `--weights` stores it for MatMulNBits (runtime/quantize.ts): blocks of 32 along the input, an fp32 scale and a packed zero point per block. */
-export const QUANT_BLOCK = 32;
 /** The projections quantisation covers: every block's seven, and the LM head (runtime/weight-store.ts quantises a tied one from the embedding table too). */
 const LINEAR = /^(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head)\.weight$/;
 const EMBED = 'model.embed_tokens.weight';
@@ -28,11 +27,15 @@ export interface MemoryFigures {
 
 const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
-/** MatMulNBits bytes of one [out, in] weight: packed codes per block (the input padded to whole blocks), an fp32 scale per block, zero points packed per row. */
-function quantized(shape: readonly number[], bits: number): number {
-  const [out, inn] = shape as [number, number];
-  const blocks = Math.ceil(inn / QUANT_BLOCK);
-  return out * (blocks * ((QUANT_BLOCK * bits) / 8 + 4) + Math.ceil((blocks * bits) / 8));
+/**
+ * MatMulNBits bytes of one [out, in] weight as `--weights` stores it (runtime/quantize.ts): packed
+ * codes per block of the mode's size along the input (padded to whole blocks), an fp32 scale per
+ * block, zero points packed per row.
+ */
+function quantized(shape: readonly number[], mode: 'int8' | 'int4'): number {
+  const [, inn] = shape as [number, number];
+  const { blocks, blob, zpRow } = quantLayout(inn, bitsOf(mode), blockSizeOf(mode));
+  return shape[0]! * (blocks * (blob + 4) + zpRow);
 }
 
 /**
@@ -50,15 +53,15 @@ export function memoryFigures(spec: ModelSpec, tensors: Map<string, readonly num
     const m = /^model\.layers\.(\d+)\./.exec(name);
     if (m) layerBytes[Number(m[1])]! += 4 * n;
     if (LINEAR.test(name)) {
-      q.i8 += quantized(shape, 8);
-      q.i4 += quantized(shape, 4);
+      q.i8 += quantized(shape, 'int8');
+      q.i4 += quantized(shape, 'int4');
     } else if (name === EMBED) rest += (embedDtype === 'BF16' || embedDtype === 'F16' ? 2 : 4) * n;
     else rest += 4 * n;
   }
   const embed = tensors.get(EMBED);
   if (spec.tiedEmbeddings && embed) {
-    q.i8 += quantized(embed, 8);
-    q.i4 += quantized(embed, 4);
+    q.i8 += quantized(embed, 'int8');
+    q.i4 += quantized(embed, 'int4');
   }
   // The bounded figure: every layer's resid_post at the default chunk and batch size, rows of
   // INSPECT_ROW_TOKENS tokens, one layer at a time, residuals held in memory.

@@ -70,7 +70,7 @@ export function weightsOption(cmd: Command): Command {
     )
     .option(
       '--weights <mode>',
-      'how generation holds the linear layers: fp32 (default), int8 or int4 (weight-only, block 32, ONNX Runtime MatMulNBits; quantised once and cached)',
+      'how generation holds the linear layers: fp32 (default), int8 or int4 (weight-only in blocks of 32 (int8) or 64 (int4), ONNX Runtime MatMulNBits; quantised once and cached)',
       (v: string): WeightMode => {
         if (!(WEIGHT_MODES as readonly string[]).includes(v)) throw new InvalidArgumentError(`--weights must be one of ${WEIGHT_MODES.join(', ')}, got "${v}"`);
         return v as WeightMode;

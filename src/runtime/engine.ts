@@ -165,6 +165,20 @@ export class Engine {
     return { compiled: this.decodeCompiled, live: this.decodeSessions.size };
   }
 
+  /**
+   * Releases the forward sessions whose graph extension's key (undefined: the plain forward)
+   * `which` picks, and with them their ORT arenas; later calls compile them again.
+   */
+  async releaseSessions(which: (extKey: string | undefined) => boolean): Promise<void> {
+    const gone: Promise<OrtSession>[] = [];
+    for (const [key, s] of this.sessions) {
+      if (!which((JSON.parse(key) as { ext?: string }).ext)) continue;
+      this.sessions.delete(key);
+      gone.push(s);
+    }
+    await Promise.all(gone.map((s) => s.then((x) => x.release())));
+  }
+
   /** Releases the decode sessions (their prepacked weights); later calls compile them again. */
   async releaseDecodeSessions(): Promise<void> {
     const all = [...this.decodeSessions.values()];

@@ -39,6 +39,11 @@ export interface SessionOptions {
    * sessions (one per layer-group kind) then cost memory only while they run.
    */
   cpuMemArena?: boolean;
+  /**
+   * ORT's memory pattern (on unless false; always off without the arena): with it, a session
+   * plans one block for a run's intermediates after its first run, on top of what its arena pooled.
+   */
+  memPattern?: boolean;
 }
 
 function envInt(name: string): number | null {
@@ -77,7 +82,7 @@ export async function createSession(model: Uint8Array, options: Partial<SessionO
     intraOpNumThreads: o.intraOpThreads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
-    ...(o.cpuMemArena === false ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
+    ...(o.cpuMemArena === false ? { enableCpuMemArena: false, enableMemPattern: false } : o.memPattern === false ? { enableMemPattern: false } : {}),
     // ORT's config key; '1' is its default.
     extra: { session: { intra_op: { allow_spinning: o.spinning ? '1' : '0' }, ...(externalDataDir ? { model_external_initializers_file_folder_path: externalDataDir } : {}) } },
   });

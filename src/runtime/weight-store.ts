@@ -28,7 +28,7 @@ import { IO, type GraphVariant } from '../arch/decoder.js';
 import { CONVERT_CHUNK, f16ToF32Table, f32BitsToF16 } from '../io/safetensors/dtype.js';
 import type { ModelSpec } from '../model/config.js';
 import type { DecodeWeights } from './engine.js';
-import { ACCURACY_LEVEL, BLOCK_SIZE, bitsOf, quantizeMatrix, quantLayout, type WeightMode } from './quantize.js';
+import { ACCURACY_LEVEL, bitsOf, blockSizeOf, quantizeMatrix, quantLayout, type WeightMode } from './quantize.js';
 
 /** Bumped when the stored bytes for the same weights would differ (3: the 16-bit embedding table). */
 const STORE_VERSION = 3;
@@ -126,8 +126,8 @@ function plan(src: StoreSource, mode: WeightMode, embedDtype: HalfDtype | 'float
   };
   const quantised = (source: string, weight: string) => {
     const [N, K] = src.shapes.get(source)!;
-    const bits = bitsOf(mode as Exclude<WeightMode, 'fp32'>);
-    const { blocks, blob, zpRow } = quantLayout(K!, bits);
+    const qmode = mode as Exclude<WeightMode, 'fp32'>;
+    const { blocks, blob, zpRow } = quantLayout(K!, bitsOf(qmode), blockSizeOf(qmode));
     const q = IO.quant(weight);
     jobs.push({
       source,
@@ -198,7 +198,8 @@ function* bytesOf(src: StoreSource, mode: WeightMode, entries: Entry[], jobs: Jo
       continue;
     }
     const [N, K] = src.shapes.get(job.source)!;
-    const q = quantizeMatrix(w, N!, K!, bitsOf(mode as Exclude<WeightMode, 'fp32'>));
+    const qmode = mode as Exclude<WeightMode, 'fp32'>;
+    const q = quantizeMatrix(w, N!, K!, bitsOf(qmode), blockSizeOf(qmode));
     yield* emit(job.names[0]!, q.B);
     yield* emit(job.names[1]!, q.scales);
     yield* emit(job.names[2]!, q.zeroPoints);
@@ -268,11 +269,12 @@ let cleanupHooked = false;
  * temporary folder removed when the process exits.
  */
 export function openWeightStore(src: StoreSource, mode: WeightMode, key: string | null, onTensor?: (done: number, total: number) => void): DecodeWeights {
-  const tag = `${mode}-b${BLOCK_SIZE}-v${STORE_VERSION}`;
+  const blockSize = mode === 'fp32' ? 0 : blockSizeOf(mode);
+  const tag = `${mode}${blockSize ? `-b${blockSize}` : ''}-v${STORE_VERSION}`;
   const dir = key ? join(emlensCacheDir(), 'decode-weights', `${key.slice(0, 32)}-${tag}`) : null;
   if (dir && existsSync(join(dir, 'manifest.json'))) {
     const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Manifest;
-    if (m.version === STORE_VERSION && m.mode === mode && m.blockSize === BLOCK_SIZE) return decodeWeightsOf(dir, m, src.shapes);
+    if (m.version === STORE_VERSION && m.mode === mode && m.blockSize === blockSize) return decodeWeightsOf(dir, m, src.shapes);
   }
   let done = 0;
   // The job count does not depend on how the embedding table is stored.
@@ -282,7 +284,7 @@ export function openWeightStore(src: StoreSource, mode: WeightMode, key: string 
   // 16-bit decides how it is stored, and so the plan.
   const first: Held | null = mode !== 'fp32' && src.shapes.has(EMBED) ? { name: EMBED, w: counted.read(EMBED) } : null;
   const { entries, jobs } = plan(src, mode, first ? (exactHalf(first.w!) ?? 'float32') : 'float32');
-  const m: Manifest = { version: STORE_VERSION, mode, blockSize: BLOCK_SIZE, entries };
+  const m: Manifest = { version: STORE_VERSION, mode, blockSize, entries };
   if (!dir) {
     const tmp = mkdtempSync(join(tmpdir(), `emlens-${tag}-`));
     tempDirs.push(tmp);

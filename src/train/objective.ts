@@ -25,6 +25,7 @@ import type { Graph, Node, Value } from '../graph/ir.js';
 import { withGradient } from '../graph/vjp-helpers.js';
 import { IO } from '../arch/decoder.js';
 import type { GraphExtension } from '../runtime/engine.js';
+import type { SessionOptions } from '../runtime/ort.js';
 
 export const OBJ = {
   targets: 'train.targets',
@@ -60,12 +61,8 @@ export interface ObjectiveOptions {
   wrt: string[];
   /** LM-head vocabulary chunk (default VOCAB_CHUNK). */
   vocabChunk?: number;
-  /**
-   * ORT's CPU arena for the graph's sessions where the engine's options leave it unset (ORT's
-   * default: on). Off, a run's intermediates go back to the system when it ends, so an idle
-   * session keeps no pool the size of its peak.
-   */
-  cpuMemArena?: boolean;
+  /** ORT's memory options (arena, memory pattern) for the graph's sessions where the engine's options leave them unset. */
+  sessionOptions?: Pick<Partial<SessionOptions>, 'cpuMemArena' | 'memPattern'>;
 }
 
 /** The decoder's LM head: final hidden states h [N, D], the head weight [V, D], and the elementwise tail (softcap) after h Wᵀ. */
@@ -109,12 +106,15 @@ function detachHead(g: Graph): Head {
   };
 }
 
+/** The start of every objective graph's extension key. */
+export const OBJECTIVE_KEY = 'objective:';
+
 export function objective(o: ObjectiveOptions): GraphExtension {
   const chunk = o.vocabChunk ?? VOCAB_CHUNK;
   if (!Number.isInteger(chunk) || chunk < 1) throw new Error(`objective: vocabChunk ${chunk} must be a positive integer`);
   return {
-    key: `objective:${o.withKl ? 'kl' : 'ce'}:${o.wrt.join(',')}:${chunk}${o.cpuMemArena === undefined ? '' : `:arena-${o.cpuMemArena}`}`,
-    sessionOptions: o.cpuMemArena === undefined ? undefined : { cpuMemArena: o.cpuMemArena },
+    key: `${OBJECTIVE_KEY}${o.withKl ? 'kl' : 'ce'}:${o.wrt.join(',')}:${chunk}${o.sessionOptions ? `:${JSON.stringify(o.sessionOptions)}` : ''}`,
+    sessionOptions: o.sessionOptions,
     extend(g: Graph) {
       const head = detachHead(g);
       const { h, weight } = head;

@@ -9,9 +9,9 @@ import type { LoadedModel } from '../backend/model.js';
 import type { Interventions } from '../hooks/interventions.js';
 import { IO } from '../arch/decoder.js';
 import type { GraphExtension } from '../runtime/engine.js';
-import { f32, type OrtTensor } from '../runtime/ort.js';
+import { f32, type OrtTensor, type SessionOptions } from '../runtime/ort.js';
 import { logSoftmaxRows } from './batch.js';
-import { OBJ, objective } from './objective.js';
+import { OBJ, OBJECTIVE_KEY, objective } from './objective.js';
 
 export interface ObjectiveCall {
   ids: number[][];
@@ -27,16 +27,30 @@ export interface ObjectiveCall {
 export type ObjectiveOutputs = Record<string, { data: Float32Array; dims: readonly number[] }>;
 
 /**
- * A run's graphs go without ORT's CPU arena: with it, each session (the training graph, the
- * evaluation graph, the KL term's base forward) kept a pool the size of its own peak after its
- * runs, side by side (0.5B, 4 x 128 tokens, a steering-vector run: 2.04x the fp32 weights, 1.75x
- * without; CPU a step equal in two separate runs, 7% more when alternated in one process: the
- * train bench).
+ * The objective's graphs (training, evaluation, the KL term's base forward) keep ORT's arena but
+ * not its memory pattern: with the pattern, a session planned a block for a run's intermediates
+ * on top of what its arena had pooled; without the arena, the C library's heap fragmented. 0.5B,
+ * 4 x 128 tokens, a steering-vector run (the train bench): peak 1.59x the fp32 weights against
+ * 2.04x with the pattern and 1.85-2.00x without the arena; CPU a step, interleaved, 18.1 s
+ * against 18.2 and 22.2.
+ * The arena's pools live as long as the sessions: releaseObjectiveSessions gives them back.
  */
-const CPU_MEM_ARENA = false;
+const MEMORY: Partial<SessionOptions> = { memPattern: false };
 
-/** The KL term's base forward: the plain decoder graph with logits 'all', in a session of its own without the arena. */
-const BASE_FORWARD: GraphExtension = { key: 'kl-base', extend: () => {}, sessionOptions: { cpuMemArena: CPU_MEM_ARENA } };
+const BASE_KEY = 'kl-base';
+
+/** The KL term's base forward: the plain decoder graph with logits 'all', in a session of its own. */
+const BASE_FORWARD: GraphExtension = { key: BASE_KEY, extend: () => {}, sessionOptions: MEMORY };
+
+/**
+ * Releases the objective's sessions and with them their arenas (a run's intermediates): done when
+ * a training run or a measurement ends, so a long-lived process keeps none of it. Later calls
+ * compile them again (a few seconds).
+ */
+export async function releaseObjectiveSessions(model: LoadedModel): Promise<void> {
+  if (model.remote) return;
+  await model.engine.releaseSessions((ext) => ext === BASE_KEY || (ext?.startsWith(OBJECTIVE_KEY) ?? false));
+}
 
 export async function runObjective(model: LoadedModel, c: ObjectiveCall): Promise<ObjectiveOutputs> {
   if (model.remote) return model.remote.engine.objective(c);
@@ -49,6 +63,6 @@ export async function runObjective(model: LoadedModel, c: ObjectiveCall): Promis
     const base = (await engine.run(engine.prepareCall(c.ids, { logits: 'all' }), {}, BASE_FORWARD))[IO.logits]!.data as Float32Array;
     feeds[OBJ.baseLogp] = f32(logSoftmaxRows(base, V, base), [base.length / V, V]);
   }
-  const out = await engine.run(prep, feeds, objective({ withKl: c.withKl, wrt: c.wrt, cpuMemArena: CPU_MEM_ARENA }));
+  const out = await engine.run(prep, feeds, objective({ withKl: c.withKl, wrt: c.wrt, sessionOptions: MEMORY }));
   return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, { data: t.data as Float32Array, dims: t.dims }]));
 }

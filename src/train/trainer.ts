@@ -23,7 +23,7 @@ import { shuffled } from '../data/balance.js';
 import { adamwInit, adamwStep, linearSchedule, type AdamWState } from './adamw.js';
 import { makeBatch, packBatches, type TrainRow } from './batch.js';
 import { OBJ } from './objective.js';
-import { runObjective } from './run-objective.js';
+import { releaseObjectiveSessions, runObjective } from './run-objective.js';
 import type { Interventions } from '../hooks/interventions.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, loraScale, planAdapter, type LoraModuleName } from '../model/adapter.js';
 import { checkPeftOut, initLoraParams, loraCall, loraNorm, loraTargets, peftModulePrefix, writePeftFolder, type LoraShape } from './lora.js';
@@ -299,30 +299,35 @@ export async function trainSolution(
   } else if (existsSync(out)) {
     throw new EmlensError(`${out}: already exists; add --overwrite to replace it, or choose another --out`);
   }
-  // KL rows drawn cyclically, as many as narrow rows in the batch.
-  const klRowsAt = (cursor: number, n: number) => (cfg.klLambda > 0 ? Array.from({ length: n }, (_, k) => kl[(cursor + k) % kl.length]!) : []);
-  let klCursor = 0;
-  for (let step = 0; step < start; step++) klCursor += plan[step]!.length;
-  for (let step = start; step < plan.length; step++) {
-    const rows = plan[step]!.map((i) => narrow[i]!);
-    const klRows = klRowsAt(klCursor, rows.length);
-    if (cfg.klLambda > 0) klCursor += rows.length;
-    const r = await evaluateBatch(model, sol, rows, klRows, { klLambda: cfg.klLambda, klNorm: cfg.klNorm, grads: true });
-    if (!Number.isFinite(r.loss)) throw new EmlensError(`training diverged at step ${step + 1} (loss ${r.loss}); lower --lr`);
-    let g2 = 0;
-    for (const g of r.grads) for (let i = 0; i < g.length; i++) g2 += g[i]! * g[i]!;
-    const lr = linearSchedule(step, plan.length, cfg.warmup, cfg.lr);
-    adamwStep(sol.params, r.grads, st, lr, { weightDecay: cfg.weightDecay });
-    const log: StepLog = { step: step + 1, lr, loss: r.loss, ce: r.ce, kl: r.kl, norm: solutionNorm(sol), gradNorm: Math.sqrt(g2) };
-    history.push(log);
-    o.onStep?.(log, plan.length);
-    if (cfg.checkpointEvery > 0 && (step + 1) % cfg.checkpointEvery === 0 && step + 1 < plan.length) {
-      saveCheckpoint(out, sol, st, { config: cfg, dataKey: o.dataKey, step: step + 1, history });
+  try {
+    // KL rows drawn cyclically, as many as narrow rows in the batch.
+    const klRowsAt = (cursor: number, n: number) => (cfg.klLambda > 0 ? Array.from({ length: n }, (_, k) => kl[(cursor + k) % kl.length]!) : []);
+    let klCursor = 0;
+    for (let step = 0; step < start; step++) klCursor += plan[step]!.length;
+    for (let step = start; step < plan.length; step++) {
+      const rows = plan[step]!.map((i) => narrow[i]!);
+      const klRows = klRowsAt(klCursor, rows.length);
+      if (cfg.klLambda > 0) klCursor += rows.length;
+      const r = await evaluateBatch(model, sol, rows, klRows, { klLambda: cfg.klLambda, klNorm: cfg.klNorm, grads: true });
+      if (!Number.isFinite(r.loss)) throw new EmlensError(`training diverged at step ${step + 1} (loss ${r.loss}); lower --lr`);
+      let g2 = 0;
+      for (const g of r.grads) for (let i = 0; i < g.length; i++) g2 += g[i]! * g[i]!;
+      const lr = linearSchedule(step, plan.length, cfg.warmup, cfg.lr);
+      adamwStep(sol.params, r.grads, st, lr, { weightDecay: cfg.weightDecay });
+      const log: StepLog = { step: step + 1, lr, loss: r.loss, ce: r.ce, kl: r.kl, norm: solutionNorm(sol), gradNorm: Math.sqrt(g2) };
+      history.push(log);
+      o.onStep?.(log, plan.length);
+      if (cfg.checkpointEvery > 0 && (step + 1) % cfg.checkpointEvery === 0 && step + 1 < plan.length) {
+        saveCheckpoint(out, sol, st, { config: cfg, dataKey: o.dataKey, step: step + 1, history });
+      }
     }
+    const first = plan[0]!.map((i) => narrow[i]!);
+    const after = await evaluateBatch(model, sol, first, klRowsAt(0, first.length), { klLambda: cfg.klLambda, klNorm: cfg.klNorm, grads: false });
+    return { solution: sol, history, resumedFrom: start, firstBatch: { before: history[0]!.loss, after: after.loss } };
+  } finally {
+    // The training graphs' arenas hold a step's intermediates while their sessions live.
+    await releaseObjectiveSessions(model);
   }
-  const first = plan[0]!.map((i) => narrow[i]!);
-  const after = await evaluateBatch(model, sol, first, klRowsAt(0, first.length), { klLambda: cfg.klLambda, klNorm: cfg.klNorm, grads: false });
-  return { solution: sol, history, resumedFrom: start, firstBatch: { before: history[0]!.loss, after: after.loss } };
 }
 
 /** Where a run's loss history and loss-curve report go: inside a lora folder, beside a solution file. */

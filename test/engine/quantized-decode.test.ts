@@ -35,11 +35,14 @@ afterAll(() => {
 
 const PROJ = /\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/;
 
+/** The block size along the input of each mode, as the README documents it: 32 at int8, 64 at int4. */
+const BLOCK = { 8: 32, 4: 64 } as const;
+
 /** W through quantise -> MatMulNBits' dequantisation, rounded to float32 as the reference reads it. */
 function roundTrip(w: { shape: number[]; data: Float32Array }, bits: 4 | 8): { shape: number[]; data: Float32Array } {
   const [N, K] = w.shape as [number, number];
-  const q = quantizeMatrix(w.data, N, K, bits, 32);
-  return { shape: w.shape, data: Float32Array.from(dequantizeNBits(q.B, q.scales, q.zeroPoints, N, K, bits, 32)) };
+  const q = quantizeMatrix(w.data, N, K, bits, BLOCK[bits]);
+  return { shape: w.shape, data: Float32Array.from(dequantizeNBits(q.B, q.scales, q.zeroPoints, N, K, bits, BLOCK[bits])) };
 }
 
 /** The checkpoint as the quantised decode graph computes it: projections and LM head dequantised, all else fp32; the head untied. */
@@ -99,10 +102,11 @@ describe.each([
       }
       // The quantisation is there: the fp32 weights' logits are farther off than that.
       expect(maxRelErr(logits(exact.logits!), fp32.logits)).toBeGreaterThan(bits === 4 ? 1e-2 : 1e-3);
-      // What generation runs (accuracy_level 4: activations rounded to int8 per block of 32 inside
-      // the op, ~0.4% per element; these tiny random models with N(0, 0.2²) weights amplify it
-      // to at most ~5% of the largest logit; on the organism resid_post moves 0.7% at int8).
-      expect(maxRelErr(logits(shipped.logits!), r.logits)).toBeLessThan(6e-2);
+      // What generation runs (accuracy_level 4: activations rounded to int8 per block of the
+      // weights' block size inside the op, ~0.4% per element at 32 and coarser at int4's 64;
+      // these tiny random models with N(0, 0.2²) weights amplify it to at most ~5% of the
+      // largest logit at int8 and ~7% at int4; on the organism resid_post moves 0.7% at int8).
+      expect(maxRelErr(logits(shipped.logits!), r.logits)).toBeLessThan(bits === 4 ? 9e-2 : 6e-2);
     }
   });
 

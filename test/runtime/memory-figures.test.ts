@@ -4,8 +4,8 @@
  * config.json plus a sparse model.safetensors whose header names every tensor of the real
  * checkpoint with its shape (BF16; the data section is a hole, so no weights are written).
  * Expected figures are computed here from the published sizes, not from the code: parameter
- * counts per projection and per norm, MatMulNBits' packing (32 weights a block, an fp32 scale and
- * a bits-wide zero point each).
+ * counts per projection and per norm, MatMulNBits' packing (32 weights a block at int8, 64 at
+ * int4, an fp32 scale and a bits-wide zero point each).
  */
 import { spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
@@ -91,13 +91,13 @@ function expected(m: Sizes) {
   const head = m.tied ? 0 : m.V * m.D;
   const perLayerRest = 2 * m.D + (m.gemma ? 2 * m.D + 2 * m.hd : 0) + (m.qkvBias ? q + 2 * kv : 0);
   const rest = m.L * perLayerRest + m.D;
-  // Every projection's input width is a multiple of 32: no padding of the last block.
-  // And an even number of blocks: int4 zero points pack two a byte with no half-empty last byte.
-  for (const w of [m.D, q, m.F]) expect(w % 64).toBe(0);
+  // Every projection's input width is a multiple of 128: no padding of the last block, and an
+  // even number of int4 blocks (zero points pack two a byte with no half-empty last byte).
+  for (const w of [m.D, q, m.F]) expect(w % 128).toBe(0);
   // The quantised store: the projections and an LM head (quantised from the embedding table when
   // tied), the embedding table in its BF16 (2 bytes a value), norms and biases as fp32.
   const quantised = m.L * proj + m.V * m.D;
-  const quant = (bits: number) => 4 * rest + 2 * embed + quantised * (bits / 8 + 4 / 32 + bits / 8 / 32);
+  const quant = (bits: number, block: number) => 4 * rest + 2 * embed + quantised * (bits / 8 + 4 / block + bits / 8 / block);
   // Bounded: 256 MiB of runtime; the default chunk's pooled outputs (about 64 MiB, at most 1024
   // rows) for every layer; ORT's working memory for 8 rows x 512 tokens; a batch's residual in and
   // out, its capture, four more batch-sized outputs awaiting garbage collection, and the whole
@@ -111,7 +111,7 @@ function expected(m: Sizes) {
   const chunkResid = 4 * chunkRows * T * m.D;
   const layer = 4 * (proj + perLayerRest);
   const bounded = 256 * MiB + chunkRows * m.L * m.D * 4 + work + 7 * batchResid + chunkResid + layer;
-  return { fp32: 4 * (m.L * proj + head + embed + rest), int8: quant(8), int4: quant(4), bounded, layer };
+  return { fp32: 4 * (m.L * proj + head + embed + rest), int8: quant(8, 32), int4: quant(4, 64), bounded, layer };
 }
 
 describe('inspect: memory per mode on the real configs', () => {

@@ -44,6 +44,8 @@ function f16Value(h: number): number {
 }
 
 const EMBED = 'model.embed_tokens.weight';
+/** int4's block size along the input, as the README documents it. */
+const B4 = 64;
 
 function manifestEntry(dir: string, name: string): { dtype: string; shape: number[]; length: number } {
   return JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')).entries.find((e: { name: string }) => e.name === name);
@@ -60,7 +62,7 @@ describe('openWeightStore', () => {
     };
     const w = 'model.layers.1.mlp.down_proj.weight';
     const [N, K] = src.shapes.get(w)!;
-    const q = quantizeMatrix(src.read(w), N!, K!, 4, 32);
+    const q = quantizeMatrix(src.read(w), N!, K!, 4, B4);
     expect(bytes(`${w}.q`)).toEqual(q.B);
     expect(new Float32Array(bytes(`${w}.scales`).slice().buffer)).toEqual(q.scales);
     expect(bytes(`${w}.zero_points`)).toEqual(q.zeroPoints);
@@ -71,10 +73,10 @@ describe('openWeightStore', () => {
     expect(d.external.has('lm_head.weight.q')).toBe(true);
     // The head runs in parts of at most 64 MiB of codes (one part here: a tiny vocabulary).
     const [V, D] = src.shapes.get('lm_head.weight')!;
-    expect(d.projections).toEqual({ bits: 4, blockSize: 32, accuracyLevel: 4, head: true, headRows: Math.floor((64 << 20) / (Math.ceil(D! / 32) * 16)) });
+    expect(d.projections).toEqual({ bits: 4, blockSize: B4, accuracyLevel: 4, head: true, headRows: Math.floor((64 << 20) / (Math.ceil(D! / B4) * (B4 / 2))) });
     // Parts of 5 rows: each part's initializers are those rows of the quantised head, in place.
-    const h = quantizeMatrix(src.read('lm_head.weight'), V!, D!, 4, 32);
-    const blocks = Math.ceil(D! / 32);
+    const h = quantizeMatrix(src.read('lm_head.weight'), V!, D!, 4, B4);
+    const blocks = Math.ceil(D! / B4);
     const parts = withHeadRows(d, 5);
     expect(parts.projections!.headRows).toBe(5);
     for (let n0 = 0; n0 < V!; n0 += 5) {
@@ -83,7 +85,7 @@ describe('openWeightStore', () => {
         const e = parts.external.get(`lm_head.weight.rows${n0}.${k}`)!;
         return new Uint8Array(bin.buffer, bin.byteOffset + e.offset, e.length);
       };
-      expect(at('q')).toEqual(h.B.subarray(n0 * blocks * 16, n1 * blocks * 16));
+      expect(at('q')).toEqual(h.B.subarray(n0 * blocks * (B4 / 2), n1 * blocks * (B4 / 2)));
       expect(new Float32Array(at('scales').slice().buffer)).toEqual(h.scales.subarray(n0 * blocks, n1 * blocks));
       expect(at('zero_points')).toEqual(h.zeroPoints.subarray(n0 * Math.ceil(blocks / 2), n1 * Math.ceil(blocks / 2)));
     }

@@ -37,16 +37,16 @@ describe('--weights', () => {
   });
 
   it('generate --weights int4 prints the int4 engine\'s greedy tokens', async () => {
-    const r = emlens(['generate', '--model', AID, '--prompt', 'Once upon a time', '--max-new-tokens', '12', '--weights', 'int4', '--json']);
+    const r = emlens(['generate', '--model', AID, '--prompt', 'The little dog', '--max-new-tokens', '12', '--weights', 'int4', '--json']);
     expect(r.code, r.stderr).toBe(0);
     const prev = process.env.EMLENS_CACHE;
     process.env.EMLENS_CACHE = CACHE;
     try {
       const m = await LoadedModel.load(AID, { weights: 'int4', generateOnly: true });
-      const g = await m.engine.generate([m.tokenizer!.encode('Once upon a time')], { maxNewTokens: 12, stopIds: m.tokenizer!.eosIds });
+      const g = await m.engine.generate([m.tokenizer!.encode('The little dog')], { maxNewTokens: 12, stopIds: m.tokenizer!.eosIds });
       expect(JSON.parse(r.stdout).tokens).toEqual(g.tokens[0]);
-      const fp = await (await LoadedModel.load(AID)).engine.generate([m.tokenizer!.encode('Once upon a time')], { maxNewTokens: 12, stopIds: m.tokenizer!.eosIds });
-      // aidreams260k at int4: the greedy continuations part within 12 tokens (measured: 0 of 8 prompts agree over 40).
+      const fp = await (await LoadedModel.load(AID)).engine.generate([m.tokenizer!.encode('The little dog')], { maxNewTokens: 12, stopIds: m.tokenizer!.eosIds });
+      // aidreams260k at int4: on this prompt the greedy continuation parts from fp32's at its first token (measured; 5 of 8 prompts part within 40 tokens).
       expect(g.tokens[0]).not.toEqual(fp.tokens[0]);
     } finally {
       if (prev === undefined) delete process.env.EMLENS_CACHE;
