@@ -65,15 +65,14 @@ export interface SteerResult {
 
 /**
  * How every session of an engine holds its memory: 'arena' = ORT's arena and memory pattern (ORT's
- * default, training before issue [12]'s fix); 'no-arena' = neither; 'arena-no-pattern' = the arena
- * without the memory pattern; 'default' = the engine's default, so the training graphs' own choice.
+ * default, training before issue [12]'s fix); 'no-arena' = neither; 'default' = the engine's
+ * default, so the training graphs' own choice (the arena without the memory pattern).
  */
-export type MemVariant = 'default' | 'arena' | 'no-arena' | 'arena-no-pattern';
+export type MemVariant = 'default' | 'arena' | 'no-arena';
 
 export function memOptions(v: MemVariant): Partial<SessionOptions> {
   if (v === 'arena') return { cpuMemArena: true, memPattern: true };
   if (v === 'no-arena') return { cpuMemArena: false };
-  if (v === 'arena-no-pattern') return { cpuMemArena: true, memPattern: false };
   return {};
 }
 

@@ -129,7 +129,7 @@ export async function benchTrain(opts: BenchOptions): Promise<TrainBench> {
   };
 }
 
-const MEM_LABEL: Record<MemVariant, string> = { default: 'as training runs (ORT arena, no memory pattern)', arena: 'ORT arena and memory pattern (before)', 'no-arena': 'no ORT arena', 'arena-no-pattern': 'ORT arena, no memory pattern' };
+const MEM_LABEL: Record<MemVariant, string> = { default: 'as training runs (ORT arena, no memory pattern)', arena: 'ORT arena and memory pattern (before)', 'no-arena': 'no ORT arena' };
 
 /** CPU seconds per trainSolution step once its graph is compiled (the first step compiles it). */
 function steadyCpu(r: SteerTrainResult): number {

@@ -33,9 +33,9 @@ const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
  * block, zero points packed per row.
  */
 function quantized(shape: readonly number[], mode: 'int8' | 'int4'): number {
-  const [, inn] = shape as [number, number];
+  const [out, inn] = shape as [number, number];
   const { blocks, blob, zpRow } = quantLayout(inn, bitsOf(mode), blockSizeOf(mode));
-  return shape[0]! * (blocks * (blob + 4) + zpRow);
+  return out * (blocks * (blob + 4) + zpRow);
 }
 
 /**

@@ -7,7 +7,7 @@ import { readSafetensorsHeader } from '../io/safetensors/header.js';
 import { sha256File } from '../model/fingerprint.js';
 import { klRow, narrowRow } from '../train/batch.js';
 import { readSolution, solutionFiles, type Solution, type SolutionKind } from '../train/trainer.js';
-import { releaseObjectiveSessions } from '../train/run-objective.js';
+import { releasingObjectiveSessions } from '../train/run-objective.js';
 import { efficiency, influence, robustness, EPSILONS, type EfficiencyResult, type InfluenceResult, type NormAxis, type RobustnessResult } from '../measure/measures.js';
 import { scatterLines } from '../viz/figures.js';
 import type { Block, Provenance, Report } from '../viz/report.js';
@@ -62,14 +62,12 @@ export async function runMeasure(model: LoadedModel, req: MeasureRequest): Promi
   const total = sols.length * (9 + 8 + EPSILONS.length * req.seeds + (generic.length ? 8 : 0));
   let done = 0;
   const tick = () => req.onProgress?.(++done, total);
-  let eff: EfficiencyResult, rob: RobustnessResult, inf: InfluenceResult | null;
-  try {
-    eff = await efficiency(model, sols, rows, req.batchTokens, tick);
-    rob = await robustness(model, sols, rows, eff, req.seeds, req.batchTokens, tick);
-    inf = generic.length ? await influence(model, sols, generic, eff.norms, req.seeds, req.batchTokens, tick) : null;
-  } finally {
-    await releaseObjectiveSessions(model);
-  }
+  const { eff, rob, inf } = await releasingObjectiveSessions(model, async () => {
+    const eff = await efficiency(model, sols, rows, req.batchTokens, tick);
+    const rob = await robustness(model, sols, rows, eff, req.seeds, req.batchTokens, tick);
+    const inf = generic.length ? await influence(model, sols, generic, eff.norms, req.seeds, req.batchTokens, tick) : null;
+    return { eff, rob, inf };
+  });
 
   // One equal-norm figure per kind: ‖α·s‖ and ‖α·B·A‖_F are different quantities.
   const perKind = (id: string, title: string, a: NormAxis, series: (k: number) => { name: string; x: number[]; y: number[] }[], yTitle: string, caption: string): Block => ({

@@ -33,7 +33,7 @@ export type ObjectiveOutputs = Record<string, { data: Float32Array; dims: readon
  * 4 x 128 tokens, a steering-vector run (the train bench): peak 1.59x the fp32 weights against
  * 2.04x with the pattern and 1.85-2.00x without the arena; CPU a step, interleaved, 18.1 s
  * against 18.2 and 22.2.
- * The arena's pools live as long as the sessions: releaseObjectiveSessions gives them back.
+ * The arena's pools live as long as the sessions: releasingObjectiveSessions gives them back.
  */
 const MEMORY: Partial<SessionOptions> = { memPattern: false };
 
@@ -43,13 +43,16 @@ const BASE_KEY = 'kl-base';
 const BASE_FORWARD: GraphExtension = { key: BASE_KEY, extend: () => {}, sessionOptions: MEMORY };
 
 /**
- * Releases the objective's sessions and with them their arenas (a run's intermediates): done when
- * a training run or a measurement ends, so a long-lived process keeps none of it. Later calls
- * compile them again (a few seconds).
+ * Runs `work` (a training run, a measurement), then releases the objective's sessions and with
+ * them their arenas (a run's intermediates), so a long-lived process keeps none of it; later calls
+ * compile them again (a few seconds). A remote model's sessions are the server's.
  */
-export async function releaseObjectiveSessions(model: LoadedModel): Promise<void> {
-  if (model.remote) return;
-  await model.engine.releaseSessions((ext) => ext === BASE_KEY || (ext?.startsWith(OBJECTIVE_KEY) ?? false));
+export async function releasingObjectiveSessions<T>(model: LoadedModel, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } finally {
+    if (!model.remote) await model.engine.releaseSessions((ext) => ext === BASE_KEY || (ext?.startsWith(OBJECTIVE_KEY) ?? false));
+  }
 }
 
 export async function runObjective(model: LoadedModel, c: ObjectiveCall): Promise<ObjectiveOutputs> {

@@ -23,7 +23,7 @@ import { shuffled } from '../data/balance.js';
 import { adamwInit, adamwStep, linearSchedule, type AdamWState } from './adamw.js';
 import { makeBatch, packBatches, type TrainRow } from './batch.js';
 import { OBJ } from './objective.js';
-import { releaseObjectiveSessions, runObjective } from './run-objective.js';
+import { releasingObjectiveSessions, runObjective } from './run-objective.js';
 import type { Interventions } from '../hooks/interventions.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, loraScale, planAdapter, type LoraModuleName } from '../model/adapter.js';
 import { checkPeftOut, initLoraParams, loraCall, loraNorm, loraTargets, peftModulePrefix, writePeftFolder, type LoraShape } from './lora.js';
@@ -299,7 +299,8 @@ export async function trainSolution(
   } else if (existsSync(out)) {
     throw new EmlensError(`${out}: already exists; add --overwrite to replace it, or choose another --out`);
   }
-  try {
+  // The training graphs' arenas hold a step's intermediates while their sessions live.
+  return releasingObjectiveSessions(model, async () => {
     // KL rows drawn cyclically, as many as narrow rows in the batch.
     const klRowsAt = (cursor: number, n: number) => (cfg.klLambda > 0 ? Array.from({ length: n }, (_, k) => kl[(cursor + k) % kl.length]!) : []);
     let klCursor = 0;
@@ -324,10 +325,7 @@ export async function trainSolution(
     const first = plan[0]!.map((i) => narrow[i]!);
     const after = await evaluateBatch(model, sol, first, klRowsAt(0, first.length), { klLambda: cfg.klLambda, klNorm: cfg.klNorm, grads: false });
     return { solution: sol, history, resumedFrom: start, firstBatch: { before: history[0]!.loss, after: after.loss } };
-  } finally {
-    // The training graphs' arenas hold a step's intermediates while their sessions live.
-    await releaseObjectiveSessions(model);
-  }
+  });
 }
 
 /** Where a run's loss history and loss-curve report go: inside a lora folder, beside a solution file. */
