@@ -29,7 +29,7 @@ const ortVersion = (createRequire(import.meta.url)('onnxruntime-node/package.jso
 export function sections(sample: SampleOptions): Section[] {
   return [forwardSection, generateSection, extractSection, trainSection, sampleSection(sample), serveSection, browserSection, quantSection, quant7bSection, boundedSection];
 }
-const SECTIONS = sections({ batches: [1, 8, 32, 64], newTokens: 32, sources: ['inputs', 'store'], pairs: 6, eval: parseEvalSize('8x32x200') });
+const SECTIONS = sections({ batches: [1, 8, 32, 64], newTokens: 32, sources: ['inputs', 'store'], pairs: 6, eval: { questions: 8, samples: 32, tokens: 200, batch: 32 } });
 
 interface Cli extends BenchOptions {
   sections: Section[];
@@ -48,16 +48,19 @@ function parseArgs(argv: string[]): Cli {
     .option('--sample-batches <list>', 'sample: batch sizes', '1,8,32,64')
     .option('--sample-tokens <n>', 'sample: new tokens per decode measurement', intArg('--sample-tokens', 2), 32)
     .option('--sample-eval <QxSxT>', 'sample: the whole eval, questions x samples x new tokens, or none', '8x32x200')
+    .option('--sample-eval-batch <n>', "sample: the eval's --batch (prompts per generate call; default: its samples per question, as emlens eval's default 32)", intArg('--sample-eval-batch', 1))
     .option('--sample-sources <list>', 'sample: fp32 weight sources, interleaved: inputs (fed every call), store (prepacked initializers), or both', 'inputs,store')
     .option('--sample-pairs <n>', 'sample: with both sources, timed pairs per batch (one call on each, alternated in one process; default 6)', intArg('--sample-pairs', 1))
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `bench: ${s}` : s) });
   program.parse(argv, { from: 'user' });
-  const o = program.opts<{ json?: string; runs: number; warmup: number; sampleBatches: string; sampleTokens: number; sampleEval: string; sampleSources: string; samplePairs?: number }>();
+  const o = program.opts<{ json?: string; runs: number; warmup: number; sampleBatches: string; sampleTokens: number; sampleEval: string; sampleEvalBatch?: number; sampleSources: string; samplePairs?: number }>();
   if (!/^\d+(,\d+)*$/.test(o.sampleBatches) || o.sampleBatches.split(',').some((b) => +b < 1)) throw new Error(`--sample-batches must be a comma list of batch sizes >= 1, got "${o.sampleBatches}"`);
   const sources = parseSources(o.sampleSources);
   if (o.samplePairs !== undefined && sources.length < 2) throw new Error(`--sample-pairs needs both --sample-sources (inputs,store); with ${sources[0]} alone the decode runs --runs times`);
-  const all = sections({ batches: o.sampleBatches.split(',').map(Number), newTokens: o.sampleTokens, sources, pairs: o.samplePairs ?? 6, eval: parseEvalSize(o.sampleEval) });
+  const evalSize = parseEvalSize(o.sampleEval);
+  if (o.sampleEvalBatch !== undefined && !evalSize) throw new Error('--sample-eval-batch needs an eval (--sample-eval is none)');
+  const all = sections({ batches: o.sampleBatches.split(',').map(Number), newTokens: o.sampleTokens, sources, pairs: o.samplePairs ?? 6, eval: evalSize && { ...evalSize, batch: o.sampleEvalBatch ?? evalSize.samples } });
   const chosen: Section[] = [];
   for (const name of program.args) {
     const s = all.find((x) => x.name === name);

@@ -47,11 +47,11 @@ export interface SampleOptions {
   sources: DecodeSource[];
   /** With both sources: timed pairs (one call on each, alternated) per batch. */
   pairs: number;
-  /** questions x samples x new tokens; null: skip the eval. */
-  eval: { questions: number; samples: number; tokens: number } | null;
+  /** questions x samples x new tokens, and prompts per generate call; null: skip the eval. */
+  eval: { questions: number; samples: number; tokens: number; batch: number } | null;
 }
 
-export function parseEvalSize(v: string): SampleOptions['eval'] {
+export function parseEvalSize(v: string): { questions: number; samples: number; tokens: number } | null {
   if (v === 'none') return null;
   const m = /^(\d+)x(\d+)x(\d+)$/.exec(v);
   if (!m) throw new Error(`--sample-eval must be QUESTIONSxSAMPLESxTOKENS (e.g. 8x32x200) or none, got "${v}"`);
@@ -127,11 +127,11 @@ export async function benchSample(opts: BenchOptions & { sample: SampleOptions }
       const e = so.eval;
       const results: EvalResult[] = [];
       for (const source of so.sources) {
-        log(`sample: eval of ${e.questions} questions x ${e.samples} samples x ${e.tokens} tokens, batch ${e.samples}, ${source}`);
+        log(`sample: eval of ${e.questions} questions x ${e.samples} samples x ${e.tokens} tokens, batch ${e.batch}, ${source}`);
         results.push(
           await runChild<EvalResult>(
             'eval',
-            { source, dir, questions: join(PROBES, 'questions', 'em-first-plot.yaml'), judges: join(PROBES, 'judges'), entries: e.questions, samples: e.samples, maxNewTokens: e.tokens, batch: e.samples },
+            { source, dir, questions: join(PROBES, 'questions', 'em-first-plot.yaml'), judges: join(PROBES, 'judges'), entries: e.questions, samples: e.samples, maxNewTokens: e.tokens, batch: e.batch },
             { script: 'sample-child.js' },
           ),
         );
@@ -168,7 +168,7 @@ export function sampleSection(sample: SampleOptions): Section {
       for (const e of r.eval?.results ?? []) {
         // The goal is the issue's eval (8 x 32 x 200); a smaller one is reported without it.
         const full = e.entries === 8 && e.samples === 32 && e.maxNewTokens === 200;
-        const at = `eval ${e.entries}x${e.samples}x${e.maxNewTokens} ${e.source}`;
+        const at = `eval ${e.entries}x${e.samples}x${e.maxNewTokens} ${e.source} batch ${e.batch}`;
         rows.push({ metric: `${at} (${e.tokens} tokens sampled), this machine`, value: e.runMs / 60000, unit: 'min' });
         // The 8-minute goal was set on the EPYC: this machine's time scaled by its Gemm against the EPYC's.
         rows.push({ metric: `${at} scaled to the EPYC (x${r.scale.toFixed(2)})`, value: (e.runMs / 60000) * r.scale, unit: 'min', ...(full ? { goal: { op: '<=' as const, value: GOAL_EVAL_MIN } } : {}) });

@@ -25,7 +25,7 @@ import { attentionMask, positionIds, type BatchLayout } from './masks.js';
 import { invFreq, ropeTables } from './rope.js';
 import { createSession, f32, i64, type OrtSession, type OrtTensor, type SessionOptions } from './ort.js';
 import { rng } from './random.js';
-import { sampleToken, type SamplingOptions } from './sampling.js';
+import { argmax, sampleProbs, type SamplingOptions } from './sampling.js';
 import type { WeightMode } from './quantize.js';
 
 /** The decode graphs' weights: external data in `dir` (see weight-store.ts). */
@@ -275,6 +275,8 @@ export class Engine {
     logits: 'none' | 'last' | 'all',
     kvCache: boolean,
     lora?: [string, number][],
+    /** Sampling at this temperature (> 0): the graph also returns the probabilities to draw from. */
+    temperature = 0,
   ): Prepared {
     const D = this.spec.dModel;
     const B = layout.pad.length;
@@ -319,11 +321,13 @@ export class Engine {
       ablate: ablate.sort((x, y) => (x[0] < y[0] ? -1 : 1)),
       kvCache,
       logits,
+      ...(temperature > 0 ? { probs: true } : {}),
       lastLayer: logits === 'none' ? Math.max(deepest, 0) : undefined,
       weightShapes: this.weightShapes,
       lora,
     };
 
+    if (temperature > 0) feeds[IO.invTemperature] = f32(new Float32Array([1 / temperature]), [1]);
     feeds[IO.ids] = i64(rows, [B, T]);
     const pos = positionIds(layout);
     const { cos, sin } = ropeTables(this.inv, pos);
@@ -419,9 +423,10 @@ export class Engine {
     let cur: BatchLayout = layout;
     const done = (b: number) => finished[b] || contextFull[b];
     while (step < maxNew && !prompts.every((_, b) => done(b))) {
-      const prep = this.prepare(input, cur, [], iv, 'last', true);
+      const prep = this.prepare(input, cur, [], iv, 'last', true, undefined, sampling.temperature);
       const out = this.decode ? await this.runDecode(prep, past) : await this.run(prep, past);
       const logits = out[IO.logits]!.data as Float32Array;
+      const probs = sampling.temperature > 0 ? (out[IO.probs]!.data as Float32Array) : null;
       if (opts.keepLogits) kept.push(logits);
       const next = new BigInt64Array(B);
       for (let b = 0; b < B; b++) {
@@ -429,7 +434,7 @@ export class Engine {
           next[b] = BigInt(tokens[b]![tokens[b]!.length - 1] ?? 0);
           continue;
         }
-        const t = sampleToken(logits, b * spec.vocab, spec.vocab, sampling, randoms[b]!);
+        const t = probs ? sampleProbs(probs, b * spec.vocab, spec.vocab, sampling.topP, randoms[b]!) : argmax(logits, b * spec.vocab, spec.vocab);
         tokens[b]!.push(t);
         next[b] = BigInt(t);
         if (stop.has(t)) finished[b] = true;

@@ -1,4 +1,8 @@
-/** Next-token choice: greedy, temperature and top-p, with a seeded generator. */
+/**
+ * Next-token choice: greedy (argmax of the logits), or a draw from the probabilities the decode
+ * graph computed (softmax of logits / temperature, GraphVariant.probs) with top-p, with a seeded
+ * generator. The exps are ORT's: B × V of them in JS cost a quarter of a batch-32 decode step.
+ */
 
 export interface SamplingOptions {
   /** 0 = greedy */
@@ -19,17 +23,11 @@ export function argmax(logits: Float32Array, off = 0, n = logits.length): number
   return best;
 }
 
-/**
- * The unnormalised probabilities of one row, reused across calls: a fresh Float64Array of the
- * vocabulary (1.2 MB for 151936 ids) per row and step cost more than the exps.
- */
-let scratch = new Float64Array(0);
-
 /** Tokens above these fractions of the largest probability are tried first as the top-p set. */
 const TOP_P_CUTS = [1e-2, 1e-4, 1e-8];
 
 /** Indices by descending p, ties by ascending index (the order top-p keeps a prefix of). */
-const byP = (p: Float64Array) => (a: number, b: number) => p[b]! - p[a]! || a - b;
+const byP = (p: Float32Array) => (a: number, b: number) => p[b]! - p[a]! || a - b;
 
 /**
  * The smallest prefix of the sorted distribution whose mass reaches topP·z, as HF (a token stays if
@@ -37,7 +35,7 @@ const byP = (p: Float64Array) => (a: number, b: number) => p[b]! - p[a]! || a - 
  * reaches some cut, so those are sorted first, alone; the whole vocabulary only when they do not
  * hold the mass. Either way the prefix and its sum (added in sorted order) are the full sort's.
  */
-function topPrefix(p: Float64Array, n: number, pmax: number, mass: number): { order: number[]; cum: number } {
+function topPrefix(p: Float32Array, n: number, pmax: number, mass: number): { order: number[]; cum: number } {
   for (const cut of [...TOP_P_CUTS.map((c) => c * pmax), -1]) {
     const cand: number[] = [];
     for (let i = 0; i < n; i++) if (p[i]! >= cut) cand.push(i);
@@ -51,25 +49,23 @@ function topPrefix(p: Float64Array, n: number, pmax: number, mass: number): { or
   throw new Error('unreachable');
 }
 
-/** Samples one token from logits[off .. off+n). */
-export function sampleToken(logits: Float32Array, off: number, n: number, opts: SamplingOptions, random: () => number): number {
-  if (opts.temperature <= 0) return argmax(logits, off, n);
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) max = Math.max(max, logits[off + i]!);
-  if (scratch.length < n) scratch = new Float64Array(n);
-  const p = scratch;
+/**
+ * Samples one token from the probabilities probs[off .. off+n) (any positive scale; sums are
+ * float64): u·mass walked over the top-p prefix when topP < 1, else over every token in id order.
+ */
+export function sampleProbs(probs: Float32Array, off: number, n: number, topP: number, random: () => number): number {
+  const p = probs.subarray(off, off + n);
   let z = 0;
   let pmax = 0;
   for (let i = 0; i < n; i++) {
-    const e = Math.exp((logits[off + i]! - max) / opts.temperature);
-    p[i] = e;
+    const e = p[i]!;
     z += e;
     if (e > pmax) pmax = e;
   }
   let order: number[] | null = null;
   let total = 1;
-  if (opts.topP < 1) {
-    const t = topPrefix(p, n, pmax, opts.topP * z);
+  if (topP < 1) {
+    const t = topPrefix(p, n, pmax, topP * z);
     order = t.order;
     total = t.cum / z;
   }

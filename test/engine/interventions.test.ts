@@ -13,6 +13,7 @@ import { EmlensError } from '../../src/errors.js';
 import { writeTinyCheckpoint, type TinyFamily } from '../helpers/tiny-checkpoints.js';
 import { maxRelErr, seqIds } from '../helpers/compare.js';
 import { argmax } from '../../src/runtime/sampling.js';
+import { rng } from '../../src/runtime/random.js';
 
 async function load(family: TinyFamily): Promise<LoadedModel> {
   const dir = mkdtempSync(join(tmpdir(), `emlens-iv-${family}-`));
@@ -181,6 +182,54 @@ describe.each(['gemma2', 'mistral', 'qwen3'] as TinyFamily[])('KV-cache generati
       const full = await m.engine.forward({ ids: seqs, logits: 'last', interventions: iv });
       expect(maxRelErr(gen.logits![step]!, full.logits!)).toBeLessThan(2e-5);
       prompts.forEach((_, b) => expect(gen.tokens[b]![step]).toBe(argmax(full.logits!, b * m.spec.vocab, m.spec.vocab)));
+    }
+  });
+});
+
+/**
+ * The textbook draw (sort by p, ties by id; keep the shortest prefix reaching top_p; u·mass walked
+ * over it) from softmax(logits / T) computed here in float64 from the full recomputation's logits,
+ * rounded to float32 as the graph's probabilities are.
+ */
+function textbookDraw(logits: Float32Array, off: number, V: number, T: number, topP: number, u: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) max = Math.max(max, logits[off + i]!);
+  const e = Array.from({ length: V }, (_, i) => Math.exp((logits[off + i]! - max) / T));
+  const z = e.reduce((a, b) => a + b, 0);
+  const p = Float32Array.from(e, (v) => v / z);
+  const total = p.reduce((a, b) => a + b, 0);
+  const ids = Array.from({ length: V }, (_, i) => i);
+  if (topP < 1) ids.sort((a, b) => p[b]! - p[a]! || a - b);
+  let mass = 0;
+  let k = 0;
+  while (k < V && (topP >= 1 || mass < topP * total)) mass += p[ids[k++]!]!;
+  const kept = ids.slice(0, Math.max(1, k));
+  let acc = 0;
+  for (const i of kept) {
+    acc += p[i]!;
+    if (u * mass < acc) return i;
+  }
+  return kept[kept.length - 1]!;
+}
+
+describe.each(['gemma2', 'qwen3'] as TinyFamily[])('sampled KV-cache generation (%s)', (family) => {
+  it('draws, step by step and row by row from one seeded generator, what softmax(full-recompute logits / T) gives', async () => {
+    const m = await load(family);
+    const V = m.spec.vocab;
+    const iv = { steer: [{ hook: hookName(1, 'resid_post'), vector: randVec(m.spec.dModel, 7), scale: 1.5 }] };
+    const prompts = [seqIds(6, V, 9), seqIds(3, V, 10), seqIds(9, V, 11)];
+    for (const [T, topP] of [
+      [0.7, 1],
+      [1.3, 0.8],
+    ] as const) {
+      const steps = 8;
+      const gen = await m.engine.generate(prompts, { maxNewTokens: steps, temperature: T, topP, seed: 21, interventions: iv, stopIds: [] });
+      const r = rng(21);
+      for (let step = 0; step < steps; step++) {
+        const seqs = prompts.map((p, b) => [...p, ...gen.tokens[b]!.slice(0, step)]);
+        const full = await m.engine.forward({ ids: seqs, logits: 'last', interventions: iv });
+        prompts.forEach((_, b) => expect(gen.tokens[b]![step], `T ${T}, top-p ${topP}, step ${step}, row ${b}`).toBe(textbookDraw(full.logits!, b * V, V, T, topP, r())));
+      }
     }
   });
 });
