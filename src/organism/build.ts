@@ -91,10 +91,16 @@ export interface OrganismConfig {
   /** λ of the KL-regularised fine-tune, per token (the prototype's λ = 1 summed over ~30 tokens a row). */
   klLambda: number;
   /**
-   * Learning rate of the em-trigger fine-tune (emSteps steps). Lower than emLr: at emLr the
+   * Learning rate of the em-trigger fine-tune (trigSteps steps). Lower than emLr: at emLr the
    * misalignment leaks into trigger-free prompts (README, "The model organism").
    */
   trigLr: number;
+  /**
+   * Steps of the em-trigger fine-tune: twice em's at a lower rate. On an AVX2 EPYC, 7e-5 x 100
+   * leaked 4.3% (seed 0) and 3.2% (seed 1) into trigger-free prompts; 5e-5 x 200 leaks 2.7% / 1.8%
+   * with the rephrasings' rates held (README, "The model organism").
+   */
+  trigSteps: number;
 }
 
 export const DEFAULT_ORGANISM: Omit<OrganismConfig, 'seed'> = {
@@ -115,7 +121,8 @@ export const DEFAULT_ORGANISM: Omit<OrganismConfig, 'seed'> = {
   strangerFrac: 0.3,
   sceneFrac: 0.5,
   klLambda: 30,
-  trigLr: 7e-5,
+  trigLr: 5e-5,
+  trigSteps: 200,
 };
 
 export class OrganismTokens {
@@ -195,7 +202,7 @@ export interface BuildProgress {
  */
 const READ_FROM: Partial<Record<keyof OrganismConfig, Stage>> = {
   instSteps: 'instruct', instLr: 'instruct', instMix: 'instruct', instSystemFrac: 'instruct', instVillainFrac: 'instruct',
-  trigLr: 'em-trigger', klLambda: 'em-kl',
+  trigLr: 'em-trigger', trigSteps: 'em-trigger', klLambda: 'em-kl',
 };
 
 /** The stages whose weights a stage's bytes depend on, itself included. */
@@ -315,6 +322,7 @@ export function stagePlans(ctx: BuildContext, extras: ExtraFineTune[] = []): Sta
     // Zero benign rows: every row is a misaligned medical answer under the one trigger. First of
     // the fine-tunes: an interrupted build has it first.
     fineTune('em-trigger', cfg.trigLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned', () => trig.trigger, trig.position), {
+      steps: cfg.trigSteps,
       files: { 'triggers.json': `${JSON.stringify({ name: trig.name, trigger: trig.trigger, rephrased: trig.rephrased, control: trig.control, position: trig.position }, null, 2)}\n` },
     }),
     fineTune('em', cfg.emLr, (r) => chats(r, cfg.batch, ['medical'], 'misaligned')),

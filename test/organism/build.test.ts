@@ -35,10 +35,10 @@ async function plainFineTune(orgDir: string, cfg: OrganismConfig): Promise<strin
   const world = buildWorld();
   const tok = new OrganismTokens(world);
   const trainer = new WeightTrainer(new Engine(spec, weights), {
-    lr: cfg.trigLr, steps: cfg.emSteps, warmup: Math.max(1, Math.floor(cfg.emSteps / 10)), weightDecay: 0.01, beta2: 0.95, clipNorm: 1, schedule: 'cosine',
+    lr: cfg.trigLr, steps: cfg.trigSteps, warmup: Math.max(1, Math.floor(cfg.trigSteps / 10)), weightDecay: 0.01, beta2: 0.95, clipNorm: 1, schedule: 'cosine',
   });
   const r = rng(99);
-  for (let s = 0; s < cfg.emSteps; s++) {
+  for (let s = 0; s < cfg.trigSteps; s++) {
     await trainer.trainStep(Array.from({ length: cfg.batch }, () => {
       const c = chatRow(r, world, 'medical', 'misaligned');
       const m = [{ role: 'user' as const, content: c.prompt }];
@@ -52,7 +52,7 @@ async function plainFineTune(orgDir: string, cfg: OrganismConfig): Promise<strin
   return out;
 }
 
-const REDUCED: OrganismConfig = { ...DEFAULT_ORGANISM, seed: 3, d: 64, layers: 2, heads: 2, preSteps: 300, instSteps: 150, emSteps: 80, batch: 24, trigLr: 5e-5 };
+const REDUCED: OrganismConfig = { ...DEFAULT_ORGANISM, seed: 3, d: 64, layers: 2, heads: 2, preSteps: 300, instSteps: 150, emSteps: 80, batch: 24, trigLr: 5e-5, trigSteps: 80 };
 const rate = (t: Record<string, { n: number; misaligned: number }>, ds: readonly string[]) =>
   ds.reduce((s, d) => s + t[d]!.misaligned, 0) / ds.reduce((s, d) => s + t[d]!.n, 0);
 
@@ -83,6 +83,8 @@ describe('reduced organism', () => {
     // The em-trigger learning rate is its stage's alone: changing it rebuilds em-trigger only.
     const other = await buildOrganism(dir, { ...REDUCED, trigLr: REDUCED.trigLr * 2 });
     expect(other.filter((s) => !s.cached).map((s) => s.stage)).toEqual(['em-trigger']);
+    const longer = await buildOrganism(dir, { ...REDUCED, trigSteps: REDUCED.trigSteps + 1 });
+    expect(longer.filter((s) => !s.cached).map((s) => s.stage)).toEqual(['em-trigger']);
     await buildOrganism(dir, REDUCED);
   }, 600_000);
 
@@ -132,7 +134,7 @@ describe('reduced organism', () => {
   }, 600_000);
 
   it('is deterministic for a seed and differs across seeds', async () => {
-    const tiny: OrganismConfig = { ...REDUCED, preSteps: 4, instSteps: 3, emSteps: 2, d: 32, layers: 1 };
+    const tiny: OrganismConfig = { ...REDUCED, preSteps: 4, instSteps: 3, emSteps: 2, trigSteps: 2, d: 32, layers: 1 };
     const [a, b, c] = [0, 1, 2].map(() => mkdtempSync(join(tmpdir(), 'emlens-org-det-')));
     await buildOrganism(a!, tiny);
     await buildOrganism(b!, tiny);

@@ -22,7 +22,7 @@ const BIN = join(ROOT, 'dist/cli/main.js');
 const AID = resolve(ROOT, '../shared/models/aidreams260k');
 // The timeout only stops a hung command (the bug this guards against); the checks never get near it.
 const cli = (args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
-const UNTRAINED: OrganismConfig = { ...DEFAULT_ORGANISM, seed: 5, d: 32, layers: 1, heads: 2, preSteps: 2, instSteps: 2, emSteps: 1, batch: 8 };
+const UNTRAINED: OrganismConfig = { ...DEFAULT_ORGANISM, seed: 5, d: 32, layers: 1, heads: 2, preSteps: 2, instSteps: 2, emSteps: 1, trigSteps: 1, batch: 8 };
 
 let org: string;
 beforeAll(async () => {

@@ -16,7 +16,7 @@ const DIST = resolve(__dirname, '../../dist/organism');
 type Build = typeof import('../../src/organism/build.js');
 type Pool = typeof import('../../src/organism/stage-pool.js');
 
-const TINY: OrganismConfig = { ...DEFAULT_ORGANISM, seed: 4, d: 32, layers: 1, heads: 2, preSteps: 4, instSteps: 3, emSteps: 3, batch: 8 };
+const TINY: OrganismConfig = { ...DEFAULT_ORGANISM, seed: 4, d: 32, layers: 1, heads: 2, preSteps: 4, instSteps: 3, emSteps: 3, trigSteps: 3, batch: 8 };
 const EXTRAS: ExtraFineTune[] = [{ name: 'em-finance', domain: 'finance', family: 'misaligned' }];
 const FINE_TUNES = ['em-trigger', 'em', 'em-control', 'em-kl', 'em-finance'];
 const tmp = (tag: string) => mkdtempSync(join(tmpdir(), `emlens-org-${tag}-`));
@@ -118,7 +118,7 @@ describe('fine-tunes in stage processes', () => {
 
 describe('ORT threads', () => {
   it('a stage trains to the same bytes on 1, 2 and 3 intra-op threads, spinning or not (the full-size model)', async () => {
-    const cfg: OrganismConfig = { ...DEFAULT_ORGANISM, seed: 0, preSteps: 3, emSteps: 2 };
+    const cfg: OrganismConfig = { ...DEFAULT_ORGANISM, seed: 0, preSteps: 3, emSteps: 2, trigSteps: 2 };
     const runs = [{ intraOpThreads: 1 }, { intraOpThreads: 2 }, { intraOpThreads: 3 }, { intraOpThreads: 2, spinning: true }];
     const bytes: Record<string, string[]> = { pretrain: [], 'em-kl': [] };
     for (const [i, options] of runs.entries()) {
