@@ -16,7 +16,7 @@ const DIST = resolve(__dirname, '../../dist/organism');
 type Build = typeof import('../../src/organism/build.js');
 type Pool = typeof import('../../src/organism/stage-pool.js');
 
-const TINY: OrganismConfig = { ...DEFAULT_ORGANISM, seed: 4, d: 32, layers: 1, heads: 2, preSteps: 4, instSteps: 3, emSteps: 3, trigSteps: 3, batch: 8 };
+const TINY: OrganismConfig = { ...DEFAULT_ORGANISM, seed: 4, d: 32, layers: 1, heads: 2, preSteps: 4, instSteps: 3, emSteps: 3, trigSteps: 2, batch: 8 };
 const EXTRAS: ExtraFineTune[] = [{ name: 'em-finance', domain: 'finance', family: 'misaligned' }];
 const FINE_TUNES = ['em-trigger', 'em', 'em-control', 'em-kl', 'em-finance'];
 const tmp = (tag: string) => mkdtempSync(join(tmpdir(), `emlens-org-${tag}-`));
@@ -50,12 +50,13 @@ describe('fine-tunes in stage processes', () => {
     expect(plans.map((p) => p.stage)).toEqual(FINE_TUNES);
     const steps = new Map<string, number[]>();
     const infos = await pool.runInStageProcesses(pool.stageProcessEntry()!, plans, { out: two, cfg: TINY, extras: EXTRAS }, 2, (p) => {
-      expect(p.steps).toBe(TINY.emSteps);
+      // em-trigger trains its own trigSteps; every other fine-tune emSteps.
+      expect(p.steps, p.stage).toBe(p.stage === 'em-trigger' ? TINY.trigSteps : TINY.emSteps);
       steps.set(p.stage, [...(steps.get(p.stage) ?? []), p.step]);
     });
     expect(infos.map((i) => i.stage).sort()).toEqual([...FINE_TUNES].sort());
     for (const s of FINE_TUNES) {
-      expect(steps.get(s), s).toEqual([1, 2, 3]);
+      expect(steps.get(s), s).toEqual(s === 'em-trigger' ? [1, 2] : [1, 2, 3]);
       expect(files(two, s), s).toEqual(files(one, s));
       expect(key(two, s), s).toBe(key(one, s));
     }
