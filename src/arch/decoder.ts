@@ -23,7 +23,12 @@ export interface GraphVariant {
   steer: string[];
   /** Hook name -> number of orthonormal directions to project out (input `ablate.<hook>` [K, D]). */
   ablate: [string, number][];
-  /** Take past keys/values as inputs and return the present ones. */
+  /**
+   * Take the KV cache as inputs (IO.pastKey/pastValue, masked per slot by IO.maskCache) and return
+   * only this call's keys and values (IO.presentKey/presentValue). The cache stays the caller's
+   * buffer: onnxruntime-node copies every output into a new JS buffer (and feeds inputs without a
+   * copy), so handing the whole cache back each step cost ~15% of a batch-32 decode step.
+   */
   kvCache: boolean;
   /** Which logits to return. */
   logits: 'none' | 'last' | 'all';
@@ -89,9 +94,13 @@ export const IO = {
   logits: 'logits',
   probs: 'probs',
   invTemperature: 'inv_temperature',
-  /** Keys transposed, [B, KV, head_dim, S]; values [B, KV, S, head_dim]. */
+  /** kvCache: the masks of the cache's C slots, [B, 1, 1, T, C] (attn_mask is then the new positions', [B, 1, 1, T, T]). */
+  maskCache: 'attn_mask_cache',
+  maskCacheLocal: 'attn_mask_cache_local',
+  /** The KV cache's C slots (those not yet written masked): keys transposed, [B, KV, head_dim, C]; values [B, KV, C, head_dim]. */
   pastKey: (l: number) => `past.${l}.key`,
   pastValue: (l: number) => `past.${l}.value`,
+  /** This call's T positions, to be written into the cache: keys [B, KV, head_dim, T], values [B, KV, T, head_dim]. */
   presentKey: (l: number) => `present.${l}.key`,
   presentValue: (l: number) => `present.${l}.value`,
   steer: (hook: string) => `steer.${hook}`,
@@ -109,7 +118,7 @@ const B = 'batch';
 const T = 'seq';
 const N = 'tokens';
 const S = 'total';
-const P = 'past';
+const C = 'cache';
 
 export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
   const last = v.lastLayer ?? spec.nLayers - 1;
@@ -154,8 +163,12 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
   });
   const ropeGlobal = ropeTable(IO.cos, IO.sin);
   const ropeLocal = spec.ropeLocal && anySliding ? ropeTable(IO.cosLocal, IO.sinLocal) : ropeGlobal;
-  const maskFull = anyFull ? inp(IO.mask, 'float32', [B, 1, 1, T, S]) : undefined;
-  const maskLocal = anySliding ? inp(IO.maskLocal, 'float32', [B, 1, 1, T, S]) : undefined;
+  // With a KV cache the masks are the new positions' ([., T]); the cache's slots have their own.
+  const keys = v.kvCache ? T : S;
+  const maskFull = anyFull ? inp(IO.mask, 'float32', [B, 1, 1, T, keys]) : undefined;
+  const maskLocal = anySliding ? inp(IO.maskLocal, 'float32', [B, 1, 1, T, keys]) : undefined;
+  const maskCacheFull = v.kvCache && anyFull ? inp(IO.maskCache, 'float32', [B, 1, 1, T, C]) : undefined;
+  const maskCacheLocal = v.kvCache && anySliding ? inp(IO.maskCacheLocal, 'float32', [B, 1, 1, T, C]) : undefined;
 
   const steerSet = new Set(v.steer);
   const ablateMap = new Map(v.ablate);
@@ -268,25 +281,44 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
     q = g.add('Transpose', [g.add('Reshape', [q, dynShape([KV, G, hd])], { dims: [B, T, KV, G, hd] })], { perm: [0, 2, 3, 1, 4] });
     // Keys are kept transposed, [B,KV,hd,S], as the scores' MatMul takes them: the cache is then
     // never transposed whole, only each call's new positions.
-    let kt = g.add('Transpose', [k], { perm: [0, 2, 3, 1] });
-    let vt = g.add('Transpose', [vv], { perm: [0, 2, 1, 3] });
+    const kt = g.add('Transpose', [k], { perm: [0, 2, 3, 1] }, v.kvCache ? IO.presentKey(l) : undefined);
+    const vt = g.add('Transpose', [vv], { perm: [0, 2, 1, 3] }, v.kvCache ? IO.presentValue(l) : undefined);
+    // The Transposes' own values are the outputs: g.output of a value named otherwise routes it
+    // through an Identity, a copy.
     if (v.kvCache) {
-      // The Concat's own value is the output: g.output of a value named otherwise routes it
-      // through an Identity, a copy of the whole cache every step (6% of a batch-32 step at 216
-      // positions).
-      kt = g.output(g.add('Concat', [g.input(IO.pastKey(l), 'float32', [B, KV, hd, P]), kt], { axis: 3 }, IO.presentKey(l)));
-      vt = g.output(g.add('Concat', [g.input(IO.pastValue(l), 'float32', [B, KV, P, hd]), vt], { axis: 2 }, IO.presentValue(l)));
+      g.output(kt);
+      g.output(vt);
     }
     // GQA without copies: a unit group axis on k/v lets MatMul broadcast over the G query heads.
-    const kT = g.add('Unsqueeze', [kt], { axes: [2] }); // [B,KV,1,hd,S]
-    let scores = g.add('MatMul', [q, kT]); // [B,KV,G,T,S]
-    if (spec.attnSoftcap !== null) {
-      const c = spec.attnSoftcap;
-      scores = g.add('Mul', [g.add('Tanh', [g.add('Mul', [scores, g.scalar(1 / c)])]), g.scalar(c)]);
+    const scoresOf = (keys: Value, mask: Value): Value => {
+      let s = g.add('MatMul', [q, g.add('Unsqueeze', [keys], { axes: [2] })]); // [B,KV,G,T,S]
+      if (spec.attnSoftcap !== null) {
+        const c = spec.attnSoftcap;
+        s = g.add('Mul', [g.add('Tanh', [g.add('Mul', [s, g.scalar(1 / c)])]), g.scalar(c)]);
+      }
+      return g.add('Add', [s, mask]);
+    };
+    const scores = scoresOf(kt, sliding ? maskLocal! : maskFull!);
+    let ctx: Value;
+    if (!v.kvCache) ctx = g.add('MatMul', [g.add('Softmax', [scores], { axis: -1 }), g.add('Unsqueeze', [vt], { axes: [2] })]); // [B,KV,G,T,hd]
+    else {
+      // Softmax over the cache's slots and the new positions together, without concatenating
+      // the cache: a shared max, exps of each part, one denominator.
+      const cacheK = g.input(IO.pastKey(l), 'float32', [B, KV, hd, C]);
+      const cacheV = g.input(IO.pastValue(l), 'float32', [B, KV, C, hd]);
+      const cached = scoresOf(cacheK, sliding ? maskCacheLocal! : maskCacheFull!);
+      const maxOf = (x: Value) => g.add('ReduceMax', [x], { axes: [-1], keepdims: 1 });
+      const m = maxOf(g.add('Concat', [maxOf(cached), maxOf(scores)], { axis: -1 }));
+      const eCache = g.add('Exp', [g.add('Sub', [cached, m])]);
+      const eNew = g.add('Exp', [g.add('Sub', [scores, m])]);
+      const sumOf = (x: Value) => g.add('ReduceSum', [x], { axes: [-1], keepdims: 1 });
+      const den = g.add('Add', [sumOf(eCache), sumOf(eNew)]);
+      const num = g.add('Add', [
+        g.add('MatMul', [eCache, g.add('Unsqueeze', [cacheV], { axes: [2] })]),
+        g.add('MatMul', [eNew, g.add('Unsqueeze', [vt], { axes: [2] })]),
+      ]);
+      ctx = g.add('Div', [num, den]);
     }
-    scores = g.add('Add', [scores, sliding ? maskLocal! : maskFull!]);
-    const probs = g.add('Softmax', [scores], { axis: -1 });
-    const ctx = g.add('MatMul', [probs, g.add('Unsqueeze', [vt], { axes: [2] })]); // [B,KV,G,T,hd]
     const merged = g.add('Reshape', [g.add('Transpose', [ctx], { perm: [0, 3, 1, 2, 4] })], { shape: [-1, H * hd] });
     let attn = linear(merged, `${p}self_attn.o_proj`);
     if (spec.sandwichNorms) attn = rmsNorm(attn, W(`${p}post_attention_layernorm.weight`));

@@ -21,7 +21,8 @@ import type { Weights } from '../model/tensor-names.js';
 import { HOOK_PATTERN, parseHookName } from '../hooks/names.js';
 import { orthonormalize } from '../hooks/interventions.js';
 import type { Interventions } from '../hooks/interventions.js';
-import { attentionMask, positionIds, type BatchLayout } from './masks.js';
+import { attentionMask, cacheMasks, positionIds, type BatchLayout } from './masks.js';
+import { KvCache } from './kv-cache.js';
 import { invFreq, ropeTables } from './rope.js';
 import { createSession, f32, i64, type OrtSession, type OrtTensor, type SessionOptions } from './ort.js';
 import { rng } from './random.js';
@@ -273,7 +274,8 @@ export class Engine {
     capture: string[],
     iv: Interventions,
     logits: 'none' | 'last' | 'all',
-    kvCache: boolean,
+    /** The KV cache's slots (null: no cache); layout.past of them are written. */
+    kvCapacity: number | null,
     lora?: [string, number][],
     /** Sampling at this temperature (> 0): the graph also returns the probabilities to draw from. */
     temperature = 0,
@@ -319,7 +321,7 @@ export class Engine {
       capture: [...new Set(capture)].sort(),
       steer: [...steerSums.keys()].sort(),
       ablate: ablate.sort((x, y) => (x[0] < y[0] ? -1 : 1)),
-      kvCache,
+      kvCache: kvCapacity !== null,
       logits,
       ...(temperature > 0 ? { probs: true } : {}),
       lastLayer: logits === 'none' ? Math.max(deepest, 0) : undefined,
@@ -338,9 +340,21 @@ export class Engine {
       feeds[IO.cosLocal] = f32(t.cos, [B, T, this.spec.headDim]);
       feeds[IO.sinLocal] = f32(t.sin, [B, T, this.spec.headDim]);
     }
-    const S = layout.past + T;
-    feeds[IO.mask] = f32(attentionMask(layout, null), [B, 1, 1, T, S]);
-    if (this.spec.slidingWindow !== null) feeds[IO.maskLocal] = f32(attentionMask(layout, this.spec.slidingWindow), [B, 1, 1, T, S]);
+    if (kvCapacity === null) {
+      const S = layout.past + T;
+      feeds[IO.mask] = f32(attentionMask(layout, null), [B, 1, 1, T, S]);
+      if (this.spec.slidingWindow !== null) feeds[IO.maskLocal] = f32(attentionMask(layout, this.spec.slidingWindow), [B, 1, 1, T, S]);
+    } else {
+      const C = kvCapacity;
+      const m = cacheMasks(layout, null, C);
+      feeds[IO.mask] = f32(m.fresh, [B, 1, 1, T, T]);
+      feeds[IO.maskCache] = f32(m.cache, [B, 1, 1, T, C]);
+      if (this.spec.slidingWindow !== null) {
+        const w = cacheMasks(layout, this.spec.slidingWindow, C);
+        feeds[IO.maskLocal] = f32(w.fresh, [B, 1, 1, T, T]);
+        feeds[IO.maskCacheLocal] = f32(w.cache, [B, 1, 1, T, C]);
+      }
+    }
     if (steerSums.size) {
       const m = new Float32Array(B * T);
       for (let b = 0; b < B; b++) {
@@ -358,7 +372,7 @@ export class Engine {
   prepareCall(ids: number[][], o: CallOptions = {}): Prepared {
     this.checkIds(ids);
     const { rows, layout } = leftPad(ids, 0);
-    return this.prepare(rows, layout, o.capture ?? [], o.interventions ?? {}, o.logits ?? 'none', false, o.lora);
+    return this.prepare(rows, layout, o.capture ?? [], o.interventions ?? {}, o.logits ?? 'none', null, o.lora);
   }
 
   /** Runs a prepared call, optionally on the decoder graph extended by `ext`, with extra feeds. */
@@ -380,7 +394,7 @@ export class Engine {
     const logits = req.logits ?? 'none';
     const capture = req.capture ?? [];
     if (logits === 'none' && capture.length === 0) throw new EmlensError('forward: nothing requested (no captures, no logits)');
-    const prep = this.prepare(rows, layout, capture, req.interventions ?? {}, logits, false);
+    const prep = this.prepare(rows, layout, capture, req.interventions ?? {}, logits, null);
     if (req.decodeWeights && !this.decode) throw new EmlensError('forward: decodeWeights asked, but this engine has no decode weights (--weights int8|int4, or --fp32-decode store)');
     const out = req.decodeWeights ? await this.runDecode(prep, {}) : await this.run(prep);
     const captures = new Map<string, Float32Array>();
@@ -407,46 +421,57 @@ export class Engine {
       if (maxNew > 0 && p.length >= M) throw new InputRowError(b, `the prompt is ${p.length} tokens; the model's context (max_position_embeddings) is ${M}, which leaves no room to generate`);
     });
     const { rows, layout } = leftPad(prompts, 0);
+    // A prompt given several times (an eval's samples of one question) is prefilled once and its
+    // cache copied to each of its rows: row b reads prefill row `prefillRow[b]`.
+    const distinct = new Map<string, number>();
+    const prefillRow = prompts.map((p) => {
+      const k = p.join(',');
+      let u = distinct.get(k);
+      if (u === undefined) distinct.set(k, (u = distinct.size));
+      return u;
+    });
+    const U = distinct.size;
+    const prefill = U < B ? leftPad([...distinct.keys()].map((k) => prompts[prefillRow.indexOf(distinct.get(k)!)]!), 0) : { rows, layout };
     const tokens: number[][] = prompts.map(() => []);
     const finished = prompts.map(() => false);
     const contextFull = prompts.map(() => false);
-    const KV = spec.nKvHeads;
-    const hd = spec.headDim;
-    let past: Record<string, OrtTensor> = {};
-    for (let l = 0; l < spec.nLayers; l++) {
-      past[IO.pastKey(l)] = f32(new Float32Array(0), [B, KV, hd, 0]);
-      past[IO.pastValue(l)] = f32(new Float32Array(0), [B, KV, 0, hd]);
-    }
+    const V = spec.vocab;
+    const cache = new KvCache(spec.nLayers, B, spec.nKvHeads, spec.headDim);
     let step = 0;
     const kept: Float32Array[] = [];
-    let input = rows;
-    let cur: BatchLayout = layout;
+    let input = prefill.rows;
+    let cur: BatchLayout = prefill.layout;
     const done = (b: number) => finished[b] || contextFull[b];
     while (step < maxNew && !prompts.every((_, b) => done(b))) {
-      const prep = this.prepare(input, cur, [], iv, 'last', true, undefined, sampling.temperature);
-      const out = this.decode ? await this.runDecode(prep, past) : await this.run(prep, past);
-      const logits = out[IO.logits]!.data as Float32Array;
+      const first = step === 0 && U < B;
+      const fed = first ? new KvCache(spec.nLayers, U, spec.nKvHeads, spec.headDim) : cache;
+      const prep = this.prepare(input, cur, [], iv, 'last', fed.capacity, undefined, sampling.temperature);
+      const out = this.decode ? await this.runDecode(prep, fed.feeds()) : await this.run(prep, fed.feeds());
+      let logits = out[IO.logits]!.data as Float32Array;
       const probs = sampling.temperature > 0 ? (out[IO.probs]!.data as Float32Array) : null;
-      if (opts.keepLogits) kept.push(logits);
+      // The prefill's row of each batch row (after it, row b is row b).
+      const row = (b: number) => (first ? prefillRow[b]! : b);
       const next = new BigInt64Array(B);
       for (let b = 0; b < B; b++) {
         if (done(b)) {
           next[b] = BigInt(tokens[b]![tokens[b]!.length - 1] ?? 0);
           continue;
         }
-        const t = probs ? sampleProbs(probs, b * spec.vocab, spec.vocab, sampling.topP, randoms[b]!) : argmax(logits, b * spec.vocab, spec.vocab);
+        const t = probs ? sampleProbs(probs, row(b) * V, V, sampling.topP, randoms[b]!) : argmax(logits, row(b) * V, V);
         tokens[b]!.push(t);
         next[b] = BigInt(t);
         if (stop.has(t)) finished[b] = true;
         else if (prompts[b]!.length + tokens[b]!.length >= M) contextFull[b] = true;
       }
+      if (first && (opts.keepLogits || opts.onStep)) {
+        const all = new Float32Array(B * V);
+        for (let b = 0; b < B; b++) all.set(logits.subarray(row(b) * V, (row(b) + 1) * V), b * V);
+        logits = all;
+      }
+      if (opts.keepLogits) kept.push(logits);
       step++;
       opts.onStep?.(step, tokens, logits);
-      past = {};
-      for (let l = 0; l < spec.nLayers; l++) {
-        past[IO.pastKey(l)] = out[IO.presentKey(l)]!;
-        past[IO.pastValue(l)] = out[IO.presentValue(l)]!;
-      }
+      cache.append(out, cur.seq, first ? prefillRow : undefined);
       cur = { pad: layout.pad, past: cur.past + cur.seq, seq: 1 };
       input = next;
     }

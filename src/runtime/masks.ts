@@ -37,3 +37,22 @@ export function positionIds(layout: BatchLayout): Float64Array {
   for (let b = 0; b < pad.length; b++) for (let t = 0; t < seq; t++) out[b * seq + t] = Math.max(0, past + t - pad[b]!);
   return out;
 }
+
+/**
+ * attentionMask's two halves for a call on a KV cache of `capacity` slots (layout.past of them
+ * written): the cache's slots [B, 1, 1, T, capacity], unwritten ones masked, and the call's own
+ * positions [B, 1, 1, T, T].
+ */
+export function cacheMasks(layout: BatchLayout, window: number | null, capacity: number): { cache: Float32Array; fresh: Float32Array } {
+  const { pad, past, seq } = layout;
+  if (past > capacity) throw new Error(`${past} cached positions in ${capacity} slots`);
+  const full = attentionMask(layout, window);
+  const S = past + seq;
+  const cache = new Float32Array(pad.length * seq * capacity).fill(MASKED);
+  const fresh = new Float32Array(pad.length * seq * seq);
+  for (let r = 0; r < pad.length * seq; r++) {
+    cache.set(full.subarray(r * S, r * S + past), r * capacity);
+    fresh.set(full.subarray(r * S + past, (r + 1) * S), r * seq);
+  }
+  return { cache, fresh };
+}

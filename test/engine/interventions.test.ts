@@ -232,6 +232,25 @@ describe.each(['gemma2', 'qwen3'] as TinyFamily[])('sampled KV-cache generation 
       }
     }
   });
+
+  it('prefills a prompt given several times once, and grows the cache past its first slots, drawing the same', async () => {
+    const m = await load(family);
+    const V = m.spec.vocab;
+    const iv = { steer: [{ hook: hookName(0, 'resid_post'), vector: randVec(m.spec.dModel, 8), scale: 1 }] };
+    const p = seqIds(5, V, 12);
+    const prompts = [p, seqIds(8, V, 13), p, p];
+    // 70 steps: past the cache's first 64 slots (CHUNK), so it grows while rows decode.
+    const steps = 70;
+    const gen = await m.engine.generate(prompts, { maxNewTokens: steps, temperature: 1, topP: 1, seed: 5, interventions: iv, stopIds: [] });
+    const r = rng(5);
+    for (let step = 0; step < steps; step++) {
+      const seqs = prompts.map((q, b) => [...q, ...gen.tokens[b]!.slice(0, step)]);
+      const full = await m.engine.forward({ ids: seqs, logits: 'last', interventions: iv });
+      prompts.forEach((_, b) => expect(gen.tokens[b]![step], `step ${step}, row ${b}`).toBe(textbookDraw(full.logits!, b * V, V, 1, 1, r())));
+    }
+    // The shared prompt's rows drew from one generator in turn, so they part ways.
+    expect(gen.tokens[2]).not.toEqual(gen.tokens[3]);
+  });
 });
 
 describe('bad interventions', () => {

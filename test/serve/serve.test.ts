@@ -158,8 +158,10 @@ describe('emlens serve: OpenAI routes', () => {
     const a = await remote.score(reqs);
     const b = await new LocalJudge(model, { cacheDir: null }).score(reqs);
     expect(a.map((x) => x.score === null)).toEqual(b.map((x) => x.score === null));
+    // The server samples through the KV-cache graph (its attention's softmax in parts), the local
+    // judge runs the plain forward: float32 rounding apart, ~1e-6 of a score of 0-100.
     a.forEach((x, i) => {
-      if (x.score !== null) expect(x.score).toBeCloseTo(b[i]!.score!, 4);
+      if (x.score !== null) expect(x.score).toBeCloseTo(b[i]!.score!, 3);
     });
     expect(a.some((x) => x.score !== null)).toBe(true);
   });
