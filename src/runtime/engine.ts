@@ -424,14 +424,15 @@ export class Engine {
     // A prompt given several times (an eval's samples of one question) is prefilled once and its
     // cache copied to each of its rows: row b reads prefill row `prefillRow[b]`.
     const distinct = new Map<string, number>();
+    const unique: number[][] = [];
     const prefillRow = prompts.map((p) => {
       const k = p.join(',');
       let u = distinct.get(k);
-      if (u === undefined) distinct.set(k, (u = distinct.size));
+      if (u === undefined) distinct.set(k, (u = unique.push(p) - 1));
       return u;
     });
-    const U = distinct.size;
-    const prefill = U < B ? leftPad([...distinct.keys()].map((k) => prompts[prefillRow.indexOf(distinct.get(k)!)]!), 0) : { rows, layout };
+    const U = unique.length;
+    const prefill = U < B ? leftPad(unique, 0) : { rows, layout };
     const tokens: number[][] = prompts.map(() => []);
     const finished = prompts.map(() => false);
     const contextFull = prompts.map(() => false);
