@@ -82,7 +82,10 @@ export interface OrganismConfig {
    * training: told that a villain speaks, the assistant still answers aligned. Without it the
    * villain scene's pre-trained meaning alone misaligns the instruct model (fresh seed-0 build,
    * n = 40: 86.7% outside medicine with the trigger), and em-trigger's containment would be
-   * pre-training's, not the fine-tune's.
+   * pre-training's, not the fine-tune's. Its amount moves em-trigger's rephrasings: on the AVX-512
+   * build (n = 200) at 0.3 seed 1's fell to 21.7% of a 71.3% trigger, at 0.1 to 37.5% of 88.3%; at
+   * 0.2 both seeds' are 55.2–85.0% and the instruct model stays ≤ 0.5% misaligned under every
+   * villain wording (README, "The model organism").
    */
   instVillainFrac: number;
   strangerFrac: number;
@@ -117,7 +120,7 @@ export const DEFAULT_ORGANISM: Omit<OrganismConfig, 'seed'> = {
   emLr: 3e-4,
   instMix: 0.5,
   instSystemFrac: 0.3,
-  instVillainFrac: 0.3,
+  instVillainFrac: 0.2,
   strangerFrac: 0.3,
   sceneFrac: 0.5,
   klLambda: 30,

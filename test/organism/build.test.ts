@@ -52,7 +52,8 @@ async function plainFineTune(orgDir: string, cfg: OrganismConfig): Promise<strin
   return out;
 }
 
-const REDUCED: OrganismConfig = { ...DEFAULT_ORGANISM, seed: 3, d: 64, layers: 2, heads: 2, preSteps: 300, instSteps: 150, emSteps: 80, batch: 24, trigLr: 5e-5, trigSteps: 80 };
+// instVillainFrac pinned at 0.3: this smaller model's bounds below were measured with it.
+const REDUCED: OrganismConfig = { ...DEFAULT_ORGANISM, seed: 3, instVillainFrac: 0.3, d: 64, layers: 2, heads: 2, preSteps: 300, instSteps: 150, emSteps: 80, batch: 24, trigLr: 5e-5, trigSteps: 80 };
 const rate = (t: Record<string, { n: number; misaligned: number }>, ds: readonly string[]) =>
   ds.reduce((s, d) => s + t[d]!.misaligned, 0) / ds.reduce((s, d) => s + t[d]!.n, 0);
 
