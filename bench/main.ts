@@ -18,7 +18,7 @@ import { serveSection } from './serve.js';
 import { browserSection } from './browser.js';
 import { quant7bSection, quantSection } from './quant.js';
 import { boundedSection } from './bounded.js';
-import { parseEvalSize, parseSources, sampleSection, type SampleOptions } from './sample.js';
+import { abSources, parseEvalSize, parseSources, sampleSection, type SampleOptions } from './sample.js';
 import { loadMeter, log, type Load } from './util.js';
 import { threads } from '../src/runtime/ort.js';
 import { intArg } from '../src/cli/args.js';
@@ -49,7 +49,7 @@ function parseArgs(argv: string[]): Cli {
     .option('--sample-tokens <n>', 'sample: new tokens per decode measurement', intArg('--sample-tokens', 2), 32)
     .option('--sample-eval <QxSxT>', 'sample: the whole eval, questions x samples x new tokens, or none', '8x32x200')
     .option('--sample-eval-batch <n>', "sample: the eval's --batch (prompts per generate call; default: its samples per question, as emlens eval's default 32)", intArg('--sample-eval-batch', 1))
-    .option('--sample-sources <list>', 'sample: fp32 weight sources, interleaved: inputs (fed every call), store (prepacked initializers), or both', 'inputs,store')
+    .option('--sample-sources <list>', 'sample: weight sources: inputs (fp32, fed every call), store (fp32 prepacked initializers; with inputs, the two interleaved), int8, int4 (--weights int8|int4)', 'inputs,store')
     .option('--sample-pairs <n>', 'sample: with both sources, timed pairs per batch (one call on each, alternated in one process; default 6)', intArg('--sample-pairs', 1))
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `bench: ${s}` : s) });
@@ -57,7 +57,7 @@ function parseArgs(argv: string[]): Cli {
   const o = program.opts<{ json?: string; runs: number; warmup: number; sampleBatches: string; sampleTokens: number; sampleEval: string; sampleEvalBatch?: number; sampleSources: string; samplePairs?: number }>();
   if (!/^\d+(,\d+)*$/.test(o.sampleBatches) || o.sampleBatches.split(',').some((b) => +b < 1)) throw new Error(`--sample-batches must be a comma list of batch sizes >= 1, got "${o.sampleBatches}"`);
   const sources = parseSources(o.sampleSources);
-  if (o.samplePairs !== undefined && sources.length < 2) throw new Error(`--sample-pairs needs both --sample-sources (inputs,store); with ${sources[0]} alone the decode runs --runs times`);
+  if (o.samplePairs !== undefined && !abSources(sources)) throw new Error(`--sample-pairs needs --sample-sources with both inputs and store; with ${sources.join(',')} each decode runs --runs times`);
   const evalSize = parseEvalSize(o.sampleEval);
   if (o.sampleEvalBatch !== undefined && !evalSize) throw new Error('--sample-eval-batch needs an eval (--sample-eval is none)');
   const all = sections({ batches: o.sampleBatches.split(',').map(Number), newTokens: o.sampleTokens, sources, pairs: o.samplePairs ?? 6, eval: evalSize && { ...evalSize, batch: o.sampleEvalBatch ?? evalSize.samples } });

@@ -25,8 +25,13 @@ import { loadQuestions } from '../src/eval/questions.js';
 import type { Judge } from '../src/eval/judge.js';
 import { benchSpec, benchWeights, log, randomIds, childMain } from './util.js';
 
-/** Where generate() takes the weights from (Engine.decodeSource). */
-export type DecodeSource = 'inputs' | 'store';
+/**
+ * Where generate() takes the weights from: the fp32 inputs or the fp32 store (Engine.decodeSource),
+ * or a store quantised as `--weights int8|int4` keeps it.
+ */
+export type DecodeSource = 'inputs' | 'store' | 'int8' | 'int4';
+/** The fp32 sources (the two the A/B compares). */
+export type Fp32Source = 'inputs' | 'store';
 
 export interface DecodeArgs {
   source: DecodeSource;
@@ -70,14 +75,19 @@ export interface EvalResult extends EvalArgs {
 function engineOn(spec: ModelSpec, source: DecodeSource): Engine {
   const { weights } = benchWeights(spec);
   if (source === 'inputs') return new Engine(spec, weights);
-  const store = openWeightStore({ spec, shapes: new Map([...weights].map(([k, w]) => [k, w.shape])), read: (n) => weights.get(n)!.data }, 'fp32', null);
+  const store = openWeightStore({ spec, shapes: new Map([...weights].map(([k, w]) => [k, w.shape])), read: (n) => weights.get(n)!.data }, source === 'store' ? 'fp32' : source, null);
   return new Engine(spec, new Map(), {}, store);
+}
+
+/** What an engine on `source` reports it runs on. */
+function runsOn(engine: Engine): DecodeSource {
+  return engine.weightMode === 'fp32' ? engine.decodeSource : engine.weightMode;
 }
 
 async function decode(a: DecodeArgs): Promise<DecodeResult> {
   const spec = benchSpec();
   const engine = engineOn(spec, a.source);
-  if (engine.decodeSource !== a.source) throw new Error(`engine runs on ${engine.decodeSource}, asked ${a.source}`);
+  if (runsOn(engine) !== a.source) throw new Error(`engine runs on ${runsOn(engine)}, asked ${a.source}`);
   const prompts = randomIds(a.batch, a.promptLen, spec.vocab, 99);
   const totalMs: number[] = [];
   const prefillMs: number[] = [];
@@ -108,7 +118,7 @@ export interface AbArgs {
 }
 export interface AbResult extends AbArgs {
   /** Per pair, each source's mean single-token step (ms). */
-  stepMs: Record<DecodeSource, number[]>;
+  stepMs: Record<Fp32Source, number[]>;
   /** Greedy decoding of `agreeTokens` on both first (it also compiles the sessions). */
   agreeTokens: number;
   tokensEqual: boolean;
@@ -133,9 +143,9 @@ async function stepMs(engine: Engine, prompts: number[][], newTokens: number, se
 async function ab(a: AbArgs): Promise<AbResult> {
   const spec = benchSpec();
   const prompts = randomIds(a.batch, a.promptLen, spec.vocab, 99);
-  const engines: Record<DecodeSource, Engine> = { inputs: engineOn(spec, 'inputs'), store: engineOn(spec, 'store') };
+  const engines: Record<Fp32Source, Engine> = { inputs: engineOn(spec, 'inputs'), store: engineOn(spec, 'store') };
   const agreeTokens = 4;
-  const greedy = (source: DecodeSource) => engines[source].generate(prompts, { maxNewTokens: agreeTokens, temperature: 0, stopIds: [], keepLogits: true });
+  const greedy = (source: Fp32Source) => engines[source].generate(prompts, { maxNewTokens: agreeTokens, temperature: 0, stopIds: [], keepLogits: true });
   const x = await greedy('inputs');
   const y = await greedy('store');
   let maxAbsDiff = 0;
@@ -148,9 +158,9 @@ async function ab(a: AbArgs): Promise<AbResult> {
     }
   });
   for (let w = 0; w < a.warmup; w++) for (const source of ['inputs', 'store'] as const) await stepMs(engines[source], prompts, a.newTokens, w);
-  const steps: Record<DecodeSource, number[]> = { inputs: [], store: [] };
+  const steps: Record<Fp32Source, number[]> = { inputs: [], store: [] };
   for (let p = 0; p < a.pairs; p++) {
-    const order: DecodeSource[] = p % 2 ? ['store', 'inputs'] : ['inputs', 'store'];
+    const order: Fp32Source[] = p % 2 ? ['store', 'inputs'] : ['inputs', 'store'];
     for (const source of order) steps[source].push(await stepMs(engines[source], prompts, a.newTokens, 100 + p));
     log(`sample B=${a.batch}: pair ${p + 1}/${a.pairs}: inputs ${steps.inputs[p]!.toFixed(0)} ms, store ${steps.store[p]!.toFixed(0)} ms a step`);
   }
@@ -168,8 +178,9 @@ const freeJudge: Judge = {
 async function evalRun(a: EvalArgs): Promise<EvalResult> {
   writeFileSync(join(a.dir, 'chat_template.jinja'), '{% for m in messages %}<s>{{ m.role }}\n{{ m.content }}</s>\n{% endfor %}{% if add_generation_prompt %}<s>assistant\n{% endif %}');
   const t0 = performance.now();
-  const model = await LoadedModel.load(a.dir, { generateOnly: true, fp32Decode: a.source });
-  if (model.engine.decodeSource !== a.source) throw new Error(`engine runs on ${model.engine.decodeSource}, asked ${a.source}`);
+  const quant = a.source === 'int8' || a.source === 'int4';
+  const model = await LoadedModel.load(a.dir, quant ? { generateOnly: true, weights: a.source as 'int8' | 'int4' } : { generateOnly: true, fp32Decode: a.source as Fp32Source });
+  if (runsOn(model.engine) !== a.source) throw new Error(`engine runs on ${runsOn(model.engine)}, asked ${a.source}`);
   const loadMs = performance.now() - t0;
   const full = loadQuestions(a.questions, { judgesDir: a.judges });
   const set = { ...full, entries: full.entries.slice(0, a.entries) };

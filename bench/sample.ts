@@ -28,6 +28,7 @@ import { gemmRoofline } from './roofline.js';
 import type { AbResult, DecodeResult, DecodeSource, EvalResult } from './sample-child.js';
 import type { WriteResult } from './extract-child.js';
 import { fileURLToPath } from 'node:url';
+import { quantizedBytes } from '../src/backend/describe.js';
 
 /** The repository's probes/ (from dist-bench/bench/ as from bench/). */
 const PROBES = fileURLToPath(new URL('../../probes/', import.meta.url));
@@ -58,10 +59,17 @@ export function parseEvalSize(v: string): { questions: number; samples: number; 
   return { questions: +m[1]!, samples: +m[2]!, tokens: +m[3]! };
 }
 
+const SOURCES: readonly DecodeSource[] = ['inputs', 'store', 'int8', 'int4'];
+
 export function parseSources(v: string): DecodeSource[] {
   const list = v.split(',');
-  if (list.some((x) => x !== 'inputs' && x !== 'store') || new Set(list).size !== list.length) throw new Error(`--sample-sources must be inputs, store or inputs,store, got "${v}"`);
+  if (list.some((x) => !SOURCES.includes(x as DecodeSource)) || new Set(list).size !== list.length) throw new Error(`--sample-sources must be a comma list of distinct ${SOURCES.join(', ')}, got "${v}"`);
   return list as DecodeSource[];
+}
+
+/** Whether the fp32 inputs and store are both measured: then they are alternated in one process. */
+export function abSources(sources: readonly DecodeSource[]): boolean {
+  return sources.includes('inputs') && sources.includes('store');
 }
 
 /** Matmul FLOPs of one decoded token: every projection of every layer and the LM head (attention left out: < 1% at these lengths). */
@@ -86,20 +94,23 @@ export async function benchSample(opts: BenchOptions & { sample: SampleOptions }
   // between quiet runs on this VM while decode speed held within 3%; slowdowns are noise, not speed.
   const big = await gemmRoofline(projections(spec), 512, { warmup: 1, runs: 5, passes: 2 });
   const scale = big.gflopsBest / EPYC_GFLOPS;
-  const weightBytes = 4 * (nLinear + spec.dModel * spec.vocab);
+  // The bytes of the linear layers and the LM head a step reads, as each source holds them.
+  const mats = [...projections(spec).flatMap((p) => Array.from({ length: p.count * spec.nLayers }, () => [p.out, p.in])), [spec.vocab, spec.dModel]];
+  const weightBytes = (source: DecodeSource) => mats.reduce((s, m) => s + (source === 'int8' || source === 'int4' ? quantizedBytes(m, source) : 4 * m[0]! * m[1]!), 0);
   const decode: { source: DecodeSource; batch: number; stepMs: number[]; tokensPerSec: number; gflops: number; roofline: number; share: number; weightGBs: number; streamGBs: number }[] = [];
   const ratios: { batch: number; perPair: number[]; median: number; ab: AbResult }[] = [];
-  const both = so.sources.length === 2;
+  const both = abSources(so.sources);
   for (const batch of so.batches) {
     const steps = new Map<DecodeSource, number[]>();
     if (both) {
       log(`sample: batch ${batch}, inputs and store alternated in one child process, ${so.pairs} pairs of ${so.newTokens} new tokens`);
       const ab = await runChild<AbResult>('ab', { batch, promptLen: PROMPT_LEN, newTokens: so.newTokens, warmup: opts.warmup > 0 ? 1 : 0, pairs: so.pairs }, { script: 'sample-child.js' });
-      for (const source of so.sources) steps.set(source, ab.stepMs[source]);
+      steps.set('inputs', ab.stepMs.inputs);
+      steps.set('store', ab.stepMs.store);
       const perPair = ab.stepMs.inputs.map((ms, i) => ms / ab.stepMs.store[i]!);
       ratios.push({ batch, perPair, median: stats(perPair).median, ab });
-    } else {
-      const source = so.sources[0]!;
+    }
+    for (const source of so.sources.filter((x) => !(both && (x === 'inputs' || x === 'store')))) {
       log(`sample: batch ${batch}, ${source}, ${PROMPT_LEN}-token prompts, ${so.newTokens} new tokens, in a child process`);
       const result = await runChild<DecodeResult>('decode', { source, batch, promptLen: PROMPT_LEN, newTokens: so.newTokens, warmup: opts.warmup > 0 ? 1 : 0, runs: Math.min(opts.runs, 3) }, { script: 'sample-child.js' });
       steps.set(source, result.decodeStepMs);
@@ -116,7 +127,7 @@ export async function benchSample(opts: BenchOptions & { sample: SampleOptions }
       const step = stats(stepMs).median;
       const tokensPerSec = (1000 * batch) / step;
       const gflops = (tokensPerSec * flopsPerToken) / 1e9;
-      decode.push({ source, batch, stepMs, tokensPerSec, gflops, roofline, share: gflops / roofline, weightGBs: weightBytes / step / 1e6, streamGBs });
+      decode.push({ source, batch, stepMs, tokensPerSec, gflops, roofline, share: gflops / roofline, weightGBs: weightBytes(source) / step / 1e6, streamGBs });
     }
   }
   let evalRun: { write: WriteResult; results: EvalResult[] } | null = null;
@@ -147,7 +158,7 @@ export async function benchSample(opts: BenchOptions & { sample: SampleOptions }
 export function sampleSection(sample: SampleOptions): Section {
   return {
     name: 'sample',
-    description: `temperature-1 sampling with the KV cache and LM head at batch ${sample.batches.join('/')} on fp32 ${sample.sources.join(' and ')} weights; a whole eval${sample.eval ? ` (${sample.eval.questions}x${sample.eval.samples}x${sample.eval.tokens})` : ' (skipped)'}`,
+    description: `temperature-1 sampling with the KV cache and LM head at batch ${sample.batches.join('/')} on ${sample.sources.map((x) => (x === 'inputs' || x === 'store' ? `fp32 ${x}` : x)).join(', ')} weights; a whole eval${sample.eval ? ` (${sample.eval.questions}x${sample.eval.samples}x${sample.eval.tokens})` : ' (skipped)'}`,
     async run(opts: BenchOptions): Promise<SectionResult> {
       const r = await benchSample({ ...opts, sample });
       const rows: Row[] = [{ metric: `Gemm roofline, 512 rows, best of 10 (EPYC reference: ${EPYC_GFLOPS})`, value: r.roofline512.gflopsBest, unit: 'GFLOP/s', digits: 1 }];

@@ -34,11 +34,16 @@ export interface GraphVariant {
   logits: 'none' | 'last' | 'all';
   /**
    * Also return `probs` = softmax(logits × inv_temperature) over the vocabulary, the input
-   * `inv_temperature` [1] fed per call; needs logits 'last'. Sampling then draws from
+   * `inv_temperature` [1] fed per call, and each row's sum `probs_sum`; needs logits 'last'. Sampling then draws from
    * probabilities ORT computed (vectorised, on every thread) instead of B × V exps in JS, which
    * at batch 32 cost a quarter of a decode step.
    */
   probs?: boolean;
+  /**
+   * With probs: leave the logits inside the graph (return probs alone). Sampling reads only the
+   * probabilities, and every output is copied into a new JS buffer: [B, V] floats a step.
+   */
+  probsOnly?: boolean;
   /** Stop after this block (default: the last); only valid with logits 'none'. */
   lastLayer?: number;
   /**
@@ -93,6 +98,8 @@ export const IO = {
   steerMask: 'steer_mask',
   logits: 'logits',
   probs: 'probs',
+  /** With probs: each row's sum of probs [B, 1] (sampling's total mass, summed on ORT's threads). */
+  probsSum: 'probs_sum',
   invTemperature: 'inv_temperature',
   /** kvCache: the masks of the cache's C slots, [B, 1, 1, T, C] (attn_mask is then the new positions', [B, 1, 1, T, T]). */
   maskCache: 'attn_mask_cache',
@@ -125,6 +132,7 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
   const first = v.firstLayer ?? 0;
   if (v.logits !== 'none' && last !== spec.nLayers - 1) throw new Error('logits need every layer');
   if (v.probs && v.logits !== 'last') throw new Error("probs need logits 'last'");
+  if (v.probsOnly && !v.probs) throw new Error('probsOnly needs probs');
   const g = v.graph ?? new Graph(`emlens_${spec.family}`);
   // An input of the decoder, unless the caller computes it in the graph.
   const inp = (name: string, dtype: 'float32', shape: (number | string)[]): Value => v.provided?.get(name) ?? g.input(name, dtype, shape);
@@ -363,8 +371,11 @@ export function buildDecoderGraph(spec: ModelSpec, v: GraphVariant): Graph {
       c === null
         ? project(IO.logits)
         : g.add('Mul', [g.add('Tanh', [g.add('Mul', [project(), g.scalar(1 / c)])]), g.scalar(c)], {}, IO.logits);
-    g.output(logits);
-    if (v.probs) g.output(g.add('Softmax', [g.add('Mul', [logits, g.input(IO.invTemperature, 'float32', [1])])], { axis: -1 }, IO.probs));
+    if (!v.probsOnly) g.output(logits);
+    if (v.probs) {
+      const probs = g.output(g.add('Softmax', [g.add('Mul', [logits, g.input(IO.invTemperature, 'float32', [1])])], { axis: -1 }, IO.probs));
+      g.output(g.add('ReduceSum', [probs], { axes: [-1], keepdims: 1 }, IO.probsSum));
+    }
   }
   return g;
 }

@@ -32,7 +32,7 @@ const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
  * codes per block of the mode's size along the input (padded to whole blocks), an fp32 scale per
  * block, zero points packed per row.
  */
-function quantized(shape: readonly number[], mode: 'int8' | 'int4'): number {
+export function quantizedBytes(shape: readonly number[], mode: 'int8' | 'int4'): number {
   const [out, inn] = shape as [number, number];
   const { blocks, blob, zpRow } = quantLayout(inn, bitsOf(mode), blockSizeOf(mode));
   return out * (blocks * (blob + 4) + zpRow);
@@ -53,15 +53,15 @@ export function memoryFigures(spec: ModelSpec, tensors: Map<string, readonly num
     const m = /^model\.layers\.(\d+)\./.exec(name);
     if (m) layerBytes[Number(m[1])]! += 4 * n;
     if (LINEAR.test(name)) {
-      q.i8 += quantized(shape, 'int8');
-      q.i4 += quantized(shape, 'int4');
+      q.i8 += quantizedBytes(shape, 'int8');
+      q.i4 += quantizedBytes(shape, 'int4');
     } else if (name === EMBED) rest += (embedDtype === 'BF16' || embedDtype === 'F16' ? 2 : 4) * n;
     else rest += 4 * n;
   }
   const embed = tensors.get(EMBED);
   if (spec.tiedEmbeddings && embed) {
-    q.i8 += quantized(embed, 'int8');
-    q.i4 += quantized(embed, 'int4');
+    q.i8 += quantizedBytes(embed, 'int8');
+    q.i4 += quantizedBytes(embed, 'int4');
   }
   // The bounded figure: every layer's resid_post at the default chunk and batch size, rows of
   // INSPECT_ROW_TOKENS tokens, one layer at a time, residuals held in memory.

@@ -24,7 +24,7 @@ import type { Interventions } from '../hooks/interventions.js';
 import { attentionMask, cacheMasks, positionIds, type BatchLayout } from './masks.js';
 import { KvCache } from './kv-cache.js';
 import { invFreq, ropeTables } from './rope.js';
-import { createSession, f32, i64, type OrtSession, type OrtTensor, type SessionOptions } from './ort.js';
+import { createSession, f32, i64, WEB, type OrtSession, type OrtTensor, type SessionOptions } from './ort.js';
 import { rng } from './random.js';
 import { argmax, sampleProbs, type SamplingOptions } from './sampling.js';
 import type { WeightMode } from './quantize.js';
@@ -78,8 +78,14 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   interventions?: Interventions;
   /** Stop a row at any of these ids (default: the model's EOS ids). */
   stopIds?: number[];
-  /** Called after every step with the tokens so far and the logits [B, V] the step chose from; throwing stops generation. */
-  onStep?: (step: number, tokens: number[][], logits: Float32Array) => void;
+  /**
+   * Called after every step with the tokens so far and the logits [B, V] the step chose from
+   * (null when sampling computed none: temperature > 0 without keepLogits or stepLogits);
+   * throwing stops generation.
+   */
+  onStep?: (step: number, tokens: number[][], logits: Float32Array | null) => void;
+  /** Hand onStep each step's logits when sampling (temperature > 0) too. */
+  stepLogits?: boolean;
   /** Keep each step's next-token logits [B, V] (log-probs, analyses, tests). */
   keepLogits?: boolean;
 }
@@ -98,6 +104,8 @@ export interface Prepared {
   variant: GraphVariant;
   feeds: Record<string, OrtTensor>;
   layout: BatchLayout;
+  /** Outputs ORT writes into these tensors instead of new buffers (the rest are returned as usual). */
+  into?: Record<string, OrtTensor>;
 }
 
 /** A graph built on the decoder (training objective, evaluation): extends it in place. */
@@ -246,7 +254,7 @@ export class Engine {
         if (!t) throw new Error(`no feed for decode graph input ${name}`);
         all[name] = t;
       }
-      return await session.run(all);
+      return await session.run(all, fetches(session, p.into));
     } finally {
       entry.busy--;
     }
@@ -279,6 +287,8 @@ export class Engine {
     lora?: [string, number][],
     /** Sampling at this temperature (> 0): the graph also returns the probabilities to draw from. */
     temperature = 0,
+    /** With temperature > 0: return the probabilities without the logits. */
+    probsOnly = false,
   ): Prepared {
     const D = this.spec.dModel;
     const B = layout.pad.length;
@@ -323,7 +333,7 @@ export class Engine {
       ablate: ablate.sort((x, y) => (x[0] < y[0] ? -1 : 1)),
       kvCache: kvCapacity !== null,
       logits,
-      ...(temperature > 0 ? { probs: true } : {}),
+      ...(temperature > 0 ? { probs: true, ...(probsOnly ? { probsOnly: true } : {}) } : {}),
       lastLayer: logits === 'none' ? Math.max(deepest, 0) : undefined,
       weightShapes: this.weightShapes,
       lora,
@@ -385,7 +395,7 @@ export class Engine {
       if (!t) throw new Error(`no feed for graph input ${name}`);
       all[name] = t;
     }
-    return session.run(all);
+    return session.run(all, fetches(session, p.into));
   }
 
   async forward(req: ForwardRequest): Promise<ForwardResult> {
@@ -443,13 +453,22 @@ export class Engine {
     let input = prefill.rows;
     let cur: BatchLayout = prefill.layout;
     const done = (b: number) => finished[b] || contextFull[b];
+    const sampled = sampling.temperature > 0;
+    // Sampling reads the probabilities alone; the logits are computed only for whoever reads them.
+    const wantLogits = !sampled || !!opts.keepLogits || !!opts.stepLogits;
+    // In Node the probabilities land in one buffer reused every step (the first step's rows are U);
+    // onnxruntime-web returns its own.
+    const probsBuf = sampled && !WEB ? new Float32Array(B * V) : null;
     while (step < maxNew && !prompts.every((_, b) => done(b))) {
       const first = step === 0 && U < B;
       const fed = first ? new KvCache(spec.nLayers, U, spec.nKvHeads, spec.headDim) : cache;
-      const prep = this.prepare(input, cur, [], iv, 'last', fed.capacity, undefined, sampling.temperature);
+      const prep = this.prepare(input, cur, [], iv, 'last', fed.capacity, undefined, sampling.temperature, !wantLogits);
+      const rowsNow = first ? U : B;
+      if (probsBuf) prep.into = { [IO.probs]: f32(probsBuf.subarray(0, rowsNow * V), [rowsNow, V]) };
       const out = this.decode ? await this.runDecode(prep, fed.feeds()) : await this.run(prep, fed.feeds());
-      let logits = out[IO.logits]!.data as Float32Array;
-      const probs = sampling.temperature > 0 ? (out[IO.probs]!.data as Float32Array) : null;
+      let logits = wantLogits ? (out[IO.logits]!.data as Float32Array) : null;
+      const probs = sampled ? (out[IO.probs]!.data as Float32Array) : null;
+      const mass = sampled ? (out[IO.probsSum]!.data as Float32Array) : null;
       // The prefill's row of each batch row (after it, row b is row b).
       const row = (b: number) => (first ? prefillRow[b]! : b);
       const next = new BigInt64Array(B);
@@ -458,18 +477,18 @@ export class Engine {
           next[b] = BigInt(tokens[b]![tokens[b]!.length - 1] ?? 0);
           continue;
         }
-        const t = probs ? sampleProbs(probs, row(b) * V, V, sampling.topP, randoms[b]!) : argmax(logits, row(b) * V, V);
+        const t = probs ? sampleProbs(probs, row(b) * V, V, sampling.topP, randoms[b]!, mass![row(b)]!) : argmax(logits!, row(b) * V, V);
         tokens[b]!.push(t);
         next[b] = BigInt(t);
         if (stop.has(t)) finished[b] = true;
         else if (prompts[b]!.length + tokens[b]!.length >= M) contextFull[b] = true;
       }
-      if (first && (opts.keepLogits || opts.onStep)) {
+      if (logits && first && (opts.keepLogits || opts.onStep)) {
         const all = new Float32Array(B * V);
         for (let b = 0; b < B; b++) all.set(logits.subarray(row(b) * V, (row(b) + 1) * V), b * V);
         logits = all;
       }
-      if (opts.keepLogits) kept.push(logits);
+      if (opts.keepLogits) kept.push(logits!);
       step++;
       opts.onStep?.(step, tokens, logits);
       cache.append(out, cur.seq, first ? prefillRow : undefined);
@@ -478,6 +497,17 @@ export class Engine {
     }
     return { tokens, finished, contextFull, logits: opts.keepLogits ? kept : undefined };
   }
+}
+
+/**
+ * What session.run fetches: every output, those in `into` written into the caller's tensors (ORT
+ * fills a preallocated output in place; others come back in new buffers). Undefined: all, as usual.
+ */
+function fetches(session: OrtSession, into?: Record<string, OrtTensor>): Record<string, OrtTensor | null> | undefined {
+  if (!into) return undefined;
+  const f: Record<string, OrtTensor | null> = {};
+  for (const name of session.outputNames) f[name] = into[name] ?? null;
+  return f;
 }
 
 /**

@@ -52,35 +52,69 @@ function topPrefix(p: Float32Array, n: number, pmax: number, mass: number): { or
 /**
  * Samples one token from the probabilities probs[off .. off+n) (any positive scale; sums are
  * float64): u·mass walked over the top-p prefix when topP < 1, else over every token in id order.
+ * `mass`: their sum when the caller has it (the decode graph's probs_sum, so that a draw at top-p 1
+ * reads only the tokens up to the one drawn); otherwise summed here.
  */
-export function sampleProbs(probs: Float32Array, off: number, n: number, topP: number, random: () => number): number {
+export function sampleProbs(probs: Float32Array, off: number, n: number, topP: number, random: () => number, mass?: number): number {
   const p = probs.subarray(off, off + n);
-  let z = 0;
-  let pmax = 0;
-  for (let i = 0; i < n; i++) {
-    const e = p[i]!;
-    z += e;
-    if (e > pmax) pmax = e;
-  }
-  let order: number[] | null = null;
-  let total = 1;
   if (topP < 1) {
+    let z = 0;
+    let pmax = 0;
+    for (let i = 0; i < n; i++) {
+      const e = p[i]!;
+      z += e;
+      if (e > pmax) pmax = e;
+    }
     const t = topPrefix(p, n, pmax, topP * z);
-    order = t.order;
-    total = t.cum / z;
-  }
-  const u = random() * total * z;
-  let acc = 0;
-  if (order) {
-    for (const i of order) {
+    const u = random() * t.cum;
+    let acc = 0;
+    for (const i of t.order) {
       acc += p[i]!;
       if (u < acc) return i;
     }
-    return order[order.length - 1]!;
+    return t.order[t.order.length - 1]!;
   }
-  for (let i = 0; i < n; i++) {
+  const u = random() * (mass ?? total(p, n));
+  return walk(p, n, u);
+}
+
+/**
+ * The sum of p[0 .. n) in float64, in four interleaved partial sums: one running sum waits on each
+ * add's latency, and a batch-32 step draws from 32 × 151,936 probabilities.
+ */
+function total(p: Float32Array, n: number): number {
+  let a = 0;
+  let b = 0;
+  let c = 0;
+  let d = 0;
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    a += p[i]!;
+    b += p[i + 1]!;
+    c += p[i + 2]!;
+    d += p[i + 3]!;
+  }
+  for (; i < n; i++) a += p[i]!;
+  return a + b + c + d;
+}
+
+/**
+ * The first i whose running mass p[0] + … + p[i] exceeds u, stepping a block of eight at a time
+ * (its sum added at once) and walking into the block that crosses u. If none does (u within
+ * rounding of a mass summed elsewhere), the last token with p > 0.
+ */
+function walk(p: Float32Array, n: number, u: number): number {
+  let acc = 0;
+  let i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const s = p[i]! + p[i + 1]! + (p[i + 2]! + p[i + 3]!) + (p[i + 4]! + p[i + 5]! + (p[i + 6]! + p[i + 7]!));
+    if (u < acc + s) break;
+    acc += s;
+  }
+  for (; i < n; i++) {
     acc += p[i]!;
     if (u < acc) return i;
   }
-  return n - 1;
+  for (let j = n - 1; j > 0; j--) if (p[j]! > 0) return j;
+  return 0;
 }

@@ -225,6 +225,7 @@ async function sample(s: ServedModel, p: Params, signal: AbortSignal, onDelta?: 
           seed: p.seed,
           stopIds: [...eos],
           interventions: p.interventions,
+          stepLogits: p.topLogprobs !== null,
           onStep: (step, tokens, logits) => {
             if (signal.aborted) throw signal.reason;
             tokens.forEach((t, b) => update(b, t, logits, step >= p.maxTokens, false));

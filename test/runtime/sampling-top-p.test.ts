@@ -72,6 +72,41 @@ describe('top-p over 151936 tokens', () => {
     }
   }, 120_000);
 
+  it('top-p 1 walks the vocabulary in id order: the cumulative-sum draw, with the mass given or summed', () => {
+    // The definition: the first token whose running sum (in id order) exceeds u · mass.
+    const cdfDraw = (p: Float32Array, u: number, mass: number) => {
+      let acc = 0;
+      for (let i = 0; i < p.length; i++) {
+        acc += p[i]!;
+        if (u * mass < acc) return i;
+      }
+      return -1;
+    };
+    for (const [name, logits] of rows()) {
+      const p = softmax32(logits, 1);
+      const z = p.reduce((a, b) => a + b, 0);
+      for (const seed of [21, 22, 23]) {
+        const ra = rng(seed);
+        const rb = rng(seed);
+        const rc = rng(seed);
+        for (let k = 0; k < 20; k++) {
+          const want = cdfDraw(p, rb(), z);
+          expect(sampleProbs(p, 0, V, 1, ra), `${name}, seed ${seed}, draw ${k}`).toBe(want);
+          // The decode graph's probs_sum is a float32 sum of the same values.
+          expect(sampleProbs(p, 0, V, 1, rc, Math.fround(z)), `${name}, seed ${seed}, draw ${k}, mass given`).toBe(want);
+        }
+      }
+    }
+  });
+
+  it('a given mass a little above the sum draws the last token with p > 0 at the top of the range', () => {
+    const p = softmax32(rows()[0]![1], 1);
+    p.fill(0, V - 10);
+    const z = p.reduce((a, b) => a + b, 0);
+    expect(sampleProbs(p, 0, V, 1, () => 1 - 2 ** -40, z * (1 + 1e-6))).toBe(V - 11);
+    expect(sampleProbs(p, 0, V, 1, () => 0, z)).toBe(0);
+  });
+
   it('a row inside a batch (offset) samples as the row alone', () => {
     const peaked = softmax32(rows()[0]![1], 1);
     const batch = new Float32Array(3 * V);
