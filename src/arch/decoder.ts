@@ -34,9 +34,9 @@ export interface GraphVariant {
   logits: 'none' | 'last' | 'all';
   /**
    * Also return `probs` = softmax(logits × inv_temperature) over the vocabulary, the input
-   * `inv_temperature` [1] fed per call, and each row's sum `probs_sum`; needs logits 'last'. Sampling then draws from
-   * probabilities ORT computed (vectorised, on every thread) instead of B × V exps in JS, which
-   * at batch 32 cost a quarter of a decode step.
+   * `inv_temperature` [1] fed per call, and each row's sum `probs_sum`; needs logits 'last'.
+   * Sampling then draws from probabilities ORT computed (vectorised, on every thread) instead of
+   * B × V exps in JS, which at batch 32 cost a quarter of a decode step.
    */
   probs?: boolean;
   /**
