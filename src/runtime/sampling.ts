@@ -78,24 +78,11 @@ export function sampleProbs(probs: Float32Array, off: number, n: number, topP: n
   return walk(p, n, u);
 }
 
-/**
- * The sum of p[0 .. n) in float64, in four interleaved partial sums: one running sum waits on each
- * add's latency, and a batch-32 step draws from 32 × 151,936 probabilities.
- */
+/** The sum of p[0 .. n) in float64 (a caller without the graph's probs_sum). */
 function total(p: Float32Array, n: number): number {
-  let a = 0;
-  let b = 0;
-  let c = 0;
-  let d = 0;
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    a += p[i]!;
-    b += p[i + 1]!;
-    c += p[i + 2]!;
-    d += p[i + 3]!;
-  }
-  for (; i < n; i++) a += p[i]!;
-  return a + b + c + d;
+  let z = 0;
+  for (let i = 0; i < n; i++) z += p[i]!;
+  return z;
 }
 
 /**
